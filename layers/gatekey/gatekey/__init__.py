@@ -1,0 +1,1 @@
+"""Gatekey's domain core, shipped as a Lambda layer (/opt/python/gatekey)."""

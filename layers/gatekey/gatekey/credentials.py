@@ -1,0 +1,112 @@
+"""Client IDs and Client Secrets: generation, format and checksum.
+
+Both have the shape ``<prefix><random part><checksum>`` in base62, as GitHub's tokens do:
+
+- Client ID ``gk_`` + 22 characters (128 random bits) + 6 characters of checksum;
+- Client Secret ``gks_`` + 43 characters (256 random bits) + 6 characters of checksum.
+
+The checksum is CRC32 of prefix and random part, so a mistyped or truncated value is rejected
+before any database read, and a leaked secret is easy for a scanner to recognise.
+"""
+
+from __future__ import annotations
+
+import secrets
+import zlib
+from dataclasses import dataclass, field
+from typing import Final
+
+from gatekey.errors import MalformedCredential
+
+ALPHABET: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_INDEX: Final = {c: i for i, c in enumerate(ALPHABET)}
+_CHECKSUM_LEN: Final = 6  # 62**6 > 2**32
+
+CLIENT_ID_PREFIX: Final = "gk_"
+CLIENT_SECRET_PREFIX: Final = "gks_"  # noqa: S105 - a format prefix, not a secret
+_CLIENT_ID_RANDOM_LEN: Final = 22  # 62**22 > 2**128
+_CLIENT_SECRET_RANDOM_LEN: Final = 43  # 62**43 > 2**256
+_CLIENT_ID_BYTES: Final = 16
+_CLIENT_SECRET_BYTES: Final = 32
+
+CLIENT_ID_LENGTH: Final = len(CLIENT_ID_PREFIX) + _CLIENT_ID_RANDOM_LEN + _CHECKSUM_LEN
+CLIENT_SECRET_LENGTH: Final = len(CLIENT_SECRET_PREFIX) + _CLIENT_SECRET_RANDOM_LEN + _CHECKSUM_LEN
+
+
+def _base62(number: int, width: int) -> str:
+    digits = []
+    for _ in range(width):
+        number, rem = divmod(number, 62)
+        digits.append(ALPHABET[rem])
+    if number:
+        raise ValueError("number does not fit the width")  # a programming error, not input
+    return "".join(reversed(digits))
+
+
+def _checksum(body: str) -> str:
+    return _base62(zlib.crc32(body.encode("ascii")), _CHECKSUM_LEN)
+
+
+def _generate(prefix: str, nbytes: int, width: int) -> str:
+    body = prefix + _base62(int.from_bytes(secrets.token_bytes(nbytes), "big"), width)
+    return body + _checksum(body)
+
+
+def _validate(value: object, *, field_name: str, prefix: str, length: int) -> str:
+    """Return `value` if it has the format and checksum of `prefix`; never echo it in errors."""
+    if not isinstance(value, str):
+        raise MalformedCredential(field_name, "must be a string")
+    if not value.isascii():
+        raise MalformedCredential(field_name, "must contain only ASCII characters")
+    if not value.startswith(prefix):
+        raise MalformedCredential(field_name, f"must start with {prefix!r}")
+    if len(value) != length:
+        raise MalformedCredential(field_name, f"must be {length} characters long")
+    body, check = value[:-_CHECKSUM_LEN], value[-_CHECKSUM_LEN:]
+    if any(c not in _INDEX for c in value[len(prefix) :]):
+        raise MalformedCredential(field_name, "must be base62 after the prefix")
+    # Not a secret comparison: the checksum is derived from the value, not from stored state.
+    if _checksum(body) != check:
+        raise MalformedCredential(field_name, "checksum does not match (mistyped or truncated?)")
+    return value
+
+
+def generate_client_id() -> str:
+    return _generate(CLIENT_ID_PREFIX, _CLIENT_ID_BYTES, _CLIENT_ID_RANDOM_LEN)
+
+
+def parse_client_id(value: object) -> str:
+    """Validate a Client ID without I/O; raise MalformedCredential naming what is wrong."""
+    return _validate(
+        value, field_name="client_id", prefix=CLIENT_ID_PREFIX, length=CLIENT_ID_LENGTH
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSecret:
+    """A plaintext Client Secret. Its repr and str are redacted so it cannot leak into a log line
+    by accident; `reveal()` is the one way to the plaintext (for the create/rotate response)."""
+
+    _value: str = field(repr=False)
+
+    @classmethod
+    def generate(cls) -> ClientSecret:
+        return cls(_generate(CLIENT_SECRET_PREFIX, _CLIENT_SECRET_BYTES, _CLIENT_SECRET_RANDOM_LEN))
+
+    @classmethod
+    def parse(cls, value: object) -> ClientSecret:
+        """Validate a presented secret without I/O; raise MalformedCredential if it is not one."""
+        return cls(
+            _validate(
+                value,
+                field_name="client_secret",
+                prefix=CLIENT_SECRET_PREFIX,
+                length=CLIENT_SECRET_LENGTH,
+            )
+        )
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __str__(self) -> str:
+        return "gks_****"

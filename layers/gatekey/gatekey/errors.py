@@ -1,0 +1,109 @@
+"""The one error tree of Gatekey.
+
+Every error carries a stable `reason` code that callers map to an HTTP status, an OAuth error or a
+Deny in exactly one place each. Messages name what is wrong and never echo a credential.
+"""
+
+from __future__ import annotations
+
+
+class GatekeyError(Exception):
+    """Base of every error Gatekey raises on purpose."""
+
+    reason = "gatekey_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# -- bad input: nothing was read or written ---------------------------------------------------
+
+
+class ValidationError(GatekeyError):
+    """Input that can never be valid. `field` names the offending input."""
+
+    reason = "invalid_input"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class InvalidDuration(ValidationError):
+    reason = "invalid_duration"
+
+
+class MalformedCredential(ValidationError):
+    """A Client ID or Client Secret that fails the format or checksum check (no I/O was done)."""
+
+    reason = "malformed_credential"
+
+
+# -- authentication: the caller presented something that does not grant access ----------------
+
+
+class AuthenticationError(GatekeyError):
+    reason = "authentication_failed"
+
+
+class InvalidCredentials(AuthenticationError):
+    """Well-formed credentials that do not match any active secret."""
+
+    reason = "invalid_credentials"
+
+
+class TokenExpired(AuthenticationError):
+    reason = "token_expired"
+
+
+class TokenDisabled(AuthenticationError):
+    reason = "token_disabled"
+
+
+class TokenRevoked(AuthenticationError):
+    reason = "token_revoked"
+
+
+# -- state of stored tokens --------------------------------------------------------------------
+
+
+class NotFound(GatekeyError):
+    reason = "not_found"
+
+
+class Conflict(GatekeyError):
+    """The write would break an invariant of the stored state; nothing was written."""
+
+    reason = "conflict"
+
+
+class AlreadyExists(Conflict):
+    reason = "already_exists"
+
+
+class ConcurrentModification(Conflict):
+    """Optimistic lock lost: someone else changed the item since it was read."""
+
+    reason = "concurrent_modification"
+
+
+class InvalidTransition(Conflict):
+    """A change the token's state forbids, such as enabling a revoked token."""
+
+    reason = "invalid_transition"
+
+
+# -- the platform ------------------------------------------------------------------------------
+
+
+class ConfigurationError(GatekeyError):
+    """Missing or malformed configuration; raised at cold start."""
+
+    reason = "configuration_error"
+
+
+class DependencyError(GatekeyError):
+    """An AWS dependency (DynamoDB, Secrets Manager, KMS) failed. Callers fail closed."""
+
+    reason = "dependency_unavailable"

@@ -1,0 +1,207 @@
+"""The service token and its audit events, with the validation of every field a person sets.
+
+Times are whole epoch seconds (UTC). A token never holds a plaintext secret: only `SecretHash`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Final
+
+from gatekey.credentials import ClientSecret, generate_client_id, parse_client_id
+from gatekey.durations import DEFAULT_TOKEN_DURATION, Duration
+from gatekey.errors import ValidationError
+from gatekey.hashing import Hasher, SecretHash
+
+MAX_NAME_LENGTH: Final = 128
+MAX_ROUTES: Final = 100
+MAX_SCOPES: Final = 50
+ALL_ROUTES: Final = "*"
+HTTP_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"})
+# RFC 6749 appendix A.4: scope-token = 1*NQCHAR (printable ASCII but space, '"' and '\').
+_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")
+_PATH = re.compile(r"/[A-Za-z0-9\-._~%!$&'()*+,;=:@/{}]{0,511}")
+_SECRET_ARN = re.compile(
+    r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9_/+=.@-]{1,512}"
+)
+_OWNER = re.compile(r"[^\x00-\x1f\x7f]{1,254}")
+
+
+class TokenStatus(StrEnum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+class RotationMode(StrEnum):
+    REMIND = "remind"
+    AUTO = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class RotationPolicy:
+    mode: RotationMode = RotationMode.REMIND
+    delivery_secret_arn: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode is RotationMode.AUTO and not self.delivery_secret_arn:
+            raise ValidationError("rotation.delivery_secret_arn", "is required for 'auto'")
+        if self.mode is RotationMode.REMIND and self.delivery_secret_arn:
+            raise ValidationError("rotation.delivery_secret_arn", "is only used with 'auto'")
+        arn = self.delivery_secret_arn
+        if arn is not None and not _SECRET_ARN.fullmatch(arn):
+            raise ValidationError("rotation.delivery_secret_arn", "must be a Secrets Manager ARN")
+
+
+def validate_name(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValidationError("name", "must be a string")
+    if not 1 <= len(value) <= MAX_NAME_LENGTH:
+        raise ValidationError("name", f"must be 1 to {MAX_NAME_LENGTH} characters")
+    if not value.isprintable() or value != value.strip():
+        raise ValidationError(
+            "name", "must be printable, without control characters or surrounding spaces"
+        )
+    return value
+
+
+def validate_owner(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _OWNER.fullmatch(value):
+        raise ValidationError("owner", "must be 1 to 254 characters without control characters")
+    return value
+
+
+def validate_route(value: object) -> str:
+    """A route pattern: ``*`` (every route) or ``METHOD /path`` where `*` is a wildcard."""
+    if value == ALL_ROUTES:
+        return ALL_ROUTES
+    if not isinstance(value, str) or not value.isascii():
+        raise ValidationError("routes", "each route must be an ASCII string such as 'GET /items/*'")
+    method, _, path = value.partition(" ")
+    if method not in HTTP_METHODS or not _PATH.fullmatch(path):
+        raise ValidationError(
+            "routes", "each route must be '*' or 'METHOD /path' (for example 'GET /items/*')"
+        )
+    return value
+
+
+def _validate_list(value: object, field_name: str, limit: int) -> list[object]:
+    if not isinstance(value, list | tuple):
+        raise ValidationError(field_name, "must be a list of strings")
+    if len(value) > limit:
+        raise ValidationError(field_name, f"must have at most {limit} entries")
+    return list(value)
+
+
+def validate_routes(value: object) -> tuple[str, ...]:
+    routes = tuple(validate_route(r) for r in _validate_list(value, "routes", MAX_ROUTES))
+    if not routes:
+        raise ValidationError("routes", "must not be empty (use ['*'] for every route)")
+    return tuple(dict.fromkeys(routes))
+
+
+def validate_scopes(value: object) -> tuple[str, ...]:
+    scopes = _validate_list(value, "scopes", MAX_SCOPES)
+    for scope in scopes:
+        if not isinstance(scope, str) or not _SCOPE.fullmatch(scope):
+            raise ValidationError(
+                "scopes", "each scope must be 1 to 128 printable ASCII characters without spaces"
+            )
+    return tuple(dict.fromkeys(str(s) for s in scopes))
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceToken:
+    client_id: str
+    name: str
+    secret_hash: SecretHash
+    created_at: int
+    updated_at: int
+    expires_at: int | None
+    duration: Duration = DEFAULT_TOKEN_DURATION
+    owner: str | None = None
+    routes: tuple[str, ...] = (ALL_ROUTES,)
+    scopes: tuple[str, ...] = ()
+    enabled: bool = True
+    status: TokenStatus = TokenStatus.ACTIVE
+    client_secret_version: int = 1
+    previous_secret_hash: SecretHash | None = None
+    previous_client_secret_expires_at: int | None = None
+    last_seen_at: int | None = None
+    rotation: RotationPolicy = field(default_factory=RotationPolicy)
+    # Optimistic lock: the version this copy was read at. The store writes version + 1.
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        parse_client_id(self.client_id)
+        validate_name(self.name)
+        validate_owner(self.owner)
+        # Normalised (deduplicated, tuples) so every copy of a token compares and stores alike.
+        object.__setattr__(self, "routes", validate_routes(self.routes))
+        object.__setattr__(self, "scopes", validate_scopes(self.scopes))
+
+    def is_expired(self, now: int) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def with_changes(self, now: int, **changes: object) -> ServiceToken:
+        """A copy with `changes` applied and `updated_at` moved to `now` (validated again)."""
+        return replace(self, updated_at=now, **changes)  # type: ignore[arg-type]
+
+
+def new_service_token(
+    *,
+    name: str,
+    hasher: Hasher,
+    now: int,
+    duration: Duration = DEFAULT_TOKEN_DURATION,
+    owner: str | None = None,
+    routes: tuple[str, ...] = (ALL_ROUTES,),
+    scopes: tuple[str, ...] = (),
+    rotation: RotationPolicy | None = None,
+) -> tuple[ServiceToken, ClientSecret]:
+    """A new token and its plaintext secret. The secret is returned once and never stored."""
+    secret = ClientSecret.generate()
+    token = ServiceToken(
+        client_id=generate_client_id(),
+        name=name,
+        secret_hash=hasher.hash(secret),
+        created_at=now,
+        updated_at=now,
+        expires_at=duration.after(now),
+        duration=duration,
+        owner=owner,
+        routes=routes,
+        scopes=scopes,
+        rotation=rotation or RotationPolicy(),
+    )
+    return token, secret
+
+
+class AuditAction(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    ROTATED = "rotated"
+    REFRESHED = "refreshed"
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+    REVOKED = "revoked"
+    DELETED = "deleted"
+    EXPIRED = "expired"
+
+
+AuditValue = str | int | bool | None | list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """Who did what to which token, when and from where. Details never hold a secret or a hash."""
+
+    client_id: str
+    action: AuditAction
+    actor: str
+    at: int
+    source_ip: str | None = None
+    details: dict[str, AuditValue] = field(default_factory=dict)

@@ -1,0 +1,242 @@
+"""The DynamoDB adapter of the store port."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from gatekey.config import Config
+from gatekey.credentials import parse_client_id
+from gatekey.errors import (
+    AlreadyExists,
+    ConcurrentModification,
+    DependencyError,
+    InvalidTransition,
+    NotFound,
+    ValidationError,
+)
+from gatekey.model import AuditEvent, ServiceToken, TokenStatus
+from gatekey.store import items
+from gatekey.store.base import Page, TokenStore, validate_limit
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# botocore's standard mode retries throttling and transient errors with backoff.
+_BOTO_CONFIG: Final = BotoConfig(retries={"mode": "standard", "max_attempts": 3})
+_NAME_INDEX_KEYS: Final = frozenset({"pk", "sk", "entity", "name"})
+_EXPIRY_INDEX_KEYS: Final = frozenset({"pk", "sk", "expiry_pk", "expires_at"})
+_EVENT_KEYS: Final = frozenset({"pk", "sk"})
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class DynamoDBTokenStore(TokenStore):
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        audit_retention_days: int = 400,
+        client: DynamoDBClient | None = None,
+    ) -> None:
+        self.table_name = table_name
+        self.audit_retention_days = audit_retention_days
+        self._client = client
+
+    @classmethod
+    def from_config(
+        cls, config: Config, client: DynamoDBClient | None = None
+    ) -> DynamoDBTokenStore:
+        return cls(
+            config.table_name, audit_retention_days=config.audit_retention_days, client=client
+        )
+
+    @property
+    def client(self) -> DynamoDBClient:
+        if self._client is None:
+            self._client = boto3.client("dynamodb", config=_BOTO_CONFIG)
+        return self._client
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get(self, client_id: str, *, consistent: bool = False) -> ServiceToken:
+        parse_client_id(client_id)
+        response = self._call(
+            self.client.get_item,
+            TableName=self.table_name,
+            Key=items.token_key(client_id),
+            ConsistentRead=consistent,
+        )
+        if "Item" not in response:
+            raise NotFound(f"service token {client_id} does not exist")
+        return items.token_from_item(response["Item"])
+
+    def list(
+        self,
+        *,
+        limit: int = 50,
+        next_token: str | None = None,
+        name: str | None = None,
+        status: TokenStatus | None = None,
+    ) -> Page[ServiceToken]:
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": items.BY_NAME_INDEX,
+            "Limit": validate_limit(limit),
+            "KeyConditionExpression": "entity = :entity",
+            "ExpressionAttributeValues": {":entity": {"S": items.TOKEN_ENTITY}},
+        }
+        if name is not None:
+            request["KeyConditionExpression"] += " AND #name = :name"
+            request["ExpressionAttributeNames"] = {"#name": "name"}
+            request["ExpressionAttributeValues"][":name"] = {"S": name}
+        if status is not None:
+            request["FilterExpression"] = "#status = :status"
+            request.setdefault("ExpressionAttributeNames", {})["#status"] = "status"
+            request["ExpressionAttributeValues"][":status"] = {"S": status.value}
+        return self._query(request, next_token, _NAME_INDEX_KEYS, items.token_from_item)
+
+    def events(
+        self, client_id: str, *, limit: int = 50, next_token: str | None = None
+    ) -> Page[AuditEvent]:
+        parse_client_id(client_id)
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Limit": validate_limit(limit),
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :events)",
+            "ExpressionAttributeValues": {
+                ":pk": {"S": items.token_pk(client_id)},
+                ":events": {"S": items.EVENT_SK_PREFIX},
+            },
+            "ScanIndexForward": False,
+        }
+        return self._query(request, next_token, _EVENT_KEYS, items.event_from_item)
+
+    def due_for_expiry(
+        self, before: int, *, limit: int = 100, next_token: str | None = None
+    ) -> Page[str]:
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": items.BY_EXPIRY_INDEX,
+            "Limit": validate_limit(limit),
+            "KeyConditionExpression": "expiry_pk = :entity AND expires_at <= :before",
+            "ExpressionAttributeValues": {
+                ":entity": {"S": items.TOKEN_ENTITY},
+                ":before": {"N": str(before)},
+            },
+        }
+        return self._query(
+            request, next_token, _EXPIRY_INDEX_KEYS, lambda item: item["pk"]["S"][len("TOKEN#") :]
+        )
+
+    def _query(
+        self,
+        request: dict[str, Any],
+        next_token: str | None,
+        allowed_keys: frozenset[str],
+        decode: Callable[[Any], T],
+    ) -> Page[T]:
+        start = items.decode_page_token(next_token, allowed_keys)
+        if start is not None:
+            request["ExclusiveStartKey"] = start
+        try:
+            response = self._call(self.client.query, **request)
+        except DependencyError as exc:
+            # A well-formed token that DynamoDB rejects was not issued for this query.
+            if start is not None and "ValidationException" in exc.message:
+                raise ValidationError("next_token", "is not a page token for this query") from exc
+            raise
+        return Page(
+            [decode(item) for item in response.get("Items", [])],
+            items.encode_page_token(response.get("LastEvaluatedKey")),
+        )
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def create(self, token: ServiceToken, event: AuditEvent) -> ServiceToken:
+        token = replace(token, version=1)
+        request = items.create_request(self.table_name, token, event, self.audit_retention_days)
+        if not self._transact(request):
+            raise AlreadyExists(f"service token {token.client_id} already exists")
+        return token
+
+    def update(self, token: ServiceToken, event: AuditEvent) -> ServiceToken:
+        stored = replace(token, version=token.version + 1)
+        request = items.update_request(
+            self.table_name, stored, token.version, event, self.audit_retention_days
+        )
+        if not self._transact(request):
+            self._raise_for_lost_write(token.client_id)
+        return stored
+
+    def delete(self, token: ServiceToken, event: AuditEvent) -> None:
+        request = items.delete_request(
+            self.table_name, token.client_id, token.version, event, self.audit_retention_days
+        )
+        if not self._transact(request):
+            self._raise_for_lost_write(token.client_id, revoked_is_final=False)
+
+    def record_last_seen(self, client_id: str, now: int, min_interval: int) -> bool:
+        parse_client_id(client_id)
+        request = items.last_seen_request(self.table_name, client_id, now, min_interval)
+        try:
+            self.client.update_item(**request)
+        except ClientError as exc:
+            if _error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise DependencyError(f"DynamoDB UpdateItem failed: {_error_code(exc)}") from exc
+        except BotoCoreError as exc:
+            raise DependencyError(f"DynamoDB UpdateItem failed: {type(exc).__name__}") from exc
+        return True
+
+    def _transact(self, request: Sequence[TransactWriteItemTypeDef]) -> bool:
+        """Run the transaction; False when a condition or a concurrent transaction stopped it."""
+        try:
+            self.client.transact_write_items(TransactItems=list(request))
+        except ClientError as exc:
+            if _error_code(exc) != "TransactionCanceledException":
+                raise DependencyError(
+                    f"DynamoDB TransactWriteItems failed: {_error_code(exc)}"
+                ) from exc
+            reasons = {r.get("Code") for r in exc.response.get("CancellationReasons", [])}
+            if reasons - {"None", "ConditionalCheckFailed", "TransactionConflict", None}:
+                raise DependencyError(
+                    f"DynamoDB transaction cancelled: {sorted(map(str, reasons))}"
+                ) from exc
+            return False
+        except BotoCoreError as exc:
+            raise DependencyError(
+                f"DynamoDB TransactWriteItems failed: {type(exc).__name__}"
+            ) from exc
+        return True
+
+    def _raise_for_lost_write(self, client_id: str, *, revoked_is_final: bool = True) -> None:
+        """Say why a conditional write failed, from a consistent read of what is stored now."""
+        current = self.get(client_id, consistent=True)  # raises NotFound if it is gone
+        if revoked_is_final and current.status is TokenStatus.REVOKED:
+            raise InvalidTransition(f"service token {client_id} is revoked; revocation is final")
+        logger.info("optimistic lock lost", extra={"client_id": client_id})
+        raise ConcurrentModification(
+            f"service token {client_id} was changed by someone else (now at version "
+            f"{current.version}); read it again and retry"
+        )
+
+    @staticmethod
+    def _call(operation: Callable[..., Any], **request: Any) -> Any:
+        try:
+            return operation(**request)
+        except (BotoCoreError, ClientError) as exc:
+            code = _error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+            raise DependencyError(f"DynamoDB request failed: {code}") from exc

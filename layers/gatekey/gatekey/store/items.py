@@ -1,0 +1,360 @@
+"""The table's item layout and pure builders of DynamoDB requests.
+
+One table holds both kinds of item, so a token's audit trail is one Query away:
+
+=========  =======================  ==========================  ==================================
+item       pk                       sk                          extra keys
+=========  =======================  ==========================  ==================================
+token      ``TOKEN#<client_id>``    ``TOKEN``                   ``entity`` (by-name index),
+                                                                ``expiry_pk`` (by-expiry, sparse)
+audit      ``TOKEN#<client_id>``    ``EVENT#<at>#<random>``     ``ttl`` (DynamoDB TTL)
+=========  =======================  ==========================  ==================================
+
+``by-name`` (partition ``entity``, sort ``name``) lists tokens without reading audit items.
+``by-expiry`` (partition ``expiry_pk``, sort ``expires_at``, keys only) holds only tokens that can
+still expire (active, finite expiry), so lifecycle work queries what is due instead of scanning;
+keys-only projection keeps `last_seen_at` writes from touching the index.
+
+Every function here is pure: it turns model objects into request dictionaries and back.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Final
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from gatekey.durations import parse_duration
+from gatekey.errors import ValidationError
+from gatekey.hashing import SecretHash
+from gatekey.model import (
+    AuditAction,
+    AuditEvent,
+    AuditValue,
+    RotationMode,
+    RotationPolicy,
+    ServiceToken,
+    TokenStatus,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import (
+        AttributeValueTypeDef,
+        TransactWriteItemTypeDef,
+    )
+
+BY_NAME_INDEX: Final = "by-name"
+BY_EXPIRY_INDEX: Final = "by-expiry"
+# "token" here is the item kind, not a credential (S105).
+TOKEN_ENTITY: Final = "token"  # noqa: S105
+TOKEN_SK: Final = "TOKEN"  # noqa: S105
+EVENT_SK_PREFIX: Final = "EVENT#"
+DAY: Final = 86_400
+
+Item = dict[str, "AttributeValueTypeDef"]
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+# Attributes a token update rewrites. `last_seen_at` is left out on purpose: the authorizer
+# writes it without taking the optimistic lock, and an admin change must not move it back.
+_UPDATABLE: Final = (
+    "name",
+    "owner",
+    "routes",
+    "scopes",
+    "enabled",
+    "status",
+    "secret_hash",
+    "client_secret_version",
+    "previous_secret_hash",
+    "previous_client_secret_expires_at",
+    "duration",
+    "updated_at",
+    "expires_at",
+    "expiry_pk",
+    "rotation",
+    "version",
+)
+
+
+def token_pk(client_id: str) -> str:
+    return f"TOKEN#{client_id}"
+
+
+def token_key(client_id: str) -> Item:
+    return {"pk": {"S": token_pk(client_id)}, "sk": {"S": TOKEN_SK}}
+
+
+def _hash_to_plain(value: SecretHash | None) -> dict[str, str] | None:
+    return None if value is None else {"key_id": value.key_id, "digest": value.digest}
+
+
+def token_to_plain(token: ServiceToken) -> dict[str, Any]:
+    """The token as plain attribute values; absent optionals are None (removed on write)."""
+    in_expiry_index = token.status is TokenStatus.ACTIVE and token.expires_at is not None
+    return {
+        "pk": token_pk(token.client_id),
+        "sk": TOKEN_SK,
+        "entity": TOKEN_ENTITY,
+        "client_id": token.client_id,
+        "name": token.name,
+        "owner": token.owner,
+        "routes": list(token.routes),
+        "scopes": list(token.scopes),
+        "enabled": token.enabled,
+        "status": token.status.value,
+        "secret_hash": _hash_to_plain(token.secret_hash),
+        "client_secret_version": token.client_secret_version,
+        "previous_secret_hash": _hash_to_plain(token.previous_secret_hash),
+        "previous_client_secret_expires_at": token.previous_client_secret_expires_at,
+        "duration": str(token.duration),
+        "created_at": token.created_at,
+        "updated_at": token.updated_at,
+        "expires_at": token.expires_at,
+        "expiry_pk": TOKEN_ENTITY if in_expiry_index else None,
+        "last_seen_at": token.last_seen_at,
+        "rotation": {
+            "mode": token.rotation.mode.value,
+            "delivery_secret_arn": token.rotation.delivery_secret_arn,
+        },
+        "version": token.version,
+    }
+
+
+def _serialize(plain: Mapping[str, Any]) -> Item:
+    return {k: _serializer.serialize(_drop_none(v)) for k, v in plain.items() if v is not None}
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def token_to_item(token: ServiceToken) -> Item:
+    return _serialize(token_to_plain(token))
+
+
+def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _to_python(_deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def _to_python(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _to_python(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_python(v) for v in value]
+    return value
+
+
+def _hash_from_plain(value: Mapping[str, str] | None) -> SecretHash | None:
+    return None if value is None else SecretHash(value["key_id"], value["digest"])
+
+
+def token_from_item(item: Mapping[str, Any]) -> ServiceToken:
+    plain = _plain(item)
+    rotation = plain["rotation"]
+    return ServiceToken(
+        client_id=plain["client_id"],
+        name=plain["name"],
+        owner=plain.get("owner"),
+        routes=tuple(plain["routes"]),
+        scopes=tuple(plain["scopes"]),
+        enabled=plain["enabled"],
+        status=TokenStatus(plain["status"]),
+        secret_hash=SecretHash(**plain["secret_hash"]),
+        client_secret_version=plain["client_secret_version"],
+        previous_secret_hash=_hash_from_plain(plain.get("previous_secret_hash")),
+        previous_client_secret_expires_at=plain.get("previous_client_secret_expires_at"),
+        duration=parse_duration(plain["duration"]),
+        created_at=plain["created_at"],
+        updated_at=plain["updated_at"],
+        expires_at=plain.get("expires_at"),
+        last_seen_at=plain.get("last_seen_at"),
+        rotation=RotationPolicy(
+            RotationMode(rotation["mode"]), rotation.get("delivery_secret_arn")
+        ),
+        version=plain["version"],
+    )
+
+
+def event_to_item(event: AuditEvent, retention_days: int) -> Item:
+    # The random suffix keeps two events in the same second apart; time first keeps them sorted.
+    sk = f"{EVENT_SK_PREFIX}{event.at:011d}#{secrets.token_hex(4)}"
+    return _serialize(
+        {
+            "pk": token_pk(event.client_id),
+            "sk": sk,
+            "client_id": event.client_id,
+            "action": event.action.value,
+            "actor": event.actor,
+            "at": event.at,
+            "source_ip": event.source_ip,
+            "details": event.details,
+            "ttl": event.at + retention_days * DAY,
+        }
+    )
+
+
+def event_from_item(item: Mapping[str, Any]) -> AuditEvent:
+    plain = _plain(item)
+    details: dict[str, AuditValue] = plain.get("details", {})
+    return AuditEvent(
+        client_id=plain["client_id"],
+        action=AuditAction(plain["action"]),
+        actor=plain["actor"],
+        at=plain["at"],
+        source_ip=plain.get("source_ip"),
+        details=details,
+    )
+
+
+# -- write requests ------------------------------------------------------------------------------
+
+
+def create_request(
+    table: str, token: ServiceToken, event: AuditEvent, retention_days: int
+) -> list[TransactWriteItemTypeDef]:
+    """Put the token only if no item has its key, and its audit item, in one transaction."""
+    return [
+        {
+            "Put": {
+                "TableName": table,
+                "Item": token_to_item(token),
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        },
+        audit_put(table, event, retention_days),
+    ]
+
+
+def audit_put(table: str, event: AuditEvent, retention_days: int) -> TransactWriteItemTypeDef:
+    return {
+        "Put": {
+            "TableName": table,
+            "Item": event_to_item(event, retention_days),
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+    }
+
+
+def update_request(
+    table: str, token: ServiceToken, expected_version: int, event: AuditEvent, retention_days: int
+) -> list[TransactWriteItemTypeDef]:
+    """Rewrite the token's mutable attributes only if it is still at `expected_version` and not
+    revoked: a racing change makes the whole transaction fail, and a revoked token stays revoked."""
+    plain = token_to_plain(token)
+    names: dict[str, str] = {}
+    values: Item = {}
+    sets: list[str] = []
+    removes: list[str] = []
+    for i, attr in enumerate(_UPDATABLE):
+        names[f"#a{i}"] = attr
+        if plain[attr] is None:
+            removes.append(f"#a{i}")
+        else:
+            values[f":a{i}"] = _serializer.serialize(_drop_none(plain[attr]))
+            sets.append(f"#a{i} = :a{i}")
+    expression = "SET " + ", ".join(sets)
+    if removes:
+        expression += " REMOVE " + ", ".join(removes)
+    names |= {"#version": "version", "#status": "status"}
+    values |= {
+        ":expected": {"N": str(expected_version)},
+        ":revoked": {"S": TokenStatus.REVOKED.value},
+    }
+    return [
+        {
+            "Update": {
+                "TableName": table,
+                "Key": token_key(token.client_id),
+                "UpdateExpression": expression,
+                "ConditionExpression": (
+                    "attribute_exists(pk) AND #version = :expected AND #status <> :revoked"
+                ),
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+        },
+        audit_put(table, event, retention_days),
+    ]
+
+
+def delete_request(
+    table: str, client_id: str, expected_version: int, event: AuditEvent, retention_days: int
+) -> list[TransactWriteItemTypeDef]:
+    """Delete the token if unchanged since read; its audit trail stays until its TTL."""
+    return [
+        {
+            "Delete": {
+                "TableName": table,
+                "Key": token_key(client_id),
+                "ConditionExpression": "attribute_exists(pk) AND #version = :expected",
+                "ExpressionAttributeNames": {"#version": "version"},
+                "ExpressionAttributeValues": {":expected": {"N": str(expected_version)}},
+            }
+        },
+        audit_put(table, event, retention_days),
+    ]
+
+
+def last_seen_request(table: str, client_id: str, now: int, min_interval: int) -> dict[str, Any]:
+    """Move `last_seen_at` to `now` unless it was written less than `min_interval` seconds ago."""
+    return {
+        "TableName": table,
+        "Key": token_key(client_id),
+        "UpdateExpression": "SET last_seen_at = :now",
+        "ConditionExpression": (
+            "attribute_exists(pk) AND "
+            "(attribute_not_exists(last_seen_at) OR last_seen_at <= :threshold)"
+        ),
+        "ExpressionAttributeValues": {
+            ":now": {"N": str(now)},
+            ":threshold": {"N": str(now - min_interval)},
+        },
+    }
+
+
+# -- pagination tokens ---------------------------------------------------------------------------
+
+
+def encode_page_token(last_key: Mapping[str, Any] | None) -> str | None:
+    if not last_key:
+        return None
+    raw = json.dumps(last_key, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str | None, allowed_keys: frozenset[str]) -> Item | None:
+    """Decode a `next_token` we issued; anything else is a ValidationError naming the field."""
+    if token is None:
+        return None
+    error = ValidationError("next_token", "is not a page token returned by this API")
+    if not isinstance(token, str) or len(token) > 2048 or not token.isascii():
+        raise error
+    try:
+        key = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, binascii.Error) as exc:
+        raise error from exc
+    if not isinstance(key, dict) or not key or not set(key) <= allowed_keys:
+        raise error
+    for value in key.values():
+        if not (
+            isinstance(value, dict)
+            and len(value) == 1
+            and (
+                isinstance(value.get("S"), str)
+                or (isinstance(value.get("N"), str) and value["N"].lstrip("-").isdigit())
+            )
+        ):
+            raise error
+    return key

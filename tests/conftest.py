@@ -1,0 +1,114 @@
+"""Shared fixtures: a fake AWS environment, moto resources built from template.yaml, a clock."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import string
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from cfnlint.decode import cfn_yaml
+from moto import mock_aws
+
+from gatekey.hashing import Hasher, load_hasher
+from gatekey.store import DynamoDBTokenStore
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_PATH = ROOT / "template.yaml"
+REGION = "us-east-1"
+TABLE_NAME = "gatekey-test"
+PEPPER_NAME = "gatekey-test-pepper"
+NOW = 1_800_000_000  # 2027-01-15T08:00:00Z: a fixed "now" for tests that need one
+
+
+@pytest.fixture(scope="session")
+def template() -> dict[str, Any]:
+    """template.yaml as a dict; intrinsic functions stay as {"Ref": ...} / {"Fn::...": ...}."""
+    return cfn_yaml.load(str(TEMPLATE_PATH))
+
+
+@pytest.fixture(autouse=True)
+def _fake_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No test may reach real AWS, whatever the machine's own configuration says.
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    with mock_aws():
+        yield
+
+
+def _table_definition(template: dict[str, Any]) -> dict[str, Any]:
+    props = template["Resources"]["Table"]["Properties"]
+    keys = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")
+    return json.loads(json.dumps({k: props[k] for k in keys}))
+
+
+@pytest.fixture
+def dynamodb(aws: None, template: dict[str, Any]) -> Any:
+    """A moto DynamoDB client with the table exactly as template.yaml declares it."""
+    client = boto3.client("dynamodb", region_name=REGION)
+    client.create_table(TableName=TABLE_NAME, **_table_definition(template))
+    ttl = template["Resources"]["Table"]["Properties"]["TimeToLiveSpecification"]
+    client.update_time_to_live(
+        TableName=TABLE_NAME,
+        TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True},
+    )
+    return client
+
+
+@pytest.fixture
+def store(dynamodb: Any) -> DynamoDBTokenStore:
+    return DynamoDBTokenStore(TABLE_NAME, audit_retention_days=400, client=dynamodb)
+
+
+def generated_secret_string(template: dict[str, Any]) -> str:
+    """What Secrets Manager generates from the template's GenerateSecretString."""
+    spec = template["Resources"]["PepperSecret"]["Properties"]["GenerateSecretString"]
+    alphabet = string.ascii_letters + string.digits
+    value = json.loads(spec["SecretStringTemplate"])
+    value[spec["GenerateStringKey"]] = "".join(
+        secrets.choice(alphabet) for _ in range(int(spec["PasswordLength"]))
+    )
+    return json.dumps(value)
+
+
+@pytest.fixture
+def pepper_secret_arn(aws: None, template: dict[str, Any]) -> str:
+    client = boto3.client("secretsmanager", region_name=REGION)
+    response = client.create_secret(
+        Name=PEPPER_NAME, SecretString=generated_secret_string(template)
+    )
+    return str(response["ARN"])
+
+
+@pytest.fixture
+def hasher(pepper_secret_arn: str) -> Hasher:
+    return load_hasher(pepper_secret_arn, boto3.client("secretsmanager", region_name=REGION))
+
+
+@pytest.fixture
+def unit_hasher() -> Hasher:
+    """A hasher with a fixed pepper, for unit tests that need no AWS."""
+    return Hasher(peppers={"p1": b"u" * 64}, current_key_id="p1")
+
+
+@pytest.fixture
+def captured_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """Every log record at every level, botocore's wire logs included."""
+    caplog.set_level(logging.DEBUG)
+    return caplog

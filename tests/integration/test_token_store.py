@@ -1,0 +1,247 @@
+"""The store contract, run against the DynamoDB adapter (moto) and the in-memory adapter alike."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from gatekey.durations import Duration
+from gatekey.errors import (
+    AlreadyExists,
+    ConcurrentModification,
+    InvalidTransition,
+    MalformedCredential,
+    NotFound,
+    ValidationError,
+)
+from gatekey.hashing import Hasher
+from gatekey.model import AuditAction, AuditEvent, ServiceToken, TokenStatus, new_service_token
+from gatekey.store import InMemoryTokenStore, TokenStore
+
+NOW = 1_800_000_000
+ADMIN = "arn:aws:iam::123456789012:user/admin"
+HOUR = 3600
+
+
+@pytest.fixture(params=["dynamodb", "memory"])
+def any_store(request: pytest.FixtureRequest) -> TokenStore:
+    if request.param == "memory":
+        return InMemoryTokenStore()
+    store: TokenStore = request.getfixturevalue("store")
+    return store
+
+
+def event(token: ServiceToken, action: AuditAction, at: int = NOW, **details: Any) -> AuditEvent:
+    return AuditEvent(token.client_id, action, actor=ADMIN, at=at, details=details)
+
+
+def create(
+    store: TokenStore, hasher: Hasher, name: str = "bot", at: int = NOW, **fields: Any
+) -> ServiceToken:
+    token, _ = new_service_token(name=name, hasher=hasher, now=at, **fields)
+    return store.create(token, event(token, AuditAction.CREATED, at))
+
+
+def all_pages(fetch: Any, **kwargs: Any) -> list[list[Any]]:
+    pages, next_token = [], None
+    while True:
+        page = fetch(next_token=next_token, **kwargs)
+        pages.append(page.items)
+        next_token = page.next_token
+        if next_token is None:
+            return pages
+
+
+def test_created_token_reads_back_at_version_1_with_a_created_event(
+    any_store: TokenStore, unit_hasher: Hasher
+) -> None:
+    token = create(any_store, unit_hasher, owner="team@example.com", scopes=("read",))
+    assert any_store.get(token.client_id, consistent=True) == token
+    assert token.version == 1
+    [created] = any_store.events(token.client_id).items
+    assert (created.action, created.actor, created.at) == (AuditAction.CREATED, ADMIN, NOW)
+
+
+def test_creating_an_existing_client_id_conflicts_and_writes_nothing(
+    any_store: TokenStore, unit_hasher: Hasher
+) -> None:
+    token = create(any_store, unit_hasher)
+    impostor = replace(token, name="impostor")
+    with pytest.raises(AlreadyExists):
+        any_store.create(impostor, event(impostor, AuditAction.CREATED))
+    assert any_store.get(token.client_id).name == "bot"
+    assert len(any_store.events(token.client_id).items) == 1
+
+
+def test_unknown_token_is_not_found_and_malformed_id_fails_before_io(
+    any_store: TokenStore, unit_hasher: Hasher
+) -> None:
+    ghost, _ = new_service_token(name="ghost", hasher=unit_hasher, now=NOW)
+    with pytest.raises(NotFound, match=ghost.client_id):
+        any_store.get(ghost.client_id)
+    with pytest.raises(MalformedCredential, match="client_id"):
+        any_store.get("gk_not-a-real-id")
+    with pytest.raises(MalformedCredential):
+        any_store.events("nope")
+
+
+def test_update_bumps_the_version_and_writes_an_audit_item(
+    any_store: TokenStore, unit_hasher: Hasher
+) -> None:
+    token = create(any_store, unit_hasher)
+    renamed = any_store.update(
+        token.with_changes(NOW + 10, name="renamed"),
+        event(token, AuditAction.UPDATED, NOW + 10, name="renamed"),
+    )
+    assert renamed.version == 2
+    stored = any_store.get(token.client_id, consistent=True)
+    assert stored == renamed
+    assert stored.name == "renamed"
+    assert stored.updated_at == NOW + 10
+    newest = any_store.events(token.client_id).items[0]
+    assert newest.action is AuditAction.UPDATED
+    assert newest.details == {"name": "renamed"}
+
+
+def test_of_two_writers_holding_the_same_version_only_the_first_wins(
+    any_store: TokenStore, unit_hasher: Hasher
+) -> None:
+    # GIVEN two admins who read the token at the same version
+    token = create(any_store, unit_hasher)
+    first = any_store.get(token.client_id, consistent=True)
+    second = any_store.get(token.client_id, consistent=True)
+    # WHEN both write
+    any_store.update(
+        first.with_changes(NOW + 1, name="first"), event(first, AuditAction.UPDATED, NOW + 1)
+    )
+    with pytest.raises(ConcurrentModification, match="changed by someone else"):
+        any_store.update(
+            second.with_changes(NOW + 2, scopes=("admin",)),
+            event(second, AuditAction.UPDATED, NOW + 2),
+        )
+    # THEN the first write stands whole, the second left no trace, not even an audit item
+    stored = any_store.get(token.client_id, consistent=True)
+    assert (stored.name, stored.scopes, stored.version) == ("first", (), 2)
+    actions = [e.action for e in any_store.events(token.client_id).items]
+    assert actions == [AuditAction.UPDATED, AuditAction.CREATED]
+
+
+def test_a_revoked_token_cannot_be_reactivated_by_a_racing_or_later_write(
+    any_store: TokenStore, unit_hasher: Hasher
+) -> None:
+    token = create(any_store, unit_hasher)
+    stale = any_store.get(token.client_id, consistent=True)
+    revoked = any_store.update(
+        stale.with_changes(NOW + 1, status=TokenStatus.REVOKED),
+        event(stale, AuditAction.REVOKED),
+    )
+    # A racing enable that read before the revocation...
+    with pytest.raises(InvalidTransition, match="revocation is final"):
+        any_store.update(
+            stale.with_changes(NOW + 2, enabled=True), event(stale, AuditAction.ENABLED)
+        )
+    # ...and a write from a fresh read, which a careless caller might attempt, both fail.
+    with pytest.raises(InvalidTransition):
+        any_store.update(
+            revoked.with_changes(NOW + 3, status=TokenStatus.ACTIVE),
+            event(revoked, AuditAction.ENABLED),
+        )
+    assert any_store.get(token.client_id, consistent=True).status is TokenStatus.REVOKED
+
+
+def test_delete_checks_the_version_and_keeps_the_audit_trail(
+    any_store: TokenStore, unit_hasher: Hasher
+) -> None:
+    token = create(any_store, unit_hasher)
+    any_store.update(
+        token.with_changes(NOW + 1, name="v2"), event(token, AuditAction.UPDATED, NOW + 1)
+    )
+    with pytest.raises(ConcurrentModification):
+        any_store.delete(token, event(token, AuditAction.DELETED))
+    current = any_store.get(token.client_id, consistent=True)
+    any_store.delete(current, event(current, AuditAction.DELETED, NOW + 2))
+    with pytest.raises(NotFound):
+        any_store.get(token.client_id, consistent=True)
+    with pytest.raises(NotFound):
+        any_store.delete(current, event(current, AuditAction.DELETED, NOW + 3))
+    actions = [e.action for e in any_store.events(token.client_id).items]
+    assert actions == [AuditAction.DELETED, AuditAction.UPDATED, AuditAction.CREATED]
+
+
+def test_list_pages_through_every_token_once_sorted_by_name(
+    any_store: TokenStore, unit_hasher: Hasher
+) -> None:
+    created = {create(any_store, unit_hasher, name=f"bot-{i:02d}").client_id for i in range(25)}
+    pages = all_pages(any_store.list, limit=10)
+    assert [len(p) for p in pages] == [10, 10, 5]
+    listed = [t for page in pages for t in page]
+    assert {t.client_id for t in listed} == created
+    assert [t.name for t in listed] == sorted(t.name for t in listed)
+
+
+def test_list_filters_by_name_and_by_status(any_store: TokenStore, unit_hasher: Hasher) -> None:
+    tokens = [create(any_store, unit_hasher, name=f"bot-{i % 3}") for i in range(9)]
+    for token in tokens[:4]:
+        any_store.update(
+            token.with_changes(NOW + 1, status=TokenStatus.REVOKED),
+            event(token, AuditAction.REVOKED),
+        )
+    named = [t for page in all_pages(any_store.list, limit=2, name="bot-1") for t in page]
+    assert sorted(t.client_id for t in named) == sorted(t.client_id for t in tokens[1::3])
+    revoked = [
+        t for page in all_pages(any_store.list, limit=3, status=TokenStatus.REVOKED) for t in page
+    ]
+    assert sorted(t.client_id for t in revoked) == sorted(t.client_id for t in tokens[:4])
+
+
+def test_bad_paging_input_is_a_validation_error(any_store: TokenStore) -> None:
+    with pytest.raises(ValidationError, match="limit"):
+        any_store.list(limit=0)
+    with pytest.raises(ValidationError, match="limit"):
+        any_store.list(limit=101)
+    with pytest.raises(ValidationError, match="next_token"):
+        any_store.list(next_token="garbage!")
+
+
+def test_due_for_expiry_returns_only_active_tokens_due_soonest_first(
+    any_store: TokenStore, unit_hasher: Hasher
+) -> None:
+    due_late = create(any_store, unit_hasher, duration=Duration(48))
+    due_soon = create(any_store, unit_hasher, duration=Duration(24))
+    create(any_store, unit_hasher, duration=Duration(24 * 40))  # not due yet
+    create(any_store, unit_hasher, duration=Duration(None))  # never due
+    revoked = create(any_store, unit_hasher, duration=Duration(24))
+    any_store.update(
+        revoked.with_changes(NOW, status=TokenStatus.REVOKED), event(revoked, AuditAction.REVOKED)
+    )
+    pages = all_pages(any_store.due_for_expiry, before=NOW + 30 * 24 * HOUR, limit=1)
+    due = [client_id for page in pages for client_id in page]
+    assert due == [due_soon.client_id, due_late.client_id]
+
+
+def test_last_seen_is_written_at_most_once_per_interval_and_survives_updates(
+    any_store: TokenStore, unit_hasher: Hasher
+) -> None:
+    token = create(any_store, unit_hasher)
+    assert any_store.record_last_seen(token.client_id, NOW + 100, min_interval=300)
+    assert not any_store.record_last_seen(token.client_id, NOW + 200, min_interval=300)
+    assert any_store.record_last_seen(token.client_id, NOW + 400, min_interval=300)
+    # An admin change made from a copy read earlier does not move last_seen_at back.
+    any_store.update(token.with_changes(NOW + 500, name="x"), event(token, AuditAction.UPDATED))
+    stored = any_store.get(token.client_id, consistent=True)
+    assert stored.last_seen_at == NOW + 400
+    assert stored.version == 2
+
+
+def test_events_page_newest_first(any_store: TokenStore, unit_hasher: Hasher) -> None:
+    token = create(any_store, unit_hasher)
+    for i in range(1, 6):
+        token = any_store.update(
+            token.with_changes(NOW + i, name=f"n{i}"),
+            event(token, AuditAction.UPDATED, NOW + i, name=f"n{i}"),
+        )
+    pages = all_pages(any_store.events, client_id=token.client_id, limit=4)
+    assert [len(p) for p in pages] == [4, 2]
+    assert [e.at for page in pages for e in page] == [NOW + i for i in range(5, -1, -1)]

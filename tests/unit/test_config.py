@@ -1,0 +1,70 @@
+from typing import Any
+
+import pytest
+
+from gatekey.config import Config
+from gatekey.errors import ConfigurationError
+
+VALID = {"TABLE_NAME": "tokens", "PEPPER_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:1:secret:p"}
+# Variables that Powertools reads itself; they are not part of Gatekey's Config.
+POWERTOOLS = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
+
+
+def test_config_is_read_from_the_environment_with_defaults() -> None:
+    config = Config.from_env(VALID)
+    assert config.table_name == "tokens"
+    assert config.pepper_secret_arn.endswith(":secret:p")
+    assert config.audit_retention_days == 400
+
+
+@pytest.mark.parametrize("missing", sorted(Config.required_variable_names()))
+def test_a_missing_variable_fails_cold_start_naming_it(missing: str) -> None:
+    environ = {k: v for k, v in VALID.items() if k != missing}
+    with pytest.raises(ConfigurationError, match=f"{missing} is required"):
+        Config.from_env(environ)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("AUDIT_RETENTION_DAYS", "0", "must be from 1 to 3650"),
+        ("AUDIT_RETENTION_DAYS", "-5", "must be a whole number"),
+        ("AUDIT_RETENTION_DAYS", "ten", "must be a whole number"),
+        ("AUDIT_RETENTION_DAYS", "٤٠٠", "must be a whole number"),  # Arabic-Indic digits
+        ("TABLE_NAME", "  ", "must not be empty"),
+    ],
+)
+def test_a_malformed_variable_fails_cold_start_naming_it(
+    name: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=f"{name} {message}"):
+        Config.from_env({**VALID, name: value})
+
+
+def _function_environments(template: dict[str, Any]) -> dict[str, set[str]]:
+    """Every place template.yaml sets Lambda environment variables, by where."""
+    found = {"Globals": set(template["Globals"]["Function"]["Environment"]["Variables"])}
+    for name, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::Serverless::Function":
+            variables = resource["Properties"].get("Environment", {}).get("Variables", {})
+            found[name] = set(variables)
+    return found
+
+
+def test_config_variable_names_match_template_yaml(template: dict[str, Any]) -> None:
+    environments = _function_environments(template)
+    # Every variable Config requires is set for every function, through Globals.
+    assert Config.required_variable_names() <= environments["Globals"]
+    # Every variable the template sets is one Config (or Powertools) reads: no typo, no leftover.
+    for where, names in environments.items():
+        unknown = names - Config.variable_names() - POWERTOOLS
+        assert not unknown, f"{where} sets variables Config does not read: {sorted(unknown)}"
+    # And every optional Config variable is settable from the template.
+    assert Config.variable_names() <= set().union(*environments.values())
+
+
+def test_every_template_parameter_has_a_description(template: dict[str, Any]) -> None:
+    parameters = template["Parameters"]
+    assert parameters
+    for name, parameter in parameters.items():
+        assert str(parameter.get("Description", "")).strip(), f"{name} has no Description"

@@ -1,0 +1,60 @@
+"""template.yaml declares the resources the core relies on, with the protections they need."""
+
+from typing import Any
+
+from gatekey.store import items
+
+
+def resource(template: dict[str, Any], name: str) -> dict[str, Any]:
+    found: dict[str, Any] = template["Resources"][name]
+    return found
+
+
+def test_table_is_on_demand_recoverable_protected_encrypted_with_ttl(
+    template: dict[str, Any],
+) -> None:
+    table = resource(template, "Table")
+    props = table["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert props["DeletionProtectionEnabled"] is True
+    assert props["SSESpecification"]["SSEEnabled"] is True
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
+    assert table["DeletionPolicy"] == "Retain"
+
+
+def test_table_indexes_are_the_ones_the_store_queries(template: dict[str, Any]) -> None:
+    indexes = {
+        i["IndexName"]: i
+        for i in resource(template, "Table")["Properties"]["GlobalSecondaryIndexes"]
+    }
+    assert set(indexes) == {items.BY_NAME_INDEX, items.BY_EXPIRY_INDEX}
+    expiry = indexes[items.BY_EXPIRY_INDEX]
+    assert [k["AttributeName"] for k in expiry["KeySchema"]] == ["expiry_pk", "expires_at"]
+    assert expiry["Projection"]["ProjectionType"] == "KEYS_ONLY"
+
+
+def test_pepper_is_generated_by_secrets_manager_never_a_literal(template: dict[str, Any]) -> None:
+    props = resource(template, "PepperSecret")["Properties"]
+    assert "SecretString" not in props
+    generated = props["GenerateSecretString"]
+    assert int(generated["PasswordLength"]) >= 32
+    assert generated["GenerateStringKey"] == "p1"
+
+
+def test_signing_key_is_an_rsa_2048_sign_verify_kms_key_by_default(
+    template: dict[str, Any],
+) -> None:
+    props = resource(template, "SigningKey")["Properties"]
+    assert props["KeyUsage"] == "SIGN_VERIFY"
+    assert props["KeySpec"] == {"Ref": "SigningKeySpec"}
+    assert template["Parameters"]["SigningKeySpec"]["Default"] == "RSA_2048"
+
+
+def test_functions_run_python313_on_arm64_with_the_core_layer(template: dict[str, Any]) -> None:
+    function = template["Globals"]["Function"]
+    assert function["Runtime"] == "python3.13"
+    assert function["Architectures"] == ["arm64"]
+    layer = resource(template, "CoreLayer")
+    assert layer["Properties"]["ContentUri"] == "layers/gatekey/"
+    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
