@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from gatekey.aws import error_code
 from gatekey.credentials import ClientSecret
 from gatekey.errors import ConfigurationError, DependencyError
 
@@ -85,7 +86,7 @@ def load_hasher(secret_id: str, client: SecretsManagerClient) -> Hasher:
     try:
         response = client.get_secret_value(SecretId=secret_id)
     except (BotoCoreError, ClientError) as exc:
-        raise DependencyError(f"cannot read the pepper secret: {type(exc).__name__}") from exc
+        raise DependencyError(f"cannot read the pepper secret: {error_code(exc)}") from exc
     try:
         ring = json.loads(response["SecretString"])
     except (KeyError, ValueError) as exc:

@@ -11,6 +11,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from gatekey.aws import error_code
 from gatekey.config import Config
 from gatekey.credentials import parse_client_id
 from gatekey.errors import (
@@ -37,10 +38,6 @@ _BOTO_CONFIG: Final = BotoConfig(retries={"mode": "standard", "max_attempts": 3}
 _NAME_INDEX_KEYS: Final = frozenset({"pk", "sk", "entity", "name"})
 _EXPIRY_INDEX_KEYS: Final = frozenset({"pk", "sk", "expiry_pk", "expires_at"})
 _EVENT_KEYS: Final = frozenset({"pk", "sk"})
-
-
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 class DynamoDBTokenStore(TokenStore):
@@ -193,22 +190,22 @@ class DynamoDBTokenStore(TokenStore):
         request = items.last_seen_request(self.table_name, client_id, now, min_interval)
         try:
             self.client.update_item(**request)
-        except ClientError as exc:
-            if _error_code(exc) == "ConditionalCheckFailedException":
+        except (BotoCoreError, ClientError) as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return False
-            raise DependencyError(f"DynamoDB UpdateItem failed: {_error_code(exc)}") from exc
-        except BotoCoreError as exc:
-            raise DependencyError(f"DynamoDB UpdateItem failed: {type(exc).__name__}") from exc
+            raise DependencyError(f"DynamoDB UpdateItem failed: {error_code(exc)}") from exc
         return True
 
     def _transact(self, request: Sequence[TransactWriteItemTypeDef]) -> bool:
         """Run the transaction; False when a condition or a concurrent transaction stopped it."""
         try:
             self.client.transact_write_items(TransactItems=list(request))
-        except ClientError as exc:
-            if _error_code(exc) != "TransactionCanceledException":
+        except (BotoCoreError, ClientError) as exc:
+            if not (
+                isinstance(exc, ClientError) and error_code(exc) == "TransactionCanceledException"
+            ):
                 raise DependencyError(
-                    f"DynamoDB TransactWriteItems failed: {_error_code(exc)}"
+                    f"DynamoDB TransactWriteItems failed: {error_code(exc)}"
                 ) from exc
             reasons = {r.get("Code") for r in exc.response.get("CancellationReasons", [])}
             if reasons - {"None", "ConditionalCheckFailed", "TransactionConflict", None}:
@@ -216,10 +213,6 @@ class DynamoDBTokenStore(TokenStore):
                     f"DynamoDB transaction cancelled: {sorted(map(str, reasons))}"
                 ) from exc
             return False
-        except BotoCoreError as exc:
-            raise DependencyError(
-                f"DynamoDB TransactWriteItems failed: {type(exc).__name__}"
-            ) from exc
         return True
 
     def _raise_for_lost_write(self, client_id: str, *, revoked_is_final: bool = True) -> None:
@@ -238,5 +231,4 @@ class DynamoDBTokenStore(TokenStore):
         try:
             return operation(**request)
         except (BotoCoreError, ClientError) as exc:
-            code = _error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
-            raise DependencyError(f"DynamoDB request failed: {code}") from exc
+            raise DependencyError(f"DynamoDB request failed: {error_code(exc)}") from exc
