@@ -28,8 +28,10 @@ lint: $(STAMP) ## ruff: lint and formatting
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP) ## mypy (strict) on layers/ and functions/
-	$(BIN)/mypy layers/gatekey/gatekey $(wildcard functions/*/app.py)
+typecheck: $(STAMP) ## mypy (strict) on layers/, client/ and functions/
+	$(BIN)/mypy layers/gatekey/gatekey client/gatekey_client
+	# Each handler is a module named `app`: one mypy run per function keeps them apart.
+	for handler in functions/*/app.py; do $(BIN)/mypy "$$handler"; done
 
 cfn-lint: $(STAMP) ## cfn-lint on template.yaml
 	$(BIN)/cfn-lint template.yaml

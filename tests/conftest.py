@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import secrets
 import string
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import boto3
@@ -112,3 +116,61 @@ def captured_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     """Every log record at every level, botocore's wire logs included."""
     caplog.set_level(logging.DEBUG)
     return caplog
+
+
+EVENTS = ROOT / "events"
+FUNCTIONS = ROOT / "functions"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """A sample event from events/, as API Gateway or the scheduler would send it."""
+    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return event
+
+
+@dataclass
+class FakeLambdaContext:
+    function_name: str = "gatekey-test"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:gatekey-test"
+    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
+
+
+@pytest.fixture
+def lambda_context() -> FakeLambdaContext:
+    return FakeLambdaContext()
+
+
+def load_handler(function: str) -> ModuleType:
+    """Import functions/<function>/app.py afresh, as a cold start would.
+
+    Each handler file is named app.py, so each gets its own module name; set the environment
+    and start moto before calling this, since handlers build their clients at import.
+    """
+    path = FUNCTIONS / function / "app.py"
+    spec = importlib.util.spec_from_file_location(f"gatekey_function_{function}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class AwsCallCounter:
+    """Counts AWS API calls (e.g. 'kms.Sign') made by every client created after it starts."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    def __call__(self, event_name: str, **_: Any) -> None:
+        _, service, operation = event_name.split(".", 2)
+        self.calls[f"{service}.{operation}"] += 1
+
+
+@pytest.fixture
+def aws_calls(aws: None) -> Iterator[AwsCallCounter]:
+    counter = AwsCallCounter()
+    session = boto3._get_default_session()
+    session.events.register("before-call.*.*", counter)
+    yield counter
+    session.events.unregister("before-call.*.*", counter)

@@ -90,7 +90,10 @@ def test_bad_input_to_every_core_entry_point_raises_typed_errors_and_writes_noth
     valid, _ = new_service_token(name="ok", hasher=unit_hasher, now=NOW)
     attempts: list[tuple[type[GatekeyError], Any]] = [
         (MalformedCredential, lambda: store.get("gk_malformed")),
-        (MalformedCredential, lambda: store.get(valid.client_id[:-1] + "X")),
+        (
+            MalformedCredential,
+            lambda: store.get(valid.client_id[:-1] + ("X" if valid.client_id[-1] != "X" else "Y")),
+        ),
         (MalformedCredential, lambda: store.events("gk_ünïcode")),
         (MalformedCredential, lambda: store.record_last_seen("", NOW, 60)),
         (MalformedCredential, lambda: ClientSecret.parse("gks_" + "0" * 49)),
@@ -179,7 +182,12 @@ def test_store_built_from_config_creates_its_client_on_first_use(
     dynamodb: Any, unit_hasher: Hasher
 ) -> None:
     config = Config.from_env(
-        {"TABLE_NAME": "gatekey-test", "PEPPER_SECRET_ARN": "arn", "AUDIT_RETENTION_DAYS": "30"}
+        {
+            "TABLE_NAME": "gatekey-test",
+            "PEPPER_SECRET_ARN": "arn",
+            "SIGNING_KEY_ID": "arn",
+            "AUDIT_RETENTION_DAYS": "30",
+        }
     )
     store = DynamoDBTokenStore.from_config(config)
     token, _ = new_service_token(name="n", hasher=unit_hasher, now=NOW)

@@ -5,7 +5,11 @@ import pytest
 from gatekey.config import Config
 from gatekey.errors import ConfigurationError
 
-VALID = {"TABLE_NAME": "tokens", "PEPPER_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:1:secret:p"}
+VALID = {
+    "TABLE_NAME": "tokens",
+    "PEPPER_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:1:secret:p",
+    "SIGNING_KEY_ID": "arn:aws:kms:us-east-1:1:key/k",
+}
 # Variables that Powertools reads itself; they are not part of Gatekey's Config.
 POWERTOOLS = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
 
@@ -15,6 +19,10 @@ def test_config_is_read_from_the_environment_with_defaults() -> None:
     assert config.table_name == "tokens"
     assert config.pepper_secret_arn.endswith(":secret:p")
     assert config.audit_retention_days == 400
+    assert config.signing_backend == "kms"
+    assert config.access_token_lifetime_seconds == 3600
+    assert config.access_token_audience == "gatekey"
+    assert config.issuer == ""
 
 
 @pytest.mark.parametrize("missing", sorted(Config.required_variable_names()))
@@ -32,6 +40,10 @@ def test_a_missing_variable_fails_cold_start_naming_it(missing: str) -> None:
         ("AUDIT_RETENTION_DAYS", "ten", "must be a whole number"),
         ("AUDIT_RETENTION_DAYS", "٤٠٠", "must be a whole number"),  # Arabic-Indic digits
         ("TABLE_NAME", "  ", "must not be empty"),
+        ("SIGNING_BACKEND", "vault", "must be one of kms, secretsmanager"),
+        ("ACCESS_TOKEN_LIFETIME_SECONDS", "59", "must be from 60 to 86400"),
+        ("ISSUER", "http://auth.example.com", "must be empty or an https:// URL"),
+        ("ISSUER", "https://auth.example.com/ x", "must be empty or an https:// URL"),
     ],
 )
 def test_a_malformed_variable_fails_cold_start_naming_it(
@@ -39,6 +51,14 @@ def test_a_malformed_variable_fails_cold_start_naming_it(
 ) -> None:
     with pytest.raises(ConfigurationError, match=f"{name} {message}"):
         Config.from_env({**VALID, name: value})
+
+
+def test_issuer_loses_a_trailing_slash_and_may_be_loopback_http_for_the_local_stack() -> None:
+    assert Config.from_env({**VALID, "ISSUER": "https://auth.example.com/"}).issuer == (
+        "https://auth.example.com"
+    )
+    local = Config.from_env({**VALID, "ISSUER": "http://127.0.0.1:3000"})
+    assert local.issuer == "http://127.0.0.1:3000"
 
 
 def _function_environments(template: dict[str, Any]) -> dict[str, set[str]]:

@@ -13,9 +13,28 @@ from typing import Any
 
 from gatekey.errors import ConfigurationError
 
+_REQUIRED: Any = object()
 
-def _env(name: str, parse: Callable[[str], Any] = str, default: Any = None) -> Any:
+
+def _env(name: str, parse: Callable[[str], Any] = str, default: Any = _REQUIRED) -> Any:
     return field(metadata={"env": name, "parse": parse, "default": default})
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return raw
+
+    return parse
+
+
+def _issuer_url(raw: str) -> str:
+    # http:// only for the local stack on loopback; anything deployed is https.
+    allowed = ("https://", "http://127.0.0.1:", "http://localhost:")
+    if raw and not (raw.startswith(allowed) and raw.isascii() and " " not in raw):
+        raise ValueError("must be empty or an https:// URL")
+    return raw.rstrip("/")
 
 
 def _bounded_int(low: int, high: int) -> Callable[[str], int]:
@@ -42,6 +61,15 @@ class Config:
     pepper_secret_arn: str = _env("PEPPER_SECRET_ARN", _non_empty)
     # Audit items expire through DynamoDB TTL; 400 days keeps a full year of history plus margin.
     audit_retention_days: int = _env("AUDIT_RETENTION_DAYS", _bounded_int(1, 3650), default=400)
+    # "kms": SIGNING_KEY_ID is a KMS key; "secretsmanager": a secret holding a PEM private key.
+    signing_backend: str = _env("SIGNING_BACKEND", _one_of("kms", "secretsmanager"), default="kms")
+    signing_key_id: str = _env("SIGNING_KEY_ID", _non_empty)
+    access_token_lifetime_seconds: int = _env(
+        "ACCESS_TOKEN_LIFETIME_SECONDS", _bounded_int(60, 86_400), default=3600
+    )
+    access_token_audience: str = _env("ACCESS_TOKEN_AUDIENCE", _non_empty, default="gatekey")
+    # Empty: the token endpoint's own base URL, taken from the API Gateway request context.
+    issuer: str = _env("ISSUER", _issuer_url, default="")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -52,7 +80,7 @@ class Config:
             name, parse, default = f.metadata["env"], f.metadata["parse"], f.metadata["default"]
             raw = environ.get(name)
             if raw is None:
-                if default is None:
+                if default is _REQUIRED:
                     raise ConfigurationError(f"environment variable {name} is required")
                 values[f.name] = default
                 continue
@@ -68,4 +96,6 @@ class Config:
 
     @classmethod
     def required_variable_names(cls) -> frozenset[str]:
-        return frozenset(f.metadata["env"] for f in fields(cls) if f.metadata["default"] is None)
+        return frozenset(
+            f.metadata["env"] for f in fields(cls) if f.metadata["default"] is _REQUIRED
+        )

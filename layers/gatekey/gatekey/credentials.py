@@ -23,7 +23,7 @@ _INDEX: Final = {c: i for i, c in enumerate(ALPHABET)}
 _CHECKSUM_LEN: Final = 6  # 62**6 > 2**32
 
 CLIENT_ID_PREFIX: Final = "gk_"
-CLIENT_SECRET_PREFIX: Final = "gks_"  # noqa: S105 - a format prefix, not a secret
+CLIENT_SECRET_PREFIX: Final = "gks_"
 _CLIENT_ID_RANDOM_LEN: Final = 22  # 62**22 > 2**128
 _CLIENT_SECRET_RANDOM_LEN: Final = 43  # 62**43 > 2**256
 _CLIENT_ID_BYTES: Final = 16

@@ -34,6 +34,16 @@ class InvalidDuration(ValidationError):
     reason = "invalid_duration"
 
 
+class InvalidScope(ValidationError):
+    """A requested OAuth scope the service token does not have."""
+
+    reason = "invalid_scope"
+
+
+class UnsupportedGrantType(ValidationError):
+    reason = "unsupported_grant_type"
+
+
 class MalformedCredential(ValidationError):
     """A Client ID or Client Secret that fails the format or checksum check (no I/O was done)."""
 

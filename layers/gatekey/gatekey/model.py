@@ -12,7 +12,13 @@ from typing import Final
 
 from gatekey.credentials import ClientSecret, generate_client_id, parse_client_id
 from gatekey.durations import DEFAULT_TOKEN_DURATION, Duration
-from gatekey.errors import ValidationError
+from gatekey.errors import (
+    InvalidCredentials,
+    TokenDisabled,
+    TokenExpired,
+    TokenRevoked,
+    ValidationError,
+)
 from gatekey.hashing import Hasher, SecretHash
 
 MAX_NAME_LENGTH: Final = 128
@@ -145,6 +151,23 @@ class ServiceToken:
 
     def is_expired(self, now: int) -> bool:
         return self.expires_at is not None and now >= self.expires_at
+
+    def authenticate(self, secret: ClientSecret, hasher: Hasher, now: int) -> None:
+        """Raise unless `secret` is this token's current secret (or its previous one, within
+        the grace) and the token is active, enabled and unexpired. Callers must not tell the
+        client which check failed; the reason is for logs and metrics."""
+        matches = hasher.verify(secret, self.secret_hash)
+        if not matches and self.previous_secret_hash is not None:
+            grace_ends = self.previous_client_secret_expires_at or 0
+            matches = now < grace_ends and hasher.verify(secret, self.previous_secret_hash)
+        if not matches:
+            raise InvalidCredentials(f"secret does not match service token {self.client_id}")
+        if self.status is TokenStatus.REVOKED:
+            raise TokenRevoked(f"service token {self.client_id} is revoked")
+        if not self.enabled:
+            raise TokenDisabled(f"service token {self.client_id} is disabled")
+        if self.is_expired(now):
+            raise TokenExpired(f"service token {self.client_id} has expired")
 
     def with_changes(self, now: int, **changes: object) -> ServiceToken:
         """A copy with `changes` applied and `updated_at` moved to `now` (validated again)."""

@@ -51,9 +51,8 @@ if TYPE_CHECKING:
 
 BY_NAME_INDEX: Final = "by-name"
 BY_EXPIRY_INDEX: Final = "by-expiry"
-# "token" here is the item kind, not a credential (S105).
-TOKEN_ENTITY: Final = "token"  # noqa: S105
-TOKEN_SK: Final = "TOKEN"  # noqa: S105
+TOKEN_ENTITY: Final = "token"
+TOKEN_SK: Final = "TOKEN"
 EVENT_SK_PREFIX: Final = "EVENT#"
 DAY: Final = 86_400
 

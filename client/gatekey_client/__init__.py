@@ -1,0 +1,29 @@
+"""Gatekey's client library for bots (requests and httpx auth); importable without boto3.
+
+Neither HTTP library is imported here: import the auth class for the one you use.
+
+Headers mode with requests (the credentials go in ``Gatekey-Client-Id`` / ``-Secret``; pass
+``header_style="cloudflare"`` for ``CF-Access-Client-Id`` / ``-Secret``)::
+
+    import requests
+    from gatekey_client.requests_auth import GatekeyRequestsAuth
+
+    auth = GatekeyRequestsAuth(client_id, client_secret)
+    requests.get("https://api.example.com/orders", auth=auth, timeout=10)
+
+JWT mode with httpx (a Bearer token from the token endpoint, cached and renewed before it
+expires; a failed fetch raises ``TokenRequestError``)::
+
+    import httpx
+    from gatekey_client.httpx_auth import GatekeyHttpxAuth
+
+    auth = GatekeyHttpxAuth(
+        client_id, client_secret, token_url="https://auth.example.com/token", scopes=["orders:read"]
+    )
+    with httpx.Client(auth=auth) as client:
+        client.get("https://api.example.com/orders")
+"""
+
+from gatekey_client.tokens import AccessToken, ClientConfig, TokenCache, TokenRequestError
+
+__all__ = ["AccessToken", "ClientConfig", "TokenCache", "TokenRequestError"]

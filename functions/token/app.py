@@ -1,0 +1,109 @@
+"""Token endpoint: POST /oauth2/token, GET /.well-known/jwks.json and oauth-authorization-server.
+
+A thin adapter: parse the API Gateway event, call gatekey.oauth, shape the HTTP answer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from gatekey.config import Config
+from gatekey.errors import GatekeyError
+from gatekey.hashing import load_hasher
+from gatekey.oauth import TokenEndpoint, authorization_server_metadata, oauth_error
+from gatekey.signing import KmsSigner, LocalKeySigner, Signer
+from gatekey.store import DynamoDBTokenStore
+
+logger = Logger()
+metrics = Metrics()
+config = Config.from_env()
+_secrets = boto3.client("secretsmanager")
+signer: Signer = (
+    KmsSigner(config.signing_key_id, boto3.client("kms"))
+    if config.signing_backend == "kms"
+    else LocalKeySigner.from_secret(config.signing_key_id, _secrets)
+)
+endpoint = TokenEndpoint(
+    store=DynamoDBTokenStore.from_config(config),
+    hasher=load_hasher(config.pepper_secret_arn, _secrets),
+    signer=signer,
+    audience=config.access_token_audience,
+    lifetime=config.access_token_lifetime_seconds,
+    clock=lambda: int(time.time()),
+)
+app = APIGatewayRestResolver()
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def issuer() -> str:
+    """The configured issuer, or this API's own base URL (its stage is part of the path)."""
+    if config.issuer:
+        return config.issuer
+    context = app.current_event.request_context
+    return f"https://{context.domain_name}/{context.stage}"
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str]) -> Response[str]:
+    return Response(status, "application/json", json.dumps(body), headers)
+
+
+@app.post("/oauth2/token")
+def token() -> Response[str]:
+    event = app.current_event
+    issued, client_id = endpoint.exchange(
+        content_type=event.headers.get("content-type"),
+        form=parse_qs(event.decoded_body or "", keep_blank_values=True),
+        headers={name.lower(): value for name, value in event.headers.items()},
+        issuer=issuer(),
+    )
+    logger.info("access token issued", client_id=client_id)
+    metrics.add_metric("AccessTokensIssued", MetricUnit.Count, 1)
+    body = {
+        "access_token": issued.access_token,
+        "token_type": "Bearer",
+        "expires_in": issued.expires_in,
+        "scope": " ".join(issued.scopes),
+    }
+    return _json(200, body, NO_STORE)
+
+
+@app.get("/.well-known/jwks.json")
+def jwks() -> Response[str]:
+    metrics.add_metric("JwksRequests", MetricUnit.Count, 1)
+    return _json(200, {"keys": [signer.public_key.jwk()]}, {"Cache-Control": "max-age=300"})
+
+
+@app.get("/.well-known/oauth-authorization-server")
+def metadata() -> Response[str]:
+    metrics.add_metric("MetadataRequests", MetricUnit.Count, 1)
+    return _json(200, authorization_server_metadata(issuer()), {"Cache-Control": "max-age=3600"})
+
+
+@app.exception_handler(GatekeyError)  # type: ignore[untyped-decorator]
+def handle_error(exc: GatekeyError) -> Response[str]:
+    answer = oauth_error(exc)
+    if answer.status >= 500:
+        logger.error("token endpoint failed", reason=exc.reason, detail=exc.message)
+    else:
+        logger.info("token request refused", reason=exc.reason, error=answer.error)
+    metrics.add_metric(f"TokenRequestsRefused.{answer.error}", MetricUnit.Count, 1)
+    headers = dict(NO_STORE)
+    if answer.status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="gatekey"'
+    body = {"error": answer.error, "error_description": answer.description}
+    return _json(answer.status, body, headers)
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,181 @@
+"""The OAuth 2.0 token endpoint (client_credentials, RFC 6749 §4.4) and its metadata (RFC 8414).
+
+`TokenEndpoint.exchange` takes what the handler parsed from the request and returns an access
+token, or raises a GatekeyError; `oauth_error` maps every error to the RFC 6749 §5.2 answer in
+this one place. The answer never says which check failed: a wrong secret, an unknown, revoked,
+disabled or expired client are all ``invalid_client``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import unquote
+
+from gatekey.access_tokens import IssuedToken, granted_scopes, issue_access_token
+from gatekey.credentials import ClientSecret, parse_client_id
+from gatekey.errors import (
+    AuthenticationError,
+    GatekeyError,
+    InvalidCredentials,
+    InvalidScope,
+    MalformedCredential,
+    NotFound,
+    UnsupportedGrantType,
+    ValidationError,
+)
+from gatekey.hashing import Hasher
+from gatekey.signing import Signer
+from gatekey.store import TokenStore
+
+GRANT_TYPE: Final = "client_credentials"
+FORM_CONTENT_TYPE: Final = "application/x-www-form-urlencoded"
+HEADER_PAIRS: Final = (
+    ("gatekey-client-id", "gatekey-client-secret"),
+    ("cf-access-client-id", "cf-access-client-secret"),
+)
+AUTH_METHODS: Final = ("client_secret_basic", "client_secret_post")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAuthentication:
+    client_id: str
+    secret: ClientSecret = field(repr=False)
+    method: str
+
+
+def _single(form: Mapping[str, Sequence[str]], name: str) -> str | None:
+    values = form.get(name)
+    if not values:
+        return None
+    if len(values) > 1:  # RFC 6749 §3.2: parameters MUST NOT be included more than once
+        raise ValidationError(name, "must not be repeated")
+    return values[0]
+
+
+def _basic(authorization: str) -> tuple[str, str]:
+    try:
+        decoded = base64.b64decode(authorization, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidCredentials("Authorization: Basic is not valid base64") from exc
+    client_id, colon, secret = decoded.partition(":")
+    if not colon:
+        raise InvalidCredentials("Authorization: Basic must hold client_id:client_secret")
+    # RFC 6749 §2.3.1: both are form-urlencoded before they are joined.
+    return unquote(client_id), unquote(secret)
+
+
+def read_client_authentication(
+    headers: Mapping[str, str], form: Mapping[str, Sequence[str]]
+) -> ClientAuthentication:
+    """Find the one way the client authenticated (Basic, form fields or service-token headers).
+
+    `headers` must have lower-case names. No credentials, or credentials that are malformed,
+    raise AuthenticationError/MalformedCredential; more than one way is ``invalid_request``.
+    """
+    found: list[tuple[str, str, str]] = []
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "basic":
+        found.append((*_basic(value.strip()), "client_secret_basic"))
+    form_id, form_secret = _single(form, "client_id"), _single(form, "client_secret")
+    if form_secret is not None:
+        found.append((form_id or "", form_secret, "client_secret_post"))
+    for id_header, secret_header in HEADER_PAIRS:
+        if secret_header in headers:
+            found.append((headers.get(id_header, ""), headers[secret_header], "service_token"))
+    if not found:
+        raise AuthenticationError("no client credentials")
+    if len(found) > 1:
+        raise ValidationError("client authentication", "use exactly one authentication method")
+    client_id, secret, method = found[0]
+    return ClientAuthentication(parse_client_id(client_id), ClientSecret.parse(secret), method)
+
+
+class TokenEndpoint:
+    """Exchanges a service token's credentials for an access token: one GetItem, one Sign."""
+
+    def __init__(
+        self,
+        *,
+        store: TokenStore,
+        hasher: Hasher,
+        signer: Signer,
+        audience: str,
+        lifetime: int,
+        clock: Callable[[], int],
+    ) -> None:
+        self._store = store
+        self._hasher = hasher
+        self._signer = signer
+        self.audience = audience
+        self.lifetime = lifetime
+        self._clock = clock
+
+    def exchange(
+        self,
+        *,
+        content_type: str | None,
+        form: Mapping[str, Sequence[str]],
+        headers: Mapping[str, str],
+        issuer: str,
+    ) -> tuple[IssuedToken, str]:
+        """Return the access token and the client_id it was issued to."""
+        if (content_type or "").split(";")[0].strip().lower() != FORM_CONTENT_TYPE:
+            raise ValidationError("Content-Type", f"must be {FORM_CONTENT_TYPE}")
+        grant_type = _single(form, "grant_type")
+        if grant_type is None:
+            raise ValidationError("grant_type", "is required")
+        if grant_type != GRANT_TYPE:
+            raise UnsupportedGrantType("grant_type", f"only {GRANT_TYPE} is supported")
+        requested_scope = _single(form, "scope")
+        auth = read_client_authentication(headers, form)
+        now = self._clock()
+        token = self._store.get(auth.client_id)
+        token.authenticate(auth.secret, self._hasher, now)
+        scopes = granted_scopes(token, requested_scope)
+        issued = issue_access_token(
+            token,
+            self._signer,
+            issuer=issuer,
+            audience=self.audience,
+            lifetime=self.lifetime,
+            scopes=scopes,
+            now=now,
+        )
+        return issued, token.client_id
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthError:
+    status: int
+    error: str
+    description: str
+
+
+def oauth_error(exc: GatekeyError) -> OAuthError:
+    """The RFC 6749 §5.2 answer to an error: the one place errors become OAuth responses."""
+    if isinstance(exc, AuthenticationError | MalformedCredential | NotFound):
+        return OAuthError(401, "invalid_client", "client authentication failed")
+    if isinstance(exc, InvalidScope):
+        return OAuthError(400, "invalid_scope", exc.message)
+    if isinstance(exc, UnsupportedGrantType):
+        return OAuthError(400, "unsupported_grant_type", exc.message)
+    if isinstance(exc, ValidationError):
+        return OAuthError(400, "invalid_request", exc.message)
+    return OAuthError(500, "server_error", "the token endpoint failed; try again later")
+
+
+def authorization_server_metadata(issuer: str) -> dict[str, object]:
+    """RFC 8414 metadata, served at ``/.well-known/oauth-authorization-server``."""
+    return {
+        "issuer": issuer,
+        "token_endpoint": f"{issuer}/oauth2/token",
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "grant_types_supported": [GRANT_TYPE],
+        "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        # Required by RFC 8414; this server has no authorization endpoint, so none.
+        "response_types_supported": [],
+    }

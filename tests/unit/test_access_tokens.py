@@ -1,0 +1,150 @@
+"""Access tokens: what is issued, and what verification accepts and refuses."""
+
+import hashlib
+import hmac
+import json
+from dataclasses import replace
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from gatekey.access_tokens import granted_scopes, issue_access_token, verify_access_token
+from gatekey.durations import Duration
+from gatekey.errors import InvalidCredentials, InvalidScope, TokenExpired
+from gatekey.hashing import Hasher
+from gatekey.model import ServiceToken, new_service_token
+from gatekey.signing import LocalKeySigner, b64url
+
+NOW = 1_800_000_000
+ISSUER = "https://auth.example.com"
+
+
+@pytest.fixture(params=["rsa", "ec"])
+def signer(request: pytest.FixtureRequest) -> LocalKeySigner:
+    if request.param == "rsa":
+        return LocalKeySigner(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    return LocalKeySigner(ec.generate_private_key(ec.SECP256R1()))
+
+
+@pytest.fixture
+def service_token(unit_hasher: Hasher) -> ServiceToken:
+    token, _ = new_service_token(name="bot", hasher=unit_hasher, now=NOW, scopes=("a", "b"))
+    return token
+
+
+def issue(token: ServiceToken, signer: LocalKeySigner, now: int = NOW, lifetime: int = 600) -> str:
+    return issue_access_token(
+        token, signer, issuer=ISSUER, audience="api", lifetime=lifetime, scopes=("a",), now=now
+    ).access_token
+
+
+def verify(
+    token: str, signer: LocalKeySigner, now: int = NOW, **overrides: str
+) -> dict[str, object]:
+    keys = {signer.public_key.kid: signer.public_key}
+    options = {"issuer": ISSUER, "audience": "api", **overrides}
+    return verify_access_token(token, keys, now=now, **options)  # type: ignore[arg-type]
+
+
+def test_an_issued_token_verifies_until_it_expires(
+    service_token: ServiceToken, signer: LocalKeySigner
+) -> None:
+    token = issue(service_token, signer)
+    assert verify(token, signer)["client_id"] == service_token.client_id
+    assert verify(token, signer, now=NOW + 600 + 29)  # within the 30 s leeway
+    with pytest.raises(TokenExpired):
+        verify(token, signer, now=NOW + 600 + 30)
+
+
+def test_issuing_for_an_expired_service_token_is_refused(
+    unit_hasher: Hasher, signer: LocalKeySigner
+) -> None:
+    token, _ = new_service_token(name="b", hasher=unit_hasher, now=NOW, duration=Duration(1))
+    with pytest.raises(TokenExpired):
+        issue(token, signer, now=NOW + 3600)
+
+
+@pytest.mark.parametrize(
+    ("override", "value"), [("issuer", "https://evil.example.com"), ("audience", "other-api")]
+)
+def test_wrong_issuer_or_audience_is_refused(
+    service_token: ServiceToken, signer: LocalKeySigner, override: str, value: str
+) -> None:
+    with pytest.raises(InvalidCredentials):
+        verify(issue(service_token, signer), signer, **{override: value})
+
+
+def test_a_token_from_the_future_is_refused(
+    service_token: ServiceToken, signer: LocalKeySigner
+) -> None:
+    with pytest.raises(InvalidCredentials, match="not valid yet"):
+        verify(issue(service_token, signer, now=NOW + 120), signer, now=NOW)
+
+
+def test_an_unknown_kid_is_refused(service_token: ServiceToken, signer: LocalKeySigner) -> None:
+    other = LocalKeySigner(ec.generate_private_key(ec.SECP256R1()))
+    with pytest.raises(InvalidCredentials, match="unknown key"):
+        verify(issue(service_token, other), signer)
+
+
+def test_a_tampered_payload_is_refused(service_token: ServiceToken, signer: LocalKeySigner) -> None:
+    header, payload, signature = issue(service_token, signer).split(".")
+    claims = json.loads(jwt.utils.base64url_decode(payload))
+    forged = b64url(json.dumps({**claims, "scope": "a b admin"}).encode())
+    with pytest.raises(InvalidCredentials):
+        verify(f"{header}.{forged}.{signature}", signer)
+
+
+def _unsigned(header: dict[str, str], claims: dict[str, object]) -> str:
+    return f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}."
+
+
+def test_alg_none_and_hmac_with_the_public_key_are_refused(
+    service_token: ServiceToken, signer: LocalKeySigner
+) -> None:
+    claims = jwt.decode(issue(service_token, signer), options={"verify_signature": False})
+    kid = signer.public_key.kid
+    none = _unsigned({"alg": "none", "typ": "at+jwt", "kid": kid}, claims)
+    with pytest.raises(InvalidCredentials):
+        verify(none, signer)
+    # The classic confusion: an HS256 token keyed with the (public) PEM of the RSA/EC key.
+    pem = signer.public_key.key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    header = b64url(json.dumps({"alg": "HS256", "typ": "at+jwt", "kid": kid}).encode())
+    body = b64url(json.dumps(claims).encode())
+    mac = hmac.new(pem, f"{header}.{body}".encode(), hashlib.sha256).digest()
+    with pytest.raises(InvalidCredentials):
+        verify(f"{header}.{body}.{b64url(mac)}", signer)
+
+
+def test_a_token_of_another_type_is_refused(
+    service_token: ServiceToken, signer: LocalKeySigner
+) -> None:
+    # An ID token or any JWT signed by the same key must not pass as an access token.
+    header, payload, _ = issue(service_token, signer).split(".")
+    other = json.loads(jwt.utils.base64url_decode(header)) | {"typ": "JWT"}
+    signing_input = f"{b64url(json.dumps(other).encode())}.{payload}"
+    token = f"{signing_input}.{b64url(signer.sign(signing_input.encode()))}"
+    with pytest.raises(InvalidCredentials, match="typ"):
+        verify(token, signer)
+
+
+@pytest.mark.parametrize("garbage", ["", "a.b", "not a jwt", "a.b.c.d"])
+def test_garbage_is_refused_without_echoing_it(signer: LocalKeySigner, garbage: str) -> None:
+    with pytest.raises(InvalidCredentials) as caught:
+        verify(garbage, signer)
+    assert not garbage or garbage not in str(caught.value)
+
+
+def test_scopes_are_granted_as_a_subset_only(service_token: ServiceToken) -> None:
+    assert granted_scopes(service_token, None) == ("a", "b")
+    assert granted_scopes(service_token, "  ") == ("a", "b")
+    assert granted_scopes(service_token, "b") == ("b",)
+    assert granted_scopes(service_token, "b  a b") == ("b", "a")
+    with pytest.raises(InvalidScope, match="scope"):
+        granted_scopes(service_token, "a c")
+    with pytest.raises(InvalidScope):
+        granted_scopes(replace(service_token, scopes=()), "a")
