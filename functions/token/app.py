@@ -19,26 +19,31 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from gatekey.config import Config
 from gatekey.errors import GatekeyError
 from gatekey.hashing import load_hasher
+from gatekey.keyring import signing_keys_from_config
 from gatekey.oauth import TokenEndpoint, authorization_server_metadata, oauth_error
-from gatekey.signing import KmsSigner, LocalKeySigner, Signer
 from gatekey.store import DynamoDBTokenStore
 
 logger = Logger()
 metrics = Metrics()
 config = Config.from_env()
+
+
+def clock() -> int:
+    return int(time.time())
+
+
 _secrets = boto3.client("secretsmanager")
-signer: Signer = (
-    KmsSigner(config.signing_key_id, boto3.client("kms"))
-    if config.signing_backend == "kms"
-    else LocalKeySigner.from_secret(config.signing_key_id, _secrets)
+store = DynamoDBTokenStore.from_config(config)
+signing_keys = signing_keys_from_config(
+    config, dynamodb=store.client, kms=boto3.client("kms"), secretsmanager=_secrets, clock=clock
 )
 endpoint = TokenEndpoint(
-    store=DynamoDBTokenStore.from_config(config),
+    store=store,
     hasher=load_hasher(config.pepper_secret_arn, _secrets),
-    signer=signer,
+    signing_keys=signing_keys,
     audience=config.access_token_audience,
     lifetime=config.access_token_lifetime_seconds,
-    clock=lambda: int(time.time()),
+    clock=clock,
 )
 app = APIGatewayRestResolver()
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -79,7 +84,8 @@ def token() -> Response[str]:
 @app.get("/.well-known/jwks.json")
 def jwks() -> Response[str]:
     metrics.add_metric("JwksRequests", MetricUnit.Count, 1)
-    return _json(200, {"keys": [signer.public_key.jwk()]}, {"Cache-Control": "max-age=300"})
+    keys = [key.jwk() for key in signing_keys.published(clock())]
+    return _json(200, {"keys": keys}, {"Cache-Control": "max-age=300"})
 
 
 @app.get("/.well-known/oauth-authorization-server")

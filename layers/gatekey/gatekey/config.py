@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Final
 
 from gatekey.errors import ConfigurationError
 
 _REQUIRED: Any = object()
+# The longest access-token lifetime the configuration allows; a retired signing key stays
+# published this long (plus leeway) after its last signature, whatever the lifetime is today.
+MAX_ACCESS_TOKEN_LIFETIME: Final = 86_400
 
 
 def _env(name: str, parse: Callable[[str], Any] = str, default: Any = _REQUIRED) -> Any:
@@ -65,11 +68,24 @@ class Config:
     signing_backend: str = _env("SIGNING_BACKEND", _one_of("kms", "secretsmanager"), default="kms")
     signing_key_id: str = _env("SIGNING_KEY_ID", _non_empty)
     access_token_lifetime_seconds: int = _env(
-        "ACCESS_TOKEN_LIFETIME_SECONDS", _bounded_int(60, 86_400), default=3600
+        "ACCESS_TOKEN_LIFETIME_SECONDS", _bounded_int(60, MAX_ACCESS_TOKEN_LIFETIME), default=3600
     )
     access_token_audience: str = _env("ACCESS_TOKEN_AUDIENCE", _non_empty, default="gatekey")
     # Empty: the token endpoint's own base URL, taken from the API Gateway request context.
     issuer: str = _env("ISSUER", _issuer_url, default="")
+    # Key spec of the signing keys the rotation creates (the template's SigningKeySpec).
+    signing_key_spec: str = _env(
+        "SIGNING_KEY_SPEC", _one_of("RSA_2048", "ECC_NIST_P256"), default="RSA_2048"
+    )
+    signing_key_rotation_days: int = _env(
+        "SIGNING_KEY_ROTATION_DAYS", _bounded_int(1, 365), default=42
+    )
+    # Longer than every cache of the JWKS (max-age 300 s, verifiers' key caches, the token
+    # function's ring cache of 60 s), so a key is everywhere before its first signature.
+    signing_key_publication_delay_seconds: int = _env(
+        "SIGNING_KEY_PUBLICATION_DELAY_SECONDS", _bounded_int(600, 7 * 86_400), default=3600
+    )
+    stack_name: str = _env("STACK_NAME", _non_empty, default="gatekey")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:

@@ -28,7 +28,7 @@ from gatekey.errors import (
     ValidationError,
 )
 from gatekey.hashing import Hasher
-from gatekey.signing import Signer
+from gatekey.keyring import SigningKeys
 from gatekey.store import TokenStore
 
 GRANT_TYPE: Final = "client_credentials"
@@ -95,21 +95,22 @@ def read_client_authentication(
 
 
 class TokenEndpoint:
-    """Exchanges a service token's credentials for an access token: one GetItem, one Sign."""
+    """Exchanges a service token's credentials for an access token: one GetItem, one Sign
+    (and, once per ring cache TTL, one read of the signing key ring)."""
 
     def __init__(
         self,
         *,
         store: TokenStore,
         hasher: Hasher,
-        signer: Signer,
+        signing_keys: SigningKeys,
         audience: str,
         lifetime: int,
         clock: Callable[[], int],
     ) -> None:
         self._store = store
         self._hasher = hasher
-        self._signer = signer
+        self._signing_keys = signing_keys
         self.audience = audience
         self.lifetime = lifetime
         self._clock = clock
@@ -138,7 +139,7 @@ class TokenEndpoint:
         scopes = granted_scopes(token, requested_scope)
         issued = issue_access_token(
             token,
-            self._signer,
+            self._signing_keys.signer(now),
             issuer=issuer,
             audience=self.audience,
             lifetime=self.lifetime,

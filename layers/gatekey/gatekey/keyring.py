@@ -1,0 +1,282 @@
+"""The signing key ring: which key signs now, which keys are published, when each retires.
+
+KMS cannot rotate asymmetric keys, so Gatekey rolls them itself. Every state is derived from
+timestamps fixed when a key is added, so readers agree without coordination:
+
+- a new key is published at once and signs from ``active_from = added + publication_delay``,
+  after every verifier's cached JWKS has had time to pick it up;
+- the key it replaces stops signing at that moment and stays published until
+  ``unpublish_at = active_from + longest token lifetime + leeway``, when no token it signed can
+  still be valid; then it is dropped from the ring and its deletion is scheduled.
+
+The ring is one table item written with a version condition, so two rotation runs cannot race.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import cache
+from typing import TYPE_CHECKING, Any, Final
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from gatekey.aws import error_code
+from gatekey.config import Config
+from gatekey.errors import ConcurrentModification, ConfigurationError, DependencyError
+from gatekey.signing import KmsSigner, LocalKeySigner, PublicKey, Signer, kms_public_key
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_kms import KMSClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
+RING_KEY: Final = {"pk": {"S": "SIGNING_KEYS"}, "sk": {"S": "RING"}}
+RING_CACHE_TTL: Final = 60  # seconds; far below the publication delay (config.py)
+
+
+@dataclass(frozen=True, slots=True)
+class RingKey:
+    key_id: str  # KMS key ARN (or the signing secret's ARN for the Secrets Manager backend)
+    public_key: PublicKey = field(compare=False)
+    created_at: int
+    active_from: int
+    unpublish_at: int | None = None
+    # Keys Gatekey created are deleted when retired; the template's first key is left to its stack.
+    managed: bool = True
+
+    @property
+    def kid(self) -> str:
+        return self.public_key.kid
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRing:
+    keys: tuple[RingKey, ...]  # oldest first
+    version: int = 0  # 0: not stored yet
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            raise ConfigurationError("the signing key ring is empty")
+
+    @classmethod
+    def initial(cls, public_key: PublicKey, key_id: str, now: int) -> KeyRing:
+        """The ring before any rotation: the deployment's own key, signing since forever."""
+        return cls((RingKey(key_id, public_key, now, active_from=0, managed=False),))
+
+    def signing_key(self, now: int) -> RingKey:
+        """The newest key whose time has come."""
+        live = [k for k in self.keys if k.active_from <= now]
+        return live[-1] if live else self.keys[0]
+
+    def published(self, now: int) -> tuple[RingKey, ...]:
+        return tuple(k for k in self.keys if k.unpublish_at is None or now < k.unpublish_at)
+
+    def retired(self, now: int) -> tuple[RingKey, ...]:
+        return tuple(k for k in self.keys if k.unpublish_at is not None and now >= k.unpublish_at)
+
+    def rotation_due(self, now: int, cadence: int) -> bool:
+        return now >= self.keys[-1].created_at + cadence
+
+    def with_key(
+        self,
+        key_id: str,
+        public_key: PublicKey,
+        *,
+        now: int,
+        publication_delay: int,
+        retire_after: int,
+    ) -> KeyRing:
+        """Add the next key; every older key still unscheduled retires when it starts signing."""
+        active_from = now + publication_delay
+        older = tuple(
+            replace(k, unpublish_at=active_from + retire_after) if k.unpublish_at is None else k
+            for k in self.keys
+        )
+        return replace(self, keys=(*older, RingKey(key_id, public_key, now, active_from)))
+
+    def without_retired(self, now: int) -> KeyRing:
+        return replace(self, keys=tuple(k for k in self.keys if k not in self.retired(now)))
+
+
+def _to_item(ring: KeyRing, version: int) -> dict[str, Any]:
+    def entry(key: RingKey) -> dict[str, Any]:
+        value: dict[str, Any] = {
+            "key_id": {"S": key.key_id},
+            "jwk": {"S": _json(key.public_key.jwk())},
+            "created_at": {"N": str(key.created_at)},
+            "active_from": {"N": str(key.active_from)},
+            "managed": {"BOOL": key.managed},
+        }
+        if key.unpublish_at is not None:
+            value["unpublish_at"] = {"N": str(key.unpublish_at)}
+        return {"M": value}
+
+    return {
+        **RING_KEY,
+        "keys": {"L": [entry(k) for k in ring.keys]},
+        "version": {"N": str(version)},
+    }
+
+
+def _from_item(item: Mapping[str, Any]) -> KeyRing:
+    keys = []
+    for raw in item["keys"]["L"]:
+        value = raw["M"]
+        keys.append(
+            RingKey(
+                key_id=value["key_id"]["S"],
+                public_key=PublicKey.from_jwk(json.loads(value["jwk"]["S"])),
+                created_at=int(value["created_at"]["N"]),
+                active_from=int(value["active_from"]["N"]),
+                unpublish_at=int(value["unpublish_at"]["N"]) if "unpublish_at" in value else None,
+                managed=value["managed"]["BOOL"],
+            )
+        )
+    return KeyRing(tuple(keys), int(item["version"]["N"]))
+
+
+def _json(value: Mapping[str, str]) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+class KeyRingStore:
+    """The ring's one item in the tokens table (``pk = SIGNING_KEYS``)."""
+
+    def __init__(self, table_name: str, client: DynamoDBClient) -> None:
+        self.table_name = table_name
+        self.client = client
+
+    def load(self, *, consistent: bool = False) -> KeyRing | None:
+        try:
+            response = self.client.get_item(
+                TableName=self.table_name,
+                Key=RING_KEY,
+                ConsistentRead=consistent,
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise DependencyError(f"cannot read the key ring: {error_code(exc)}") from exc
+        return _from_item(response["Item"]) if "Item" in response else None
+
+    def save(self, ring: KeyRing) -> KeyRing:
+        """Write `ring` if the stored one is still at `ring.version`; return it at version + 1."""
+        condition = "attribute_not_exists(pk)" if ring.version == 0 else "#version = :expected"
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Item": _to_item(ring, ring.version + 1),
+            "ConditionExpression": condition,
+        }
+        if ring.version:
+            request["ExpressionAttributeNames"] = {"#version": "version"}
+            request["ExpressionAttributeValues"] = {":expected": {"N": str(ring.version)}}
+        try:
+            self.client.put_item(**request)
+        except (BotoCoreError, ClientError) as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise ConcurrentModification("the key ring was changed by another run") from exc
+            raise DependencyError(f"cannot write the key ring: {error_code(exc)}") from exc
+        return replace(ring, version=ring.version + 1)
+
+
+class SigningKeys:
+    """The token function's view of the ring: reloaded every `ttl` seconds, one signer per key.
+
+    A cached ring is at most `ttl` old, and a new key is added a whole publication delay before
+    it signs, so a stale copy still switches to it on time: the switch is computed from `now`.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[], KeyRing],
+        make_signer: Callable[[RingKey], Signer],
+        *,
+        ttl: int,
+        clock: Callable[[], int],
+    ) -> None:
+        self._load = load
+        self._make_signer = make_signer
+        self._ttl = ttl
+        self._clock = clock
+        self._signers: dict[str, Signer] = {}
+        self._ring = load()
+        self._loaded_at = clock()
+
+    def ring(self, now: int) -> KeyRing:
+        if now - self._loaded_at >= self._ttl:
+            self._ring, self._loaded_at = self._load(), now
+        return self._ring
+
+    def signer(self, now: int) -> Signer:
+        key = self.ring(now).signing_key(now)
+        if key.kid not in self._signers:
+            self._signers[key.kid] = self._make_signer(key)
+        return self._signers[key.kid]
+
+    def published(self, now: int) -> tuple[PublicKey, ...]:
+        return tuple(k.public_key for k in self.ring(now).published(now))
+
+
+class PublicKeyCache:
+    """Verification keys by kid, for verifiers. Refetched every `ttl` seconds; a token naming an
+    unknown kid triggers at most one refetch per `refetch_interval`, so a stream of garbage
+    tokens cannot become a stream of reads (aws-jwt-verify's "penalty box")."""
+
+    def __init__(
+        self,
+        fetch: Callable[[], Mapping[str, PublicKey]],
+        *,
+        ttl: int,
+        refetch_interval: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self._fetch = fetch
+        self._ttl = ttl
+        self._refetch_interval = refetch_interval
+        self._clock = clock
+        self._keys: Mapping[str, PublicKey] = {}
+        self._fetched_at: float | None = None
+
+    def get(self, kid: str) -> PublicKey | None:
+        now = self._clock()
+        stale = self._fetched_at is None or now - self._fetched_at >= self._ttl
+        unknown = kid not in self._keys
+        may_refetch = self._fetched_at is None or now - self._fetched_at >= self._refetch_interval
+        if stale or (unknown and may_refetch):
+            self._keys, self._fetched_at = self._fetch(), now
+        return self._keys.get(kid)
+
+    def keys(self) -> Mapping[str, PublicKey]:
+        """The keys as last fetched (fetching once if never fetched)."""
+        if self._fetched_at is None:
+            self._keys, self._fetched_at = self._fetch(), self._clock()
+        return self._keys
+
+
+def signing_keys_from_config(
+    config: Config,
+    *,
+    dynamodb: DynamoDBClient,
+    kms: KMSClient,
+    secretsmanager: SecretsManagerClient,
+    clock: Callable[[], int],
+) -> SigningKeys:
+    """The signing keys a token function uses: the KMS key ring kept by the rotation function,
+    or the one Secrets Manager key (rotated by its owner, outside Gatekey)."""
+    if config.signing_backend == "secretsmanager":
+        local = LocalKeySigner.from_secret(config.signing_key_id, secretsmanager)
+        ring = KeyRing.initial(local.public_key, config.signing_key_id, 0)
+        return SigningKeys(lambda: ring, lambda _: local, ttl=RING_CACHE_TTL, clock=clock)
+    store = KeyRingStore(config.table_name, dynamodb)
+    initial = cache(lambda: kms_public_key(config.signing_key_id, kms))
+
+    def load() -> KeyRing:
+        stored = store.load()
+        return stored or KeyRing.initial(initial(), config.signing_key_id, 0)
+
+    return SigningKeys(
+        load,
+        lambda key: KmsSigner(key.key_id, kms, key.public_key),
+        ttl=RING_CACHE_TTL,
+        clock=clock,
+    )
