@@ -22,6 +22,22 @@ expires; a failed fetch raises ``TokenRequestError``)::
     )
     with httpx.Client(auth=auth) as client:
         client.get("https://api.example.com/orders")
+
+Redirects: the credentials must never reach another origin (scheme, host, port). requests
+follows redirects by default; ``GatekeyRequestsAuth`` strips its headers from any hop to another
+origin, and requests strips the Bearer token itself. httpx does not follow redirects unless
+``follow_redirects=True``, and then copies custom headers to any origin: keep its default, or
+add the response event hook that strips the credentials (in JWT mode httpx strips the Bearer
+token itself)::
+
+    from gatekey_client.httpx_auth import strip_credentials_on_redirect
+
+    with httpx.Client(
+        auth=auth,
+        follow_redirects=True,
+        event_hooks={"response": [strip_credentials_on_redirect]},  # async_... for AsyncClient
+    ) as client:
+        client.get("https://api.example.com/orders")
 """
 
 from gatekey_client.tokens import AccessToken, ClientConfig, TokenCache, TokenRequestError

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Generator, Mapping
 
 import httpx
 
 from gatekey_client.tokens import (
-    ClientConfig,
-    Clock,
-    HeaderStyle,
-    TokenCache,
+    CREDENTIAL_HEADERS,
+    DEFAULT_PORTS,
+    CredentialsAuth,
     TokenRequestError,
     logger,
 )
@@ -29,46 +27,62 @@ def _post_form(
     return response.status_code, response.content
 
 
-class GatekeyHttpxAuth(httpx.Auth):
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, DEFAULT_PORTS.get(url.scheme) if url.port is None else url.port
+
+
+def _stays_on_origin(url: httpx.URL, location: str) -> bool:
+    try:
+        target = httpx.URL(location)
+    except httpx.InvalidURL:  # httpx will not follow it either
+        return False
+    if target.scheme and not target.host:
+        # httpx sends such a malformed Location to the request's host on the scheme's default
+        # port; counted as another origin rather than mirroring that rule.
+        return False
+    return _origin(url.join(target)) == _origin(url)
+
+
+def strip_credentials_on_redirect(response: httpx.Response) -> None:
+    """A response event hook for ``httpx.Client(follow_redirects=True, ...)``: the headers-mode
+    credentials follow a redirect only to the origin (scheme, host, port) of the request.
+
+    httpx builds each next hop from this request's headers right after the response hooks run,
+    so removing the credentials here keeps them from the new origin, and from every later hop.
+    """
+    request = response.request
+    if response.has_redirect_location and not _stays_on_origin(
+        request.url, response.headers["Location"]
+    ):
+        logger.debug("redirected to another origin; not forwarding the client credentials")
+        for name in CREDENTIAL_HEADERS:
+            request.headers.pop(name, None)
+
+
+async def async_strip_credentials_on_redirect(response: httpx.Response) -> None:
+    """``strip_credentials_on_redirect`` for ``httpx.AsyncClient``, which awaits its hooks."""
+    strip_credentials_on_redirect(response)
+
+
+class GatekeyHttpxAuth(CredentialsAuth, httpx.Auth):
     """Headers mode by default; JWT mode (a cached Bearer token) when ``token_url`` is given.
 
     ``header_style`` applies to headers mode only; ``scopes``, ``refresh_margin``, ``timeout``
     and ``clock`` to JWT mode only. The async flow fetches tokens in a worker thread
     (``asyncio.to_thread``), so it needs asyncio, and shares the cache with the sync flow.
+
+    Redirects: httpx follows them beneath the auth flow, which never sees them, and copies
+    every header but Authorization to the next hop, whatever its origin. With
+    ``follow_redirects=True`` the headers-mode credentials would therefore reach any host the
+    API redirects to: keep httpx's default (``follow_redirects=False``), or install
+    ``strip_credentials_on_redirect`` (``async_strip_credentials_on_redirect`` for
+    ``httpx.AsyncClient``) as a response event hook. This auth adds the credentials to every
+    request sent with it, so do not send a ``next_request`` for another origin with it either.
+    The Bearer token of JWT mode is an Authorization header, which httpx drops when a redirect
+    leaves the origin (bar an http to https upgrade).
     """
 
-    def __init__(
-        self,
-        client_id: str,
-        client_secret: str,
-        *,
-        token_url: str | None = None,
-        scopes: Sequence[str] = (),
-        header_style: HeaderStyle = "gatekey",
-        refresh_margin: float | None = None,
-        timeout: float = 10.0,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        self._config = ClientConfig(
-            client_id,
-            client_secret,
-            token_url=token_url,
-            scopes=scopes,
-            header_style=header_style,
-            timeout=timeout,
-        )
-        self._cache = (
-            TokenCache(
-                lambda: self._config.fetch_token(_post_form),
-                refresh_margin=refresh_margin,
-                clock=clock,
-            )
-            if token_url is not None
-            else None
-        )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._config!r})"
+    post_form = staticmethod(_post_form)
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
         if self._cache is None:

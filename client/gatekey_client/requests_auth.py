@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
 from gatekey_client.tokens import (
-    ClientConfig,
-    Clock,
-    HeaderStyle,
-    TokenCache,
+    CREDENTIAL_HEADERS,
+    DEFAULT_PORTS,
+    CredentialsAuth,
     TokenRequestError,
     logger,
 )
@@ -37,49 +36,51 @@ def _sent_token(request: requests.PreparedRequest) -> str | None:
     return token if scheme == "Bearer" and token else None
 
 
-class GatekeyRequestsAuth(requests.auth.AuthBase):
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    port = parts.port  # raises ValueError if the port is not a number in range
+    return parts.scheme, parts.hostname, DEFAULT_PORTS.get(parts.scheme) if port is None else port
+
+
+def _stays_on_origin(url: str, location: str) -> bool:
+    try:
+        # Resolved as Session.resolve_redirects does (urljoin, which also handles "//host").
+        return _origin(urljoin(url, location)) == _origin(url)
+    except ValueError:  # an unparsable host or port: counted as another origin
+        return False
+
+
+def _strip_credentials_on_cross_origin_redirect(response: requests.Response, **kwargs: Any) -> None:
+    """Remove the headers-mode credentials from a request redirected to another origin.
+
+    ``Session.resolve_redirects`` builds each next hop as a copy of this very request and, of
+    the credentials, drops only Authorization, so these headers must go before that copy is
+    made. Once gone, they stay gone for the rest of the chain, even if it comes back.
+    """
+    if response.is_redirect and not _stays_on_origin(response.url, response.headers["location"]):
+        logger.debug("redirected to another origin; not forwarding the client credentials")
+        for name in CREDENTIAL_HEADERS:
+            response.request.headers.pop(name, None)
+
+
+class GatekeyRequestsAuth(CredentialsAuth, requests.auth.AuthBase):
     """Headers mode by default; JWT mode (a cached Bearer token) when ``token_url`` is given.
 
     ``header_style`` applies to headers mode only; ``scopes``, ``refresh_margin``, ``timeout``
     and ``clock`` to JWT mode only.
+
+    Redirects: the credential headers follow a redirect only to the origin (scheme, host and
+    port) of the original request. The Bearer token is requests' Authorization header, which
+    requests itself drops when a redirect leaves the origin (bar an http to https upgrade).
     """
 
-    def __init__(
-        self,
-        client_id: str,
-        client_secret: str,
-        *,
-        token_url: str | None = None,
-        scopes: Sequence[str] = (),
-        header_style: HeaderStyle = "gatekey",
-        refresh_margin: float | None = None,
-        timeout: float = 10.0,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        self._config = ClientConfig(
-            client_id,
-            client_secret,
-            token_url=token_url,
-            scopes=scopes,
-            header_style=header_style,
-            timeout=timeout,
-        )
-        self._cache = (
-            TokenCache(
-                lambda: self._config.fetch_token(_post_form),
-                refresh_margin=refresh_margin,
-                clock=clock,
-            )
-            if token_url is not None
-            else None
-        )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._config!r})"
+    post_form = staticmethod(_post_form)
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         if self._cache is None:
             r.headers.update(self._config.static_headers())
+            # Runs on every hop's response: the redirect copies of this request share its hooks.
+            r.register_hook("response", _strip_credentials_on_cross_origin_redirect)
             return r
         r.headers["Authorization"] = f"Bearer {self._cache.get()}"
         r.register_hook("response", self._retry_on_401)

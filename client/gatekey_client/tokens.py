@@ -25,6 +25,9 @@ HEADER_NAMES: Final[Mapping[HeaderStyle, tuple[str, str]]] = {
     "gatekey": ("Gatekey-Client-Id", "Gatekey-Client-Secret"),
     "cloudflare": ("CF-Access-Client-Id", "CF-Access-Client-Secret"),
 }
+# Headers mode's credentials in either style: what a redirect to another origin must not carry.
+CREDENTIAL_HEADERS: Final = tuple(name for names in HEADER_NAMES.values() for name in names)
+DEFAULT_PORTS: Final[Mapping[str, int]] = {"http": 80, "https": 443}
 _LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_CHARS: Final = frozenset(chr(c) for c in range(0x21, 0x7F)) - {'"', "\\"}
@@ -242,3 +245,45 @@ class TokenCache:
                 logger.debug("dropping the rejected access token")
                 self._entry = None
         return self.get()
+
+
+class CredentialsAuth:
+    """What both auth classes share: validated settings and, in JWT mode, the token cache.
+
+    A subclass sets ``post_form`` to its HTTP library's way of posting the token request.
+    """
+
+    post_form: PostForm
+
+    def __init__(
+        self,
+        client_id: str,
+        client_secret: str,
+        *,
+        token_url: str | None = None,
+        scopes: Sequence[str] = (),
+        header_style: HeaderStyle = "gatekey",
+        refresh_margin: float | None = None,
+        timeout: float = 10.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._config = ClientConfig(
+            client_id,
+            client_secret,
+            token_url=token_url,
+            scopes=scopes,
+            header_style=header_style,
+            timeout=timeout,
+        )
+        self._cache = (
+            TokenCache(
+                lambda: self._config.fetch_token(self.post_form),
+                refresh_margin=refresh_margin,
+                clock=clock,
+            )
+            if token_url is not None
+            else None
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._config!r})"

@@ -58,3 +58,43 @@ def test_functions_run_python313_on_arm64_with_the_core_layer(template: dict[str
     layer = resource(template, "CoreLayer")
     assert layer["Properties"]["ContentUri"] == "layers/gatekey/"
     assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
+
+
+def _statements(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for policy in resource["Properties"].get("Policies", []):
+        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            # A statement under a condition: {"Fn::If": [cond, statement, AWS::NoValue]}
+            if "Fn::If" in statement:
+                found.extend(s for s in statement["Fn::If"][1:] if "Action" in s)
+            else:
+                found.append(statement)
+    return found
+
+
+def _actions(statement: dict[str, Any]) -> set[str]:
+    actions = statement["Action"]
+    return {actions} if isinstance(actions, str) else set(actions)
+
+
+def test_only_the_token_function_may_sign(template: dict[str, Any]) -> None:
+    functions = {
+        name: r
+        for name, r in template["Resources"].items()
+        if r["Type"] == "AWS::Serverless::Function"
+    }
+    assert functions
+    signers = {
+        name
+        for name, function in functions.items()
+        for statement in _statements(function)
+        if _actions(statement) & {"kms:Sign", "kms:*", "*"}
+    }
+    assert signers == {"TokenFunction"}
+
+
+def test_no_function_policy_uses_a_wildcard_action(template: dict[str, Any]) -> None:
+    for name, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::Serverless::Function":
+            for statement in _statements(resource):
+                assert not any(a.endswith("*") for a in _actions(statement)), name
