@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import copy
 import importlib.util
 import json
 import logging
 import secrets
 import string
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,7 +21,11 @@ import pytest
 from cfnlint.decode import cfn_yaml
 from moto import mock_aws
 
+from gatekey.access_tokens import issue_access_token
+from gatekey.credentials import ClientSecret
 from gatekey.hashing import Hasher, load_hasher
+from gatekey.model import AuditAction, AuditEvent, ServiceToken, new_service_token
+from gatekey.signing import KmsSigner
 from gatekey.store import DynamoDBTokenStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,3 +180,160 @@ def aws_calls(aws: None) -> Iterator[AwsCallCounter]:
     session.events.register("before-call.*.*", counter)
     yield counter
     session.events.unregister("before-call.*.*", counter)
+
+
+# -- the authorizer's harness -------------------------------------------------------------
+
+ISSUER = "https://auth.example.com"
+ARN = "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/v1"
+ADMIN = "arn:aws:iam::123456789012:user/admin"
+
+
+class Unauthorized(Exception):
+    """API Gateway's 401: the handler raised Exception("Unauthorized")."""
+
+
+@dataclass
+class Bot:
+    token: ServiceToken
+    secret: ClientSecret = field(repr=False)
+
+    @property
+    def client_id(self) -> str:
+        return self.token.client_id
+
+
+@dataclass
+class AuthorizerHarness:
+    handler: ModuleType
+    store: DynamoDBTokenStore
+    hasher: Hasher
+    signer: KmsSigner
+    clock: list[float]
+
+    def bot(self, **fields: Any) -> Bot:
+        token, secret = new_service_token(
+            name=fields.pop("name", "ci-bot"), hasher=self.hasher, now=NOW, **fields
+        )
+        token = self.store.create(
+            token, AuditEvent(token.client_id, AuditAction.CREATED, ADMIN, NOW)
+        )
+        return Bot(token, secret)
+
+    def jwt(self, bot: Bot, *, lifetime: int = 3600, scopes: tuple[str, ...] = ()) -> str:
+        return issue_access_token(
+            bot.token,
+            self.signer,
+            issuer=ISSUER,
+            audience="gatekey",
+            lifetime=lifetime,
+            scopes=scopes,
+            now=int(self.clock[0]),
+        ).access_token
+
+    def call(
+        self,
+        shape: str = "rest_request",
+        headers: dict[str, str] | None = None,
+        *,
+        method: str = "GET",
+        path: str = "/items/42",
+        token: str | None = None,
+    ) -> dict[str, Any]:
+        """Invoke the handler as API Gateway would; Unauthorized when it answers 401."""
+        event = authorizer_event(shape, headers or {}, method=method, path=path, token=token)
+        return self.invoke(event)
+
+    def invoke(self, event: Any) -> dict[str, Any]:
+        try:
+            response: dict[str, Any] = self.handler.lambda_handler(event, FakeLambdaContext())
+        except Exception as exc:
+            if str(exc) == "Unauthorized":
+                raise Unauthorized from None
+            raise
+        return response
+
+    def drain(self) -> None:
+        """Wait for the authorizer's background writes (last_seen_at)."""
+        self.handler.background.submit(lambda: None).result(timeout=10)
+
+
+def authorizer_event(
+    shape: str, headers: dict[str, str], *, method: str, path: str, token: str | None = None
+) -> dict[str, Any]:
+    name = {
+        "rest_request": "authorizer-rest-request.json",
+        "rest_token": "authorizer-rest-token.json",
+        "http": "authorizer-http-v2.json",
+    }[shape]
+    event = copy.deepcopy(load_event(name))
+    arn = f"{ARN}/{method}{path}"
+    if shape == "rest_token":
+        event["methodArn"] = arn
+        event["authorizationToken"] = token if token is not None else headers.get("Authorization")
+        if event["authorizationToken"] is None:
+            del event["authorizationToken"]
+        return event
+    base = {k: v for k, v in event["headers"].items() if not k.lower().startswith("gatekey-")}
+    event["headers"] = {**base, **headers}
+    if shape == "http":
+        event["routeArn"] = arn
+        event["headers"] = {k.lower(): v for k, v in event["headers"].items()}
+    else:
+        event["methodArn"] = arn
+        event["multiValueHeaders"] = {k: [v] for k, v in event["headers"].items()}
+    return event
+
+
+def credential_headers(form: str, bot: Bot, jwt: str | None = None) -> dict[str, str]:
+    client_id, secret = bot.client_id, bot.secret.reveal()
+    if form == "gatekey_headers":
+        return {"Gatekey-Client-Id": client_id, "Gatekey-Client-Secret": secret}
+    if form == "access_headers":
+        return {"cf-access-client-id": client_id, "CF-ACCESS-CLIENT-SECRET": secret}
+    if form == "access_json":
+        document = {"cf-access-client-id": client_id, "cf-access-client-secret": secret}
+        return {"Authorization": json.dumps(document)}
+    if form == "basic":
+        return {
+            "Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+        }
+    assert form == "bearer"
+    return {"Authorization": f"Bearer {jwt}"}
+
+
+@pytest.fixture
+def make_authorizer(
+    monkeypatch: pytest.MonkeyPatch, dynamodb: Any, hasher: Hasher, pepper_secret_arn: str
+) -> Callable[..., AuthorizerHarness]:
+    """Build the authorizer handler (a cold start) with environment overrides."""
+    kms = boto3.client("kms", region_name=REGION)
+    key_arn = kms.create_key(
+        KeySpec="RSA_2048",
+        KeyUsage="SIGN_VERIFY",
+        Tags=[{"TagKey": "gatekey-signing-key", "TagValue": "gatekey"}],
+    )["KeyMetadata"]["Arn"]
+    clock = [float(NOW + 60)]
+    monkeypatch.setattr("time.time", lambda: clock[0])
+
+    def build(**environment: str) -> AuthorizerHarness:
+        for name, value in {
+            "TABLE_NAME": TABLE_NAME,
+            "PEPPER_SECRET_ARN": pepper_secret_arn,
+            "SIGNING_KEY_ID": key_arn,
+            "ISSUER": ISSUER,
+            "POWERTOOLS_SERVICE_NAME": "gatekey",
+            "POWERTOOLS_METRICS_NAMESPACE": "Gatekey",
+            **environment,
+        }.items():
+            monkeypatch.setenv(name, value)
+        handler = load_handler("authorizer")
+        store = DynamoDBTokenStore(TABLE_NAME, client=dynamodb)
+        return AuthorizerHarness(handler, store, hasher, KmsSigner(key_arn, kms), clock)
+
+    return build
+
+
+@pytest.fixture
+def authorizer(make_authorizer: Callable[..., AuthorizerHarness]) -> AuthorizerHarness:
+    return make_authorizer()

@@ -10,7 +10,7 @@ import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import jwt
 
@@ -80,9 +80,15 @@ def _segment(value: Mapping[str, Any]) -> str:
     return b64url(json.dumps(value, separators=(",", ":")).encode())
 
 
+class KeyLookup(Protocol):
+    """Verification keys by kid: a plain mapping, or a cache that fetches on a miss."""
+
+    def get(self, kid: str, /) -> PublicKey | None: ...
+
+
 def verify_access_token(
     token: str,
-    keys: Mapping[str, PublicKey],
+    keys: KeyLookup,
     *,
     issuer: str,
     audience: str,

@@ -32,6 +32,18 @@ def _one_of(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _boolean(raw: str) -> bool:
+    if raw.lower() not in {"true", "false"}:
+        raise ValueError("must be true or false")
+    return raw.lower() == "true"
+
+
+def _header_name(raw: str) -> str:
+    if not raw or not all(c.isascii() and (c.isalnum() or c in "-_") for c in raw):
+        raise ValueError("must be an HTTP header name")
+    return raw.lower()
+
+
 def _issuer_url(raw: str) -> str:
     # http:// only for the local stack on loopback; anything deployed is https.
     allowed = ("https://", "http://127.0.0.1:", "http://localhost:")
@@ -86,6 +98,21 @@ class Config:
         "SIGNING_KEY_PUBLICATION_DELAY_SECONDS", _bounded_int(600, 7 * 86_400), default=3600
     )
     stack_name: str = _env("STACK_NAME", _non_empty, default="gatekey")
+    # The authorizer: which credential forms it accepts (one switch each), and its caches.
+    accept_gatekey_headers: bool = _env("ACCEPT_GATEKEY_HEADERS", _boolean, default=True)
+    accept_access_headers: bool = _env("ACCEPT_ACCESS_HEADERS", _boolean, default=True)
+    accept_access_json: bool = _env("ACCEPT_ACCESS_JSON", _boolean, default=True)
+    accept_basic: bool = _env("ACCEPT_BASIC", _boolean, default=True)
+    accept_bearer: bool = _env("ACCEPT_BEARER", _boolean, default=True)
+    access_json_header: str = _env("ACCESS_JSON_HEADER", _header_name, default="authorization")
+    strict_mode: bool = _env("STRICT_MODE", _boolean, default=False)
+    status_cache_ttl_seconds: int = _env(
+        "STATUS_CACHE_TTL_SECONDS", _bounded_int(0, 3600), default=30
+    )
+    last_seen_interval_seconds: int = _env(
+        "LAST_SEEN_INTERVAL_SECONDS", _bounded_int(60, 86_400), default=900
+    )
+    http_api_simple_responses: bool = _env("HTTP_API_SIMPLE_RESPONSES", _boolean, default=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -105,6 +132,17 @@ class Config:
             except ValueError as exc:
                 raise ConfigurationError(f"environment variable {name} {exc}") from exc
         return cls(**values)
+
+    @property
+    def accepted_credentials(self) -> frozenset[str]:
+        switches = {
+            "gatekey_headers": self.accept_gatekey_headers,
+            "access_headers": self.accept_access_headers,
+            "access_json": self.accept_access_json,
+            "basic": self.accept_basic,
+            "bearer": self.accept_bearer,
+        }
+        return frozenset(form for form, on in switches.items() if on)
 
     @classmethod
     def variable_names(cls) -> frozenset[str]:

@@ -11,12 +11,14 @@ before any database read, and a leaked secret is easy for a scanner to recognise
 
 from __future__ import annotations
 
+import base64
+import hmac
 import secrets
 import zlib
-from dataclasses import dataclass, field
 from typing import Final
+from urllib.parse import unquote
 
-from gatekey.errors import MalformedCredential
+from gatekey.errors import InvalidCredentials, MalformedCredential
 
 ALPHABET: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _INDEX: Final = {c: i for i, c in enumerate(ALPHABET)}
@@ -82,12 +84,15 @@ def parse_client_id(value: object) -> str:
     )
 
 
-@dataclass(frozen=True, slots=True)
 class ClientSecret:
-    """A plaintext Client Secret. Its repr and str are redacted so it cannot leak into a log line
-    by accident; `reveal()` is the one way to the plaintext (for the create/rotate response)."""
+    """A plaintext Client Secret. Its repr and str are redacted (so are pretty-printers', which
+    read a dataclass's fields: this is deliberately not one), so it cannot leak into a log line
+    or a test report by accident; `reveal()` is the one way to the plaintext."""
 
-    _value: str = field(repr=False)
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
 
     @classmethod
     def generate(cls) -> ClientSecret:
@@ -110,3 +115,26 @@ class ClientSecret:
 
     def __str__(self) -> str:
         return "gks_****"
+
+    def __repr__(self) -> str:
+        return "ClientSecret(gks_****)"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ClientSecret):
+            return NotImplemented
+        return hmac.compare_digest(self._value, other._value)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def decode_basic(value: str) -> tuple[str, str]:
+    """``base64(client_id:client_secret)`` of an ``Authorization: Basic`` header. Both parts are
+    form-urldecoded as RFC 6749 §2.3.1 asks (a no-op for Gatekey's own URL-safe formats)."""
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+    except ValueError as exc:  # binascii.Error, UnicodeDecodeError, non-ASCII input
+        raise InvalidCredentials("Authorization: Basic is not valid base64") from exc
+    client_id, colon, secret = decoded.partition(":")
+    if not colon:
+        raise InvalidCredentials("Authorization: Basic must hold client_id:client_secret")
+    return unquote(client_id), unquote(secret)

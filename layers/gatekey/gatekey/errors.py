@@ -57,6 +57,12 @@ class AuthenticationError(GatekeyError):
     reason = "authentication_failed"
 
 
+class MissingCredentials(AuthenticationError):
+    """No credentials in any accepted form: the caller has not tried to authenticate."""
+
+    reason = "missing_credentials"
+
+
 class InvalidCredentials(AuthenticationError):
     """Well-formed credentials that do not match any active secret."""
 

@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -40,14 +40,19 @@ class SecretHash:
     digest: str
 
 
-@dataclass(frozen=True, slots=True)
 class Hasher:
-    peppers: Mapping[str, bytes] = field(repr=False)
-    current_key_id: str
+    """HMAC with the pepper key ring. Not a dataclass, so no printer can show the peppers."""
 
-    def __post_init__(self) -> None:
-        if self.current_key_id not in self.peppers:
-            raise ConfigurationError(f"pepper key ring has no key {self.current_key_id!r}")
+    __slots__ = ("current_key_id", "peppers")
+
+    def __init__(self, peppers: Mapping[str, bytes], current_key_id: str) -> None:
+        if current_key_id not in peppers:
+            raise ConfigurationError(f"pepper key ring has no key {current_key_id!r}")
+        self.peppers = dict(peppers)
+        self.current_key_id = current_key_id
+
+    def __repr__(self) -> str:
+        return f"Hasher(current_key_id={self.current_key_id!r}, key_ids={sorted(self.peppers)})"
 
     def hash(self, secret: ClientSecret) -> SecretHash:
         return SecretHash(self.current_key_id, self._digest(self.current_key_id, secret))

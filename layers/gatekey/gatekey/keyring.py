@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 
 RING_KEY: Final = {"pk": {"S": "SIGNING_KEYS"}, "sk": {"S": "RING"}}
 RING_CACHE_TTL: Final = 60  # seconds; far below the publication delay (config.py)
+# Verifiers: keys are refetched every 5 minutes (like the JWKS's max-age), and a token naming
+# an unknown kid may cause one refetch per 30 s; both far below the publication delay.
+PUBLIC_KEY_TTL: Final = 300
+PUBLIC_KEY_REFETCH_INTERVAL: Final = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +257,29 @@ class PublicKeyCache:
         return self._keys
 
 
+def _ring_sources(
+    config: Config,
+    *,
+    dynamodb: DynamoDBClient,
+    kms: KMSClient,
+    secretsmanager: SecretsManagerClient,
+) -> tuple[Callable[[], KeyRing], Callable[[RingKey], Signer]]:
+    """How to load the ring and make a signer for one of its keys: the KMS key ring kept by
+    the rotation function, or the one Secrets Manager key (rotated by its owner, not Gatekey)."""
+    if config.signing_backend == "secretsmanager":
+        local = LocalKeySigner.from_secret(config.signing_key_id, secretsmanager)
+        ring = KeyRing.initial(local.public_key, config.signing_key_id, 0)
+        return (lambda: ring), (lambda _: local)
+    store = KeyRingStore(config.table_name, dynamodb)
+    initial = cache(lambda: kms_public_key(config.signing_key_id, kms))
+
+    def load() -> KeyRing:
+        # Before the first rotation run there is no stored ring: the deployment's key signs.
+        return store.load() or KeyRing.initial(initial(), config.signing_key_id, 0)
+
+    return load, lambda key: KmsSigner(key.key_id, kms, key.public_key)
+
+
 def signing_keys_from_config(
     config: Config,
     *,
@@ -261,22 +288,28 @@ def signing_keys_from_config(
     secretsmanager: SecretsManagerClient,
     clock: Callable[[], int],
 ) -> SigningKeys:
-    """The signing keys a token function uses: the KMS key ring kept by the rotation function,
-    or the one Secrets Manager key (rotated by its owner, outside Gatekey)."""
-    if config.signing_backend == "secretsmanager":
-        local = LocalKeySigner.from_secret(config.signing_key_id, secretsmanager)
-        ring = KeyRing.initial(local.public_key, config.signing_key_id, 0)
-        return SigningKeys(lambda: ring, lambda _: local, ttl=RING_CACHE_TTL, clock=clock)
-    store = KeyRingStore(config.table_name, dynamodb)
-    initial = cache(lambda: kms_public_key(config.signing_key_id, kms))
+    """The token function's signing keys."""
+    load, make_signer = _ring_sources(
+        config, dynamodb=dynamodb, kms=kms, secretsmanager=secretsmanager
+    )
+    return SigningKeys(load, make_signer, ttl=RING_CACHE_TTL, clock=clock)
 
-    def load() -> KeyRing:
-        stored = store.load()
-        return stored or KeyRing.initial(initial(), config.signing_key_id, 0)
 
-    return SigningKeys(
-        load,
-        lambda key: KmsSigner(key.key_id, kms, key.public_key),
-        ttl=RING_CACHE_TTL,
-        clock=clock,
+def public_keys_from_config(
+    config: Config,
+    *,
+    dynamodb: DynamoDBClient,
+    kms: KMSClient,
+    secretsmanager: SecretsManagerClient,
+    clock: Callable[[], float],
+) -> PublicKeyCache:
+    """A verifier's keys: those the ring publishes now, refetched every PUBLIC_KEY_TTL, and on
+    an unknown kid at most once per PUBLIC_KEY_REFETCH_INTERVAL."""
+    load, _ = _ring_sources(config, dynamodb=dynamodb, kms=kms, secretsmanager=secretsmanager)
+
+    def fetch() -> dict[str, PublicKey]:
+        return {key.kid: key.public_key for key in load().published(int(clock()))}
+
+    return PublicKeyCache(
+        fetch, ttl=PUBLIC_KEY_TTL, refetch_interval=PUBLIC_KEY_REFETCH_INTERVAL, clock=clock
     )

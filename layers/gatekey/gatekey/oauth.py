@@ -8,19 +8,15 @@ disabled or expired client are all ``invalid_client``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
-from urllib.parse import unquote
 
 from gatekey.access_tokens import IssuedToken, granted_scopes, issue_access_token
-from gatekey.credentials import ClientSecret, parse_client_id
+from gatekey.credentials import ClientSecret, decode_basic, parse_client_id
 from gatekey.errors import (
     AuthenticationError,
     GatekeyError,
-    InvalidCredentials,
     InvalidScope,
     MalformedCredential,
     NotFound,
@@ -56,18 +52,6 @@ def _single(form: Mapping[str, Sequence[str]], name: str) -> str | None:
     return values[0]
 
 
-def _basic(authorization: str) -> tuple[str, str]:
-    try:
-        decoded = base64.b64decode(authorization, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidCredentials("Authorization: Basic is not valid base64") from exc
-    client_id, colon, secret = decoded.partition(":")
-    if not colon:
-        raise InvalidCredentials("Authorization: Basic must hold client_id:client_secret")
-    # RFC 6749 §2.3.1: both are form-urlencoded before they are joined.
-    return unquote(client_id), unquote(secret)
-
-
 def read_client_authentication(
     headers: Mapping[str, str], form: Mapping[str, Sequence[str]]
 ) -> ClientAuthentication:
@@ -79,7 +63,7 @@ def read_client_authentication(
     found: list[tuple[str, str, str]] = []
     scheme, _, value = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "basic":
-        found.append((*_basic(value.strip()), "client_secret_basic"))
+        found.append((*decode_basic(value.strip()), "client_secret_basic"))
     form_id, form_secret = _single(form, "client_id"), _single(form, "client_secret")
     if form_secret is not None:
         found.append((form_id or "", form_secret, "client_secret_post"))

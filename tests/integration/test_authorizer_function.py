@@ -1,0 +1,310 @@
+"""The authorizer handler against moto: every event shape, credential form and decision."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import EndpointConnectionError
+from botocore.stub import Stubber
+
+from conftest import (
+    ARN,
+    NOW,
+    AuthorizerHarness,
+    Bot,
+    Unauthorized,
+    credential_headers,
+)
+from gatekey.authorizer import policy_allows
+from gatekey.credentials import ClientSecret
+from gatekey.durations import Duration
+from gatekey.errors import DependencyError
+from gatekey.model import AuditAction, AuditEvent, TokenStatus, new_service_token
+
+FORMS = ["gatekey_headers", "access_headers", "access_json", "basic", "bearer"]
+SHAPES = ["rest_request", "rest_token", "http"]
+ADMIN = "arn:aws:iam::123456789012:user/admin"
+
+
+def headers_for(authorizer: AuthorizerHarness, form: str, bot: Bot) -> dict[str, str]:
+    jwt = authorizer.jwt(bot, scopes=bot.token.scopes) if form == "bearer" else None
+    return credential_headers(form, bot, jwt)
+
+
+def allowed(response: dict[str, Any], method: str = "GET", path: str = "/items/42") -> bool:
+    """What API Gateway would do with this answer for METHOD /path."""
+    if "isAuthorized" in response:
+        return bool(response["isAuthorized"])
+    return policy_allows(response["policyDocument"], f"{ARN}/{method}{path}")
+
+
+def change(authorizer: AuthorizerHarness, bot: Bot, **changes: Any) -> None:
+    current = authorizer.store.get(bot.client_id, consistent=True)
+    authorizer.store.update(
+        current.with_changes(NOW, **changes),
+        AuditEvent(bot.client_id, AuditAction.UPDATED, ADMIN, NOW),
+    )
+
+
+@pytest.mark.parametrize("shape", ["rest_request", "http"])
+@pytest.mark.parametrize("form", FORMS)
+def test_every_credential_form_is_allowed_in_request_events(
+    authorizer: AuthorizerHarness, shape: str, form: str
+) -> None:
+    bot = authorizer.bot(scopes=("read", "write"))
+    response = authorizer.call(shape, headers_for(authorizer, form, bot))
+    assert allowed(response)
+    assert response["principalId"] == bot.client_id
+    assert response["context"] == {
+        "client_id": bot.client_id,
+        "name": "ci-bot",
+        "scopes": "read write",
+        "auth_method": form,
+        "expires_at": "2028-01-15T08:00:00Z",
+    }
+    assert all(isinstance(v, str | int | bool) for v in response["context"].values())
+
+
+@pytest.mark.parametrize("form", ["basic", "bearer"])
+def test_token_events_carry_basic_or_bearer(authorizer: AuthorizerHarness, form: str) -> None:
+    bot = authorizer.bot()
+    header = headers_for(authorizer, form, bot)["Authorization"]
+    response = authorizer.call("rest_token", token=header)
+    assert allowed(response)
+    assert response["context"]["auth_method"] == form
+
+
+def test_http_api_simple_responses_decide_per_route(
+    make_authorizer: Callable[..., AuthorizerHarness],
+) -> None:
+    authorizer = make_authorizer(HTTP_API_SIMPLE_RESPONSES="true")
+    bot = authorizer.bot(routes=("GET /items/*",))
+    headers = credential_headers("gatekey_headers", bot)
+    answer = authorizer.call("http", headers)
+    assert answer["isAuthorized"] is True
+    assert answer["context"]["client_id"] == bot.client_id
+    assert authorizer.call("http", headers, method="DELETE") == {"isAuthorized": False}
+    wrong = {**headers, "Gatekey-Client-Secret": ClientSecret.generate().reveal()}
+    assert authorizer.call("http", wrong) == {"isAuthorized": False}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_no_credentials_at_all_is_401(authorizer: AuthorizerHarness, shape: str) -> None:
+    with pytest.raises(Unauthorized):
+        authorizer.call(shape, {})
+
+
+def test_a_form_switched_off_counts_as_no_credentials(
+    make_authorizer: Callable[..., AuthorizerHarness],
+) -> None:
+    authorizer = make_authorizer(ACCEPT_BASIC="false", ACCEPT_ACCESS_HEADERS="false")
+    bot = authorizer.bot()
+    for form in ("basic", "access_headers"):
+        with pytest.raises(Unauthorized):
+            authorizer.call("rest_request", credential_headers(form, bot))
+    assert allowed(authorizer.call("rest_request", credential_headers("gatekey_headers", bot)))
+
+
+def _bad_credentials(authorizer: AuthorizerHarness) -> dict[str, dict[str, str]]:
+    good = authorizer.bot()
+    revoked, disabled = authorizer.bot(), authorizer.bot()
+    change(authorizer, revoked, status=TokenStatus.REVOKED)
+    change(authorizer, disabled, enabled=False)
+    expired = authorizer.bot(duration=Duration(1))  # expires at NOW + 3600
+    unknown, unknown_secret = new_service_token(name="ghost", hasher=authorizer.hasher, now=NOW)
+    return {
+        "wrong secret": credential_headers(
+            "gatekey_headers", Bot(good.token, ClientSecret.generate())
+        ),
+        "revoked": credential_headers("gatekey_headers", revoked),
+        "disabled": credential_headers("gatekey_headers", disabled),
+        "expired": credential_headers("gatekey_headers", expired),
+        "unknown": credential_headers("gatekey_headers", Bot(unknown, unknown_secret)),
+        "bad checksum": {
+            "Gatekey-Client-Id": good.client_id,
+            "Gatekey-Client-Secret": good.secret.reveal()[:-1]
+            + ("A" if good.secret.reveal()[-1] != "A" else "B"),
+        },
+        "id only": {"Gatekey-Client-Id": good.client_id},
+    }
+
+
+def test_wrong_revoked_disabled_expired_or_unknown_credentials_are_403(
+    authorizer: AuthorizerHarness,
+) -> None:
+    cases = _bad_credentials(authorizer)
+    authorizer.clock[0] = NOW + 3600
+    for case, headers in cases.items():
+        response = authorizer.call("rest_request", headers)
+        assert not allowed(response), case
+        assert response["policyDocument"]["Statement"][0]["Effect"] == "Deny", case
+        assert "context" not in response
+
+
+def test_strict_mode_answers_401_to_bad_credentials(
+    make_authorizer: Callable[..., AuthorizerHarness],
+) -> None:
+    authorizer = make_authorizer(STRICT_MODE="true")
+    cases = _bad_credentials(authorizer)
+    authorizer.clock[0] = NOW + 3600
+    for case, headers in cases.items():
+        try:
+            authorizer.call("rest_request", headers)
+        except Unauthorized:
+            continue
+        pytest.fail(f"{case}: not answered 401")
+
+
+def test_an_allowed_policy_covers_the_tokens_routes_and_no_others(
+    authorizer: AuthorizerHarness,
+) -> None:
+    # GIVEN a token for two route patterns, authorized once on one of them
+    bot = authorizer.bot(routes=("GET /items/*", "POST /orders"))
+    policy = authorizer.call("rest_request", credential_headers("basic", bot))
+    # THEN API Gateway's cached copy answers right for every other route
+    assert allowed(policy, "GET", "/items/42")
+    assert allowed(policy, "GET", "/items/7/parts/1")
+    assert allowed(policy, "POST", "/orders")
+    assert not allowed(policy, "DELETE", "/items/42")
+    assert not allowed(policy, "GET", "/orders")
+    assert not allowed(policy, "POST", "/orders/1")
+    assert not allowed(policy, "GET", "/admin")
+    # AND a request to a route it may not reach gets the same policy: 403 from API Gateway
+    other = authorizer.call("rest_request", credential_headers("basic", bot), method="DELETE")
+    assert other["policyDocument"] == policy["policyDocument"]
+    assert not allowed(other, "DELETE", "/items/42")
+
+
+def test_a_previous_secret_works_only_until_its_grace_time(authorizer: AuthorizerHarness) -> None:
+    bot = authorizer.bot()
+    new_secret = ClientSecret.generate()
+    change(
+        authorizer,
+        bot,
+        secret_hash=authorizer.hasher.hash(new_secret),
+        previous_secret_hash=bot.token.secret_hash,
+        previous_client_secret_expires_at=NOW + 600,
+        client_secret_version=2,
+    )
+    old, new = (
+        credential_headers("gatekey_headers", bot),
+        credential_headers("gatekey_headers", Bot(bot.token, new_secret)),
+    )
+    assert allowed(authorizer.call("rest_request", old))
+    assert allowed(authorizer.call("rest_request", new))
+    authorizer.clock[0] = NOW + 600
+    assert not allowed(authorizer.call("rest_request", old))
+    assert allowed(authorizer.call("rest_request", new))
+
+
+@pytest.mark.parametrize("form", ["gatekey_headers", "bearer"])
+def test_revocation_is_denied_once_the_status_cache_ttl_has_passed(
+    authorizer: AuthorizerHarness, form: str
+) -> None:
+    bot = authorizer.bot()
+    headers = headers_for(authorizer, form, bot)
+    assert allowed(authorizer.call("rest_request", headers))
+    change(authorizer, bot, status=TokenStatus.REVOKED)
+    authorizer.clock[0] += 29  # within StatusCacheTtlSeconds (30): the cached status answers
+    assert allowed(authorizer.call("rest_request", headers))
+    authorizer.clock[0] += 1
+    assert not allowed(authorizer.call("rest_request", headers))
+
+
+def test_last_seen_is_written_at_most_once_per_interval(authorizer: AuthorizerHarness) -> None:
+    bot = authorizer.bot()
+    headers = credential_headers("gatekey_headers", bot)
+    for _ in range(5):
+        authorizer.call("rest_request", headers)
+    authorizer.drain()
+    first = authorizer.store.get(bot.client_id, consistent=True).last_seen_at
+    assert first == NOW + 60
+    authorizer.clock[0] += 899
+    authorizer.call("rest_request", headers)
+    authorizer.drain()
+    assert authorizer.store.get(bot.client_id, consistent=True).last_seen_at == first
+    authorizer.clock[0] += 1
+    authorizer.call("rest_request", headers)
+    authorizer.drain()
+    assert authorizer.store.get(bot.client_id, consistent=True).last_seen_at == NOW + 960
+
+
+def _fail(client: Any, operation: str) -> None:
+    """Make every later `operation` call of `client` fail as if AWS were unreachable."""
+
+    def unreachable(**_: Any) -> None:
+        raise EndpointConnectionError(endpoint_url="https://aws.invalid")
+
+    client.meta.events.register(f"before-send.*.{operation}", unreachable)
+
+
+@pytest.mark.parametrize("form", ["gatekey_headers", "bearer"])
+def test_dynamodb_failing_is_an_error_never_an_allow(
+    authorizer: AuthorizerHarness, form: str
+) -> None:
+    bot = authorizer.bot()
+    headers = headers_for(authorizer, form, bot)
+    _fail(authorizer.handler.store.client, "GetItem")
+    with pytest.raises(DependencyError):
+        authorizer.call("rest_request", headers)
+
+
+def test_dynamodb_throttling_is_an_error_never_an_allow(authorizer: AuthorizerHarness) -> None:
+    bot = authorizer.bot()
+    with Stubber(authorizer.handler.store.client) as stub:
+        for _ in range(3):  # botocore's standard retries, then the error
+            stub.add_client_error("get_item", service_error_code="ThrottlingException")
+        with pytest.raises(DependencyError, match="ThrottlingException"):
+            authorizer.call("rest_request", credential_headers("basic", bot))
+
+
+def test_public_key_fetch_failing_is_an_error_never_an_allow(
+    make_authorizer: Callable[..., AuthorizerHarness],
+) -> None:
+    # No key ring stored yet: the authorizer reads the deployment's key from KMS, lazily.
+    def unreachable(**_: Any) -> None:
+        raise EndpointConnectionError(endpoint_url="https://kms.invalid")
+
+    session = boto3._get_default_session()
+    session.events.register("before-send.kms.GetPublicKey", unreachable)
+    try:
+        authorizer = make_authorizer()
+        bot = authorizer.bot()
+        headers = credential_headers("bearer", bot, authorizer.jwt(bot))
+        with pytest.raises(DependencyError, match="GetPublicKey"):
+            authorizer.call("rest_request", headers)
+    finally:
+        session.events.unregister("before-send.kms.GetPublicKey", unreachable)
+
+
+def test_secrets_manager_failing_at_cold_start_fails_the_function(
+    make_authorizer: Callable[..., AuthorizerHarness],
+) -> None:
+    with pytest.raises(DependencyError, match="pepper"):
+        make_authorizer(
+            PEPPER_SECRET_ARN="arn:aws:secretsmanager:us-east-1:123456789012:secret:gone"
+        )
+
+
+def test_no_secret_or_token_reaches_the_logs(
+    authorizer: AuthorizerHarness,
+    capsys: pytest.CaptureFixture[str],
+    captured_logs: pytest.LogCaptureFixture,
+) -> None:
+    bot = authorizer.bot()
+    jwt = authorizer.jwt(bot)
+    for form in FORMS:
+        authorizer.call("rest_request", credential_headers(form, bot, jwt))
+    authorizer.call(
+        "rest_request",
+        credential_headers("gatekey_headers", Bot(bot.token, ClientSecret.generate())),
+    )
+    output = capsys.readouterr()
+    logs = output.out + output.err + captured_logs.text
+    assert bot.client_id in logs
+    assert '"reason":"invalid_credentials"' in logs
+    for needle in (bot.secret.reveal(), bot.secret.reveal()[4:-6], jwt, jwt.split(".")[2]):
+        assert needle not in logs

@@ -1,0 +1,88 @@
+"""Property: for any event and any headers, no Allow without valid credentials, and no
+exception but Unauthorized (dependencies healthy)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import ARN, AuthorizerHarness, Unauthorized, authorizer_event
+from gatekey.authorizer import policy_allows
+
+NAMES = [
+    "Gatekey-Client-Id",
+    "gatekey-client-secret",
+    "CF-Access-Client-Id",
+    "cf-access-client-secret",
+    "Authorization",
+    "authorization",
+    "Host",
+]
+PREFIXES = ["", "Bearer ", "Basic ", "bearer ", "gk_", "gks_", '{"cf-access-client-id": "', "eyJ"]
+
+values = st.builds(lambda p, t: p + t, st.sampled_from(PREFIXES), st.text(max_size=120))
+headers = st.dictionaries(
+    st.one_of(st.sampled_from(NAMES), st.text(max_size=20)), values, max_size=6
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+def assert_not_allowed(authorizer: AuthorizerHarness, event: Any) -> None:
+    try:
+        response = authorizer.invoke(event)
+    except Unauthorized:
+        return
+    if "isAuthorized" in response:
+        assert response["isAuthorized"] is False
+        return
+    for method in ("GET", "POST", "DELETE"):
+        assert not policy_allows(response["policyDocument"], f"{ARN}/{method}/items/42")
+    assert "context" not in response
+
+
+SETTINGS = settings(
+    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@SETTINGS
+@given(shape=st.sampled_from(["rest_request", "rest_token", "http"]), sent=headers)
+def test_arbitrary_headers_never_allow(
+    authorizer: AuthorizerHarness, shape: str, sent: dict[str, str]
+) -> None:
+    token = next(iter(sent.values()), None) if shape == "rest_token" else None
+    event = authorizer_event(shape, sent, method="GET", path="/items/42", token=token)
+    assert_not_allowed(authorizer, event)
+
+
+@SETTINGS
+@given(event=json_values)
+def test_arbitrary_events_never_allow(authorizer: AuthorizerHarness, event: Any) -> None:
+    assert_not_allowed(authorizer, event)
+
+
+@SETTINGS
+@given(
+    base=st.sampled_from(["rest_request", "rest_token", "http"]),
+    mutation=st.dictionaries(
+        st.sampled_from(
+            ["headers", "methodArn", "routeArn", "type", "version", "authorizationToken"]
+        ),
+        json_values,
+        max_size=3,
+    ),
+)
+def test_arbitrarily_damaged_events_never_allow(
+    authorizer: AuthorizerHarness, base: str, mutation: dict[str, Any]
+) -> None:
+    bot_headers = {"Authorization": "Bearer not-a-token"}
+    event = authorizer_event(base, bot_headers, method="GET", path="/items/42")
+    assert_not_allowed(authorizer, {**event, **mutation})
