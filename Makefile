@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 # Reinstalled whenever a requirements file changes.
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv test lint typecheck cfn-lint pytest run lock clean
+.PHONY: help venv test lint typecheck cfn-lint pytest run lock clean bench
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,7 +29,7 @@ lint: $(STAMP) ## ruff: lint and formatting
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP) ## mypy (strict) on layers/, client/ and functions/
-	$(BIN)/mypy layers/gatekey/gatekey client/gatekey_client
+	$(BIN)/mypy layers/gatekey/gatekey client/gatekey_client local/gatekey_local
 	# Each handler is a module named `app`: one mypy run per function keeps them apart.
 	for handler in functions/*/app.py; do $(BIN)/mypy "$$handler"; done
 
@@ -53,3 +53,6 @@ lock: ## Re-resolve requirements/dev.txt into requirements/lock.txt in a scratch
 
 clean: ## Remove .venv and caches
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage .aws-sam
+
+bench: $(STAMP) ## Benchmark the authorizer against baselines (prints ratios; writes bench/results/)
+	PYTHONPATH=layers/gatekey:local $(BIN)/python bench/authorizer_bench.py

@@ -7,8 +7,6 @@ import copy
 import importlib.util
 import json
 import logging
-import secrets
-import string
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,7 +16,6 @@ from typing import Any
 
 import boto3
 import pytest
-from cfnlint.decode import cfn_yaml
 from moto import mock_aws
 
 from gatekey.access_tokens import issue_access_token
@@ -27,6 +24,7 @@ from gatekey.hashing import Hasher, load_hasher
 from gatekey.model import AuditAction, AuditEvent, ServiceToken, new_service_token
 from gatekey.signing import KmsSigner
 from gatekey.store import DynamoDBTokenStore
+from gatekey_local.provision import generated_pepper, load_template, table_definition
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = ROOT / "template.yaml"
@@ -39,7 +37,7 @@ NOW = 1_800_000_000  # 2027-01-15T08:00:00Z: a fixed "now" for tests that need o
 @pytest.fixture(scope="session")
 def template() -> dict[str, Any]:
     """template.yaml as a dict; intrinsic functions stay as {"Ref": ...} / {"Fn::...": ...}."""
-    return cfn_yaml.load(str(TEMPLATE_PATH))
+    return load_template(TEMPLATE_PATH)
 
 
 @pytest.fixture(autouse=True)
@@ -62,17 +60,11 @@ def aws() -> Iterator[None]:
         yield
 
 
-def _table_definition(template: dict[str, Any]) -> dict[str, Any]:
-    props = template["Resources"]["Table"]["Properties"]
-    keys = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")
-    return json.loads(json.dumps({k: props[k] for k in keys}))
-
-
 @pytest.fixture
 def dynamodb(aws: None, template: dict[str, Any]) -> Any:
     """A moto DynamoDB client with the table exactly as template.yaml declares it."""
     client = boto3.client("dynamodb", region_name=REGION)
-    client.create_table(TableName=TABLE_NAME, **_table_definition(template))
+    client.create_table(TableName=TABLE_NAME, **table_definition(template))
     ttl = template["Resources"]["Table"]["Properties"]["TimeToLiveSpecification"]
     client.update_time_to_live(
         TableName=TABLE_NAME,
@@ -86,23 +78,10 @@ def store(dynamodb: Any) -> DynamoDBTokenStore:
     return DynamoDBTokenStore(TABLE_NAME, audit_retention_days=400, client=dynamodb)
 
 
-def generated_secret_string(template: dict[str, Any]) -> str:
-    """What Secrets Manager generates from the template's GenerateSecretString."""
-    spec = template["Resources"]["PepperSecret"]["Properties"]["GenerateSecretString"]
-    alphabet = string.ascii_letters + string.digits
-    value = json.loads(spec["SecretStringTemplate"])
-    value[spec["GenerateStringKey"]] = "".join(
-        secrets.choice(alphabet) for _ in range(int(spec["PasswordLength"]))
-    )
-    return json.dumps(value)
-
-
 @pytest.fixture
 def pepper_secret_arn(aws: None, template: dict[str, Any]) -> str:
     client = boto3.client("secretsmanager", region_name=REGION)
-    response = client.create_secret(
-        Name=PEPPER_NAME, SecretString=generated_secret_string(template)
-    )
+    response = client.create_secret(Name=PEPPER_NAME, SecretString=generated_pepper(template))
     return str(response["ARN"])
 
 

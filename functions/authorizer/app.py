@@ -4,24 +4,28 @@ the authorizer fails closed."""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from gatekey.authorizer import Authorizer, AuthorizerSettings, parse_event
+from gatekey.authorizer import Authorizer, AuthorizerSettings
 from gatekey.config import Config
 from gatekey.errors import GatekeyError, MissingCredentials
 from gatekey.hashing import load_hasher
 from gatekey.keyring import public_keys_from_config
 from gatekey.store import DynamoDBTokenStore
+from gatekey.telemetry import Counters
+
+METRICS_INTERVAL = 60  # seconds between EMF emissions of the aggregated counts
 
 logger = Logger()
-metrics = Metrics()
 config = Config.from_env()
 store = DynamoDBTokenStore.from_config(config)
 # last_seen_at is written off the answer's path; a frozen container resumes it next time.
@@ -51,34 +55,66 @@ authorizer = Authorizer(
 )
 
 
-def _count(name: str, reason: str, auth_method: str | None) -> None:
-    metrics.add_dimension("reason", reason)
-    metrics.add_dimension("auth_method", auth_method or "none")
-    metrics.add_metric(name, MetricUnit.Count, 1)
+def emit(counts: Mapping[tuple[str, ...], int]) -> None:
+    """Allowed / Denied / Unauthorized / Failed counts by reason and auth method, as EMF."""
+    for (name, reason, auth_method), count in counts.items():
+        with single_metric(name=name, unit=MetricUnit.Count, value=count) as metric:
+            metric.add_dimension("reason", reason)
+            metric.add_dimension("auth_method", auth_method)
 
 
-@logger.inject_lambda_context
-@metrics.log_metrics
+counters = Counters(emit, interval=METRICS_INTERVAL, clock=time.monotonic)
+
+
+# The Lambda context's fields are added to the logger once, not per invocation (Powertools'
+# inject_lambda_context costs more than a cached authorization: `make bench`).
+_context_logged = False
+LOG_ALLOWS = logger.log_level <= logging.DEBUG
+
+
+def _log_context(context: LambdaContext) -> None:
+    global _context_logged
+    if not _context_logged:
+        logger.append_keys(
+            function_name=context.function_name,
+            function_arn=context.invoked_function_arn,
+            function_memory_size=context.memory_limit_in_mb,
+        )
+        _context_logged = True
+
+
+def _log(write: Callable[..., None], message: str, context: LambdaContext, **keys: Any) -> None:
+    _log_context(context)
+    write(message, function_request_id=context.aws_request_id, **keys)
+
+
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
-        request = parse_event(event)
-        decision = authorizer.decide(request)
+        outcome = authorizer.authorize(event)
     except MissingCredentials as exc:
-        _count("Unauthorized", exc.reason, None)
+        counters.add("Unauthorized", exc.reason, "none")
         raise Exception("Unauthorized") from None  # API Gateway answers 401 to this exact message
     except GatekeyError as exc:
-        _count("Failed", exc.reason, None)
-        logger.error("authorizer failed closed", reason=exc.reason, detail=exc.message)
+        counters.add("Failed", exc.reason, "none")
+        counters.flush()  # failures are rare and urgent: alarms must see them now
+        _log(
+            logger.error,
+            "authorizer failed closed",
+            context,
+            reason=exc.reason,
+            detail=exc.message,
+        )
         raise
-    client_id = decision.token.client_id if decision.token else None
-    _count("Allowed" if decision.allowed else "Denied", decision.reason, decision.auth_method)
-    logger.info(
-        "allowed" if decision.allowed else "denied",
-        client_id=client_id,
-        reason=decision.reason,
-        auth_method=decision.auth_method,
-    )
-    try:
-        return authorizer.respond(request, decision)
-    except MissingCredentials:  # a denial in strict mode
-        raise Exception("Unauthorized") from None
+    method = outcome.auth_method or "none"
+    keys = {"client_id": outcome.client_id, "reason": outcome.reason, "auth_method": method}
+    if outcome.unauthorized:  # strict mode: bad credentials answer 401 like missing ones
+        counters.add("Unauthorized", outcome.reason, method)
+        _log(logger.info, "denied", context, **keys)
+        raise Exception("Unauthorized")
+    counters.add("Allowed" if outcome.allowed else "Denied", outcome.reason, method)
+    # Allows are many and routine (DEBUG); denials are what an operator looks for (INFO).
+    if not outcome.allowed:
+        _log(logger.info, "denied", context, **keys)
+    elif LOG_ALLOWS:
+        _log(logger.debug, "allowed", context, **keys)
+    return outcome.response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -226,10 +227,11 @@ def test_last_seen_is_written_at_most_once_per_interval(authorizer: AuthorizerHa
     authorizer.call("rest_request", headers)
     authorizer.drain()
     assert authorizer.store.get(bot.client_id, consistent=True).last_seen_at == first
-    authorizer.clock[0] += 1
+    # Past the interval, the next authorization that is not answered from memory writes it.
+    authorizer.clock[0] += 31
     authorizer.call("rest_request", headers)
     authorizer.drain()
-    assert authorizer.store.get(bot.client_id, consistent=True).last_seen_at == NOW + 960
+    assert authorizer.store.get(bot.client_id, consistent=True).last_seen_at == NOW + 990
 
 
 def _fail(client: Any, operation: str) -> None:
@@ -290,10 +292,11 @@ def test_secrets_manager_failing_at_cold_start_fails_the_function(
 
 
 def test_no_secret_or_token_reaches_the_logs(
-    authorizer: AuthorizerHarness,
     capsys: pytest.CaptureFixture[str],
     captured_logs: pytest.LogCaptureFixture,
+    make_authorizer: Callable[..., AuthorizerHarness],
 ) -> None:
+    authorizer = make_authorizer()
     bot = authorizer.bot()
     jwt = authorizer.jwt(bot)
     for form in FORMS:
@@ -303,8 +306,47 @@ def test_no_secret_or_token_reaches_the_logs(
         credential_headers("gatekey_headers", Bot(bot.token, ClientSecret.generate())),
     )
     output = capsys.readouterr()
-    logs = output.out + output.err + captured_logs.text
-    assert bot.client_id in logs
-    assert '"reason":"invalid_credentials"' in logs
+    # Every attribute of every record, the structured keys Powertools adds included.
+    records = [{k: str(v) for k, v in r.__dict__.items()} for r in captured_logs.records]
+    logs = output.out + output.err + captured_logs.text + json.dumps(records)
+    denials = [r for r in captured_logs.records if getattr(r, "reason", None)]
+    assert {getattr(r, "reason", None) for r in denials} == {"invalid_credentials"}
+    assert {getattr(r, "client_id", None) for r in denials} == {bot.client_id}
     for needle in (bot.secret.reveal(), bot.secret.reveal()[4:-6], jwt, jwt.split(".")[2]):
         assert needle not in logs
+
+
+def test_a_remembered_allow_ends_with_the_previous_secrets_grace_not_later(
+    authorizer: AuthorizerHarness,
+) -> None:
+    # GIVEN a grace that ends 10 s from now, well within the 30 s status cache
+    bot = authorizer.bot()
+    change(
+        authorizer,
+        bot,
+        secret_hash=authorizer.hasher.hash(ClientSecret.generate()),
+        previous_secret_hash=bot.token.secret_hash,
+        previous_client_secret_expires_at=NOW + 70,
+        client_secret_version=2,
+    )
+    old = credential_headers("gatekey_headers", bot)
+    assert allowed(authorizer.call("rest_request", old))
+    authorizer.clock[0] = NOW + 69
+    assert allowed(authorizer.call("rest_request", old))
+    # THEN the answer held in memory stops with the grace
+    authorizer.clock[0] = NOW + 70
+    assert not allowed(authorizer.call("rest_request", old))
+
+
+def test_a_failure_is_counted_at_once(
+    capsys: pytest.CaptureFixture[str], authorizer: AuthorizerHarness
+) -> None:
+    bot = authorizer.bot()
+    _fail(authorizer.handler.store.client, "GetItem")
+    with pytest.raises(DependencyError):
+        authorizer.call("rest_request", credential_headers("basic", bot))
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "_aws" in line]
+    failed = [m for m in emitted if "Failed" in m]
+    assert failed
+    assert failed[0]["reason"] == "dependency_unavailable"
+    assert failed[0]["Failed"] == [1.0]

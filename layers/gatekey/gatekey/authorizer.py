@@ -16,6 +16,7 @@ Decisions, each answered in exactly one place (`Authorizer.respond`):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -51,6 +52,13 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 MAX_HEADER_VALUE: Final = 8192  # API Gateway's own limit on a header is 10 KB
+_CREDENTIAL_HEADERS: Final = (
+    "authorization",
+    "gatekey-client-id",
+    "gatekey-client-secret",
+    "cf-access-client-id",
+    "cf-access-client-secret",
+)
 _METHOD_ARN = re.compile(
     r"(?P<prefix>arn:aws[a-z-]*:execute-api:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9]+/[^/]+)"
     r"/(?P<method>[A-Z]+|\*)/(?P<path>.*)"
@@ -105,9 +113,7 @@ def parse_event(event: object) -> AuthRequest:
     raw = event.get("headers")
     headers: dict[str, str] = {}
     if isinstance(raw, dict):
-        for name, value in raw.items():
-            if isinstance(name, str) and isinstance(value, str):
-                headers[name.lower()] = value
+        headers = {n.lower(): v for n, v in raw.items() if type(n) is str and type(v) is str}
     if shape == "rest_token":
         token = _text(event.get("authorizationToken"))
         headers = {"authorization": token} if token is not None else {}
@@ -226,23 +232,24 @@ def _policy(effect: str, resources: list[str]) -> dict[str, Any]:
 
 
 class TtlCache(Generic[K, V]):
-    """A bounded LRU map whose entries expire at a time given per entry."""
+    """A bounded LRU map whose entries expire at a time given per entry (values are never None:
+    a cached "nothing" is stored as a value that says so)."""
 
     def __init__(self, size: int) -> None:
         self._size = size
         self._entries: OrderedDict[K, tuple[V, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: K, now: float) -> tuple[bool, V | None]:
+    def get(self, key: K, now: float) -> V | None:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
-                return False, None
+                return None
             if now >= entry[1]:
                 del self._entries[key]
-                return False, None
+                return None
             self._entries.move_to_end(key)
-            return True, entry[0]
+            return entry[0]
 
     def put(self, key: K, value: V, expires_at: float) -> None:
         with self._lock:
@@ -265,6 +272,22 @@ class Decision:
     auth_method: str | None = None
     token: ServiceToken | None = None
     scopes: tuple[str, ...] = ()
+    # An allow may be reused until this time: the first of the status cache entry's expiry,
+    # the JWT's exp, the token's expiry and the end of a previous secret's grace.
+    valid_until: float = 0.0
+    client_id: str | None = None  # of a denial too, when the request named a well-formed one
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """An answer for API Gateway and what the handler logs and counts about it."""
+
+    response: dict[str, Any]
+    allowed: bool
+    reason: str
+    auth_method: str | None
+    client_id: str | None
+    unauthorized: bool = False  # a denial that strict mode answers with 401
 
 
 class Authorizer:
@@ -284,9 +307,48 @@ class Authorizer:
         self.settings = settings
         self._clock = clock
         self._background = background
-        self._status: TtlCache[str, ServiceToken | None] = TtlCache(settings.cache_size)
+        self._status: TtlCache[str, tuple[ServiceToken | None, float]] = TtlCache(
+            settings.cache_size
+        )
         self._jwts: TtlCache[str, dict[str, Any]] = TtlCache(settings.cache_size)
         self._last_seen: TtlCache[str, bool] = TtlCache(settings.cache_size)
+        self._answers: TtlCache[bytes, Outcome] = TtlCache(settings.cache_size)
+
+    def authorize(self, event: object) -> Outcome:
+        """Answer an authorizer event. A repeated allow is answered from memory until the first
+        of its inputs' expiries (`Decision.valid_until`), so revocation still lands within the
+        status cache TTL. MissingCredentials (a 401) and dependency errors propagate."""
+        request = parse_event(event)
+        key = self._answer_key(request)
+        now = self._clock()
+        outcome = self._answers.get(key, now)
+        if outcome is not None:
+            return outcome
+        decision = self.decide(request)
+        if not decision.allowed and self.settings.strict:
+            return Outcome(
+                {}, False, decision.reason, decision.auth_method, decision.client_id, True
+            )
+        outcome = Outcome(
+            self.respond(request, decision),
+            decision.allowed,
+            decision.reason,
+            decision.auth_method,
+            decision.client_id,
+        )
+        if decision.allowed:
+            self._answers.put(key, outcome, decision.valid_until)
+        return outcome
+
+    def _answer_key(self, request: AuthRequest) -> bytes:
+        """A digest of everything an answer depends on: the credentials as sent (never kept in
+        plaintext), and the API and stage, or the route when the answer is per route."""
+        simple = request.shape == "http" and self.settings.http_api_simple_responses
+        scope = request.method_arn if simple else request.method_arn.rsplit("/", 2)[0]
+        material = [request.shape, scope]
+        material += [request.headers.get(name, "") for name in _CREDENTIAL_HEADERS]
+        material.append(request.headers.get(self.settings.access_json_header, ""))
+        return hashlib.sha256("\x00".join(material).encode("utf-8", "surrogatepass")).digest()
 
     def decide(self, request: AuthRequest) -> Decision:
         """Allow or deny. MissingCredentials (a 401) and dependency errors propagate."""
@@ -298,27 +360,32 @@ class Authorizer:
         except (AuthenticationError, ValidationError) as exc:  # malformed: no I/O was done
             return Decision(False, exc.reason)
         try:
-            token, scopes = self._authenticate(presented, now)
+            return self._authenticate(presented, now)
         except (AuthenticationError, ValidationError, NotFound) as exc:
             reason = "unknown_client" if isinstance(exc, NotFound) else exc.reason
-            return Decision(False, reason, presented.method)
-        self._note_last_seen(token.client_id, now)
-        return Decision(True, "allowed", presented.method, token, scopes)
+            return Decision(False, reason, presented.method, client_id=presented.client_id)
 
-    def _authenticate(self, presented: Presented, now: int) -> tuple[ServiceToken, tuple[str, ...]]:
+    def _authenticate(self, presented: Presented, now: int) -> Decision:
         if presented.jwt is not None:
             claims = self._verify_jwt(presented.jwt, now)
-            token = self._active_token(str(claims["client_id"]), now)
-            return token, tuple(str(claims.get("scope", "")).split())
-        if presented.client_id is None or presented.secret is None:
+            token, status_until = self._active_token(str(claims["client_id"]), now)
+            scopes = tuple(str(claims.get("scope", "")).split())
+            valid_until = min(status_until, claims["exp"])
+        elif presented.client_id is not None and presented.secret is not None:
+            token, status_until = self._active_token(presented.client_id, now)
+            secret_until = token.authenticate(presented.secret, self._hasher, now)
+            scopes = token.scopes
+            valid_until = status_until if secret_until is None else min(status_until, secret_until)
+        else:
             raise InvalidCredentials("incomplete credentials")
-        token = self._active_token(presented.client_id, now)
-        token.authenticate(presented.secret, self._hasher, now)
-        return token, token.scopes
+        self._note_last_seen(token.client_id, now)
+        return Decision(
+            True, "allowed", presented.method, token, scopes, valid_until, token.client_id
+        )
 
     def _verify_jwt(self, jwt: str, now: int) -> dict[str, Any]:
-        hit, claims = self._jwts.get(jwt, now)
-        if hit and claims is not None:
+        claims = self._jwts.get(jwt, now)
+        if claims is not None:
             return claims
         claims = verify_access_token(
             jwt,
@@ -331,16 +398,20 @@ class Authorizer:
         self._jwts.put(jwt, claims, float(claims["exp"]))
         return claims
 
-    def _active_token(self, client_id: str, now: int) -> ServiceToken:
+    def _active_token(self, client_id: str, now: int) -> tuple[ServiceToken, float]:
         """The service token by id (status cache first), checked for revocation, enabled and
-        expiry. A JWT is worthless once its service token is revoked or disabled."""
-        hit, token = self._status.get(client_id, now)
-        if not hit:
+        expiry, and until when that reading may be used. A JWT is worthless once its service
+        token is revoked or disabled."""
+        entry = self._status.get(client_id, now)
+        if entry is None:
+            token: ServiceToken | None
             try:
                 token = self._store.get(client_id)
             except NotFound:
                 token = None  # remembered too, so garbage ids cost one read per TTL
-            self._status.put(client_id, token, now + self.settings.status_cache_ttl)
+            entry = (token, now + self.settings.status_cache_ttl)
+            self._status.put(client_id, entry, entry[1])
+        token, status_until = entry
         if token is None:
             raise NotFound(f"service token {client_id} does not exist")
         if token.status is TokenStatus.REVOKED:
@@ -349,12 +420,13 @@ class Authorizer:
             raise TokenDisabled(f"service token {client_id} is disabled")
         if token.is_expired(now):
             raise TokenExpired(f"service token {client_id} has expired")
-        return token
+        if token.expires_at is not None:
+            status_until = min(status_until, token.expires_at)
+        return token, status_until
 
     def _note_last_seen(self, client_id: str, now: int) -> None:
         interval = self.settings.last_seen_interval
-        hit, _ = self._last_seen.get(client_id, now)
-        if hit:
+        if self._last_seen.get(client_id, now):
             return
         self._last_seen.put(client_id, True, now + interval)
         if self._background is None:
@@ -372,9 +444,8 @@ class Authorizer:
             )
 
     def respond(self, request: AuthRequest, decision: Decision) -> dict[str, Any]:
-        """The API Gateway answer for a decision: the one place decisions become responses."""
-        if not decision.allowed and self.settings.strict:
-            raise MissingCredentials("denied in strict mode")
+        """The API Gateway answer for a decision: the one place decisions become responses
+        (a strict-mode denial is a 401: `authorize` says so before asking for a response)."""
         if request.shape == "http" and self.settings.http_api_simple_responses:
             return self._simple(request, decision)
         if decision.allowed and decision.token is not None:

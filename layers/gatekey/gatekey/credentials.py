@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import re
 import secrets
 import zlib
 from typing import Final
@@ -21,7 +22,7 @@ from urllib.parse import unquote
 from gatekey.errors import InvalidCredentials, MalformedCredential
 
 ALPHABET: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_INDEX: Final = {c: i for i, c in enumerate(ALPHABET)}
+_BASE62: Final = re.compile("[0-9A-Za-z]*")
 _CHECKSUM_LEN: Final = 6  # 62**6 > 2**32
 
 CLIENT_ID_PREFIX: Final = "gk_"
@@ -65,7 +66,7 @@ def _validate(value: object, *, field_name: str, prefix: str, length: int) -> st
     if len(value) != length:
         raise MalformedCredential(field_name, f"must be {length} characters long")
     body, check = value[:-_CHECKSUM_LEN], value[-_CHECKSUM_LEN:]
-    if any(c not in _INDEX for c in value[len(prefix) :]):
+    if not _BASE62.fullmatch(value, len(prefix)):
         raise MalformedCredential(field_name, "must be base62 after the prefix")
     # Not a secret comparison: the checksum is derived from the value, not from stored state.
     if _checksum(body) != check:

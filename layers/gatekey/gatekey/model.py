@@ -152,14 +152,17 @@ class ServiceToken:
     def is_expired(self, now: int) -> bool:
         return self.expires_at is not None and now >= self.expires_at
 
-    def authenticate(self, secret: ClientSecret, hasher: Hasher, now: int) -> None:
+    def authenticate(self, secret: ClientSecret, hasher: Hasher, now: int) -> int | None:
         """Raise unless `secret` is this token's current secret (or its previous one, within
-        the grace) and the token is active, enabled and unexpired. Callers must not tell the
+        the grace) and the token is active, enabled and unexpired; return when this secret
+        stops being accepted (None: not before the token itself). Callers must not tell the
         client which check failed; the reason is for logs and metrics."""
+        valid_until = self.expires_at
         matches = hasher.verify(secret, self.secret_hash)
         if not matches and self.previous_secret_hash is not None:
             grace_ends = self.previous_client_secret_expires_at or 0
             matches = now < grace_ends and hasher.verify(secret, self.previous_secret_hash)
+            valid_until = grace_ends if valid_until is None else min(valid_until, grace_ends)
         if not matches:
             raise InvalidCredentials(f"secret does not match service token {self.client_id}")
         if self.status is TokenStatus.REVOKED:
@@ -168,6 +171,7 @@ class ServiceToken:
             raise TokenDisabled(f"service token {self.client_id} is disabled")
         if self.is_expired(now):
             raise TokenExpired(f"service token {self.client_id} has expired")
+        return valid_until
 
     def with_changes(self, now: int, **changes: object) -> ServiceToken:
         """A copy with `changes` applied and `updated_at` moved to `now` (validated again)."""

@@ -20,9 +20,13 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 
 from gatekey.aws import error_code
 from gatekey.errors import ConfigurationError, DependencyError
@@ -114,6 +118,22 @@ class PublicKey:
 
     def jwk(self) -> dict[str, str]:
         return {**_public_jwk_members(self.key), "kid": self.kid, "alg": self.alg, "use": "sig"}
+
+    def verify(self, signature: bytes, signing_input: bytes) -> bool:
+        """Check a JOSE signature made with this key's algorithm (raw r||s for ES256)."""
+        try:
+            if isinstance(self.key, rsa.RSAPublicKey):
+                self.key.verify(signature, signing_input, padding.PKCS1v15(), hashes.SHA256())
+            elif len(signature) == 2 * _ES256_COORDINATE:
+                r = int.from_bytes(signature[:_ES256_COORDINATE], "big")
+                s = int.from_bytes(signature[_ES256_COORDINATE:], "big")
+                der = encode_dss_signature(r, s)
+                self.key.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
+            else:
+                return False
+        except InvalidSignature:
+            return False
+        return True
 
 
 def _b64_int(text: str) -> int:

@@ -1,0 +1,302 @@
+"""`make bench`: what one authorization costs, against baselines measured in the same run.
+
+The authorizer's handler runs in-process and warm, against a moto server on 127.0.0.1 (so its
+AWS calls are real HTTP calls, as in Lambda, though to a local emulator). Each path is timed
+per call; the table shows median and p99 in microseconds and the ratios the targets check.
+Ratios from one run, not absolute times, are the point: this machine is shared and noisy.
+
+    python bench/authorizer_bench.py [--quick] [--json bench/results/authorizer.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import importlib.util
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+ISSUER = "https://auth.example.com"
+ARN = "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/v1/GET/items/42"
+TARGETS = {  # name: (numerator, denominator, bound)
+    "jwt_uncached / raw_rs256_verify": ("jwt_uncached", "raw_rs256_verify", 4.0),
+    "jwt_cached / raw_rs256_verify": ("jwt_cached", "raw_rs256_verify", 0.3),
+    "secret_warm_cache / raw_rs256_verify": ("secret_warm_cache", "raw_rs256_verify", 0.3),
+    "cold_start / bare_imports": ("cold_start", "bare_imports", 1.3),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("moto server did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def jwks_server(jwks: dict[str, Any]) -> Iterator[str]:
+    body = json.dumps(jwks).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json"
+    finally:
+        server.shutdown()
+
+
+def load_handler(name: str) -> ModuleType:
+    path = ROOT / "functions" / name / "app.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}_{time.monotonic_ns()}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def timed(call: Callable[[], object], runs: int) -> list[float]:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter_ns()
+        call()
+        samples.append((time.perf_counter_ns() - start) / 1000)
+    return samples
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return {"median_us": statistics.median(ordered), "p99_us": p99, "runs": len(ordered)}
+
+
+class Context:
+    function_name = "gatekey-bench"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:gatekey-bench"
+    aws_request_id = "bench"
+
+
+def request_event(headers: dict[str, str]) -> dict[str, Any]:
+    return {"type": "REQUEST", "methodArn": ARN, "headers": headers}
+
+
+def cold_start_samples(environment: dict[str, str], runs: int) -> dict[str, list[float]]:
+    """Fresh interpreters: import and init of the authorizer, against boto3 + a DynamoDB client
+    + jwt alone. Timed inside each process, so interpreter start-up counts in neither."""
+    authorizer = (
+        "import time; t = time.perf_counter(); import importlib.util as u; "
+        f"s = u.spec_from_file_location('app', {str(ROOT / 'functions/authorizer/app.py')!r}); "
+        "m = u.module_from_spec(s); s.loader.exec_module(m); "
+        "print((time.perf_counter() - t) * 1e6)"
+    )
+    bare = (
+        "import time; t = time.perf_counter(); import boto3; boto3.client('dynamodb'); "
+        "import jwt; print((time.perf_counter() - t) * 1e6)"
+    )
+    pythonpath = os.pathsep.join(str(ROOT / p) for p in ("layers/gatekey", "local"))
+    env = {**os.environ, **environment, "PYTHONPATH": pythonpath}
+    samples: dict[str, list[float]] = {"cold_start": [], "bare_imports": []}
+    for _ in range(runs):  # interleaved, so drift in the machine's load hits both alike
+        for name, code in (("cold_start", authorizer), ("bare_imports", bare)):
+            output = subprocess.run(  # noqa: S603
+                [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+            ).stdout
+            samples[name].append(float(output.strip().splitlines()[-1]))
+    return samples
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs (a smoke test)")
+    parser.add_argument("--json", default=str(ROOT / "bench/results/authorizer.json"))
+    args = parser.parse_args()
+    runs = 200 if args.quick else 2000
+    cold_runs = 3 if args.quick else 10
+
+    with moto_server() as endpoint:
+        environment = {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "POWERTOOLS_SERVICE_NAME": "gatekey",
+            "POWERTOOLS_METRICS_NAMESPACE": "Gatekey",
+        }
+        os.environ.update(environment)
+        import bcrypt
+        import boto3
+        import jwt
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+        from gatekey.access_tokens import issue_access_token
+        from gatekey.hashing import load_hasher
+        from gatekey.model import AuditAction, AuditEvent, new_service_token
+        from gatekey.signing import KmsSigner
+        from gatekey.store import DynamoDBTokenStore
+        from gatekey_local.provision import provision
+
+        kms = boto3.client("kms")
+        made = provision(
+            dynamodb=boto3.client("dynamodb"),
+            secretsmanager=boto3.client("secretsmanager"),
+            kms=kms,
+        )
+        config = {
+            "TABLE_NAME": made.table_name,
+            "PEPPER_SECRET_ARN": made.pepper_secret_arn,
+            "SIGNING_KEY_ID": made.signing_key_arn,
+            "ISSUER": ISSUER,
+        }
+        os.environ.update(config)
+        store = DynamoDBTokenStore(made.table_name)
+        hasher = load_hasher(made.pepper_secret_arn, boto3.client("secretsmanager"))
+        now = int(time.time())
+        token, secret = new_service_token(name="bench-bot", hasher=hasher, now=now)
+        store.create(token, AuditEvent(token.client_id, AuditAction.CREATED, "bench", now))
+        signer = KmsSigner(made.signing_key_arn, kms)
+
+        def mint() -> str:
+            return issue_access_token(
+                token, signer, issuer=ISSUER, audience="gatekey", lifetime=3600, scopes=(), now=now
+            ).access_token
+
+        fresh_tokens = [mint() for _ in range(runs)]
+        cached_token = mint()
+        secret_headers = {
+            "Gatekey-Client-Id": token.client_id,
+            "Gatekey-Client-Secret": secret.reveal(),
+        }
+
+        results: dict[str, dict[str, float]] = {}
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            warm = load_handler("authorizer")
+            os.environ["STATUS_CACHE_TTL_SECONDS"] = "0"
+            cold_status = load_handler("authorizer")
+            del os.environ["STATUS_CACHE_TTL_SECONDS"]
+            ctx = Context()
+
+            def authorize(handler: ModuleType, headers: dict[str, str]) -> None:
+                response = handler.lambda_handler(request_event(headers), ctx)
+                assert response["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+
+            authorize(warm, {"Authorization": f"Bearer {cached_token}"})  # warm every cache
+            authorize(warm, secret_headers)
+            authorize(cold_status, secret_headers)
+            tokens = iter(fresh_tokens)
+            results["jwt_uncached"] = summary(
+                timed(lambda: authorize(warm, {"Authorization": f"Bearer {next(tokens)}"}), runs)
+            )
+            bearer = {"Authorization": f"Bearer {cached_token}"}
+            results["jwt_cached"] = summary(timed(lambda: authorize(warm, bearer), runs))
+            results["secret_warm_cache"] = summary(
+                timed(lambda: authorize(warm, secret_headers), runs)
+            )
+            results["secret_cold_status_cache"] = summary(
+                timed(lambda: authorize(cold_status, secret_headers), max(50, runs // 10))
+            )
+
+        # Baselines on the same token, in the same process and run.
+        public = signer.public_key.key
+        assert isinstance(public, rsa.RSAPublicKey)  # the template's default: RSA_2048, RS256
+        signing_input, _, signature = cached_token.rpartition(".")
+        sha256 = hashes.SHA256()
+        raw_signature = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+
+        def raw_verify() -> None:
+            public.verify(raw_signature, signing_input.encode(), padding.PKCS1v15(), sha256)
+
+        results["raw_rs256_verify"] = summary(timed(raw_verify, runs))
+        with jwks_server({"keys": [signer.public_key.jwk()]}) as url:
+            client = jwt.PyJWKClient(url, cache_keys=True)
+
+            def pyjwt_decode() -> None:
+                key = client.get_signing_key_from_jwt(cached_token)
+                jwt.decode(
+                    cached_token, key.key, algorithms=["RS256"], audience="gatekey", issuer=ISSUER
+                )
+
+            pyjwt_decode()
+            results["pyjwt_decode_pyjwkclient"] = summary(timed(pyjwt_decode, runs))
+        hashed = bcrypt.hashpw(secret.reveal().encode(), bcrypt.gensalt(12))
+        results["bcrypt_cost12_check"] = summary(
+            timed(lambda: bcrypt.checkpw(secret.reveal().encode(), hashed), 3 if args.quick else 10)
+        )
+        for name, samples in cold_start_samples({**environment, **config}, cold_runs).items():
+            results[name] = summary(samples)
+
+    ratios = {}
+    failed = []
+    for label, (numerator, denominator, bound) in TARGETS.items():
+        ratio = results[numerator]["median_us"] / results[denominator]["median_us"]
+        ratios[label] = {"ratio": round(ratio, 3), "target": bound, "met": ratio <= bound}
+        if ratio > bound:
+            failed.append(label)
+
+    print(f"{'path':<28}{'median µs':>12}{'p99 µs':>12}{'runs':>8}")
+    for name, row in results.items():
+        print(f"{name:<28}{row['median_us']:>12.1f}{row['p99_us']:>12.1f}{row['runs']:>8}")
+    print()
+    print(f"{'ratio (medians)':<40}{'value':>8}{'target':>9}  met")
+    for label, row in ratios.items():
+        print(f"{label:<40}{row['ratio']:>8.3f}{'<= ' + str(row['target']):>9}  {row['met']}")
+    output = Path(args.json)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "machine": {"python": sys.version.split()[0], "cpus": os.cpu_count()},
+        "results": results,
+        "ratios": ratios,
+    }
+    output.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"\nwritten: {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
