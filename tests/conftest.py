@@ -316,3 +316,68 @@ def make_authorizer(
 @pytest.fixture
 def authorizer(make_authorizer: Callable[..., AuthorizerHarness]) -> AuthorizerHarness:
     return make_authorizer()
+
+
+# -- the admin API's harness -----------------------------------------------------------------
+
+ADMIN_ARN = "arn:aws:iam::123456789012:user/platform-admin"
+
+
+@dataclass
+class AdminHarness:
+    handler: ModuleType
+    clock: list[float]
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        query: dict[str, str] | None = None,
+        raw_body: str | None = None,
+        actor: str = ADMIN_ARN,
+    ) -> tuple[int, Any]:
+        """Call the admin handler as API Gateway would; (status, decoded JSON body or None)."""
+        event = copy.deepcopy(load_event("admin-create-token.json"))
+        event["httpMethod"] = method
+        event["path"] = path
+        event["requestContext"]["httpMethod"] = method
+        event["requestContext"]["path"] = f"/v1{path}"
+        event["requestContext"]["identity"]["userArn"] = actor
+        event["queryStringParameters"] = query
+        event["multiValueQueryStringParameters"] = (
+            {k: [v] for k, v in query.items()} if query else None
+        )
+        event["body"] = (
+            raw_body if raw_body is not None else (None if body is None else json.dumps(body))
+        )
+        response = self.handler.lambda_handler(event, FakeLambdaContext())
+        text = response.get("body") or ""
+        return response["statusCode"], (json.loads(text) if text else None)
+
+
+@pytest.fixture
+def make_admin(
+    monkeypatch: pytest.MonkeyPatch, dynamodb: Any, pepper_secret_arn: str
+) -> Callable[..., AdminHarness]:
+    clock = [float(NOW)]
+    monkeypatch.setattr("time.time", lambda: clock[0])
+
+    def build(**environment: str) -> AdminHarness:
+        for name, value in {
+            "TABLE_NAME": TABLE_NAME,
+            "PEPPER_SECRET_ARN": pepper_secret_arn,
+            "SIGNING_KEY_ID": "arn:aws:kms:us-east-1:123456789012:key/unused-by-admin",
+            "POWERTOOLS_SERVICE_NAME": "gatekey",
+            **environment,
+        }.items():
+            monkeypatch.setenv(name, value)
+        return AdminHarness(load_handler("admin"), clock)
+
+    return build
+
+
+@pytest.fixture
+def admin(make_admin: Callable[..., AdminHarness]) -> AdminHarness:
+    return make_admin()

@@ -62,7 +62,7 @@ class TokenStore(ABC):
     def events(
         self, client_id: str, *, limit: int = 50, next_token: str | None = None
     ) -> Page[AuditEvent]:
-        """The token's audit trail, newest first; events of the same second in no set order.
+        """The token's audit trail, newest first (in the order written within one second).
         The trail outlives a deleted token until its TTL."""
 
     @abstractmethod

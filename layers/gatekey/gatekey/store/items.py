@@ -24,6 +24,7 @@ import base64
 import binascii
 import json
 import secrets
+import time
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
@@ -187,8 +188,9 @@ def token_from_item(item: Mapping[str, Any]) -> ServiceToken:
 
 
 def event_to_item(event: AuditEvent, retention_days: int) -> Item:
-    # The random suffix keeps two events in the same second apart; time first keeps them sorted.
-    sk = f"{EVENT_SK_PREFIX}{event.at:011d}#{secrets.token_hex(4)}"
+    # Sorted by the event's second, then by when it was written (two changes in one second
+    # keep their order), and a random suffix so no two keys collide.
+    sk = f"{EVENT_SK_PREFIX}{event.at:011d}#{time.time_ns():020d}#{secrets.token_hex(4)}"
     return _serialize(
         {
             "pk": token_pk(event.client_id),

@@ -1,0 +1,254 @@
+"""The service-token lifecycle for people: what the admin API and the `gatekey` CLI do.
+
+Every operation reads the token, applies one change and writes it back conditionally (the
+store's optimistic lock), with an audit item naming the actor. A lost race is a
+ConcurrentModification and writes nothing; a change to a revoked token is an
+InvalidTransition. The plaintext secret leaves only through `create` and `rotate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from gatekey.credentials import ClientSecret
+from gatekey.durations import Duration, parse_duration
+from gatekey.errors import InvalidTransition, ValidationError
+from gatekey.hashing import Hasher
+from gatekey.model import (
+    AuditAction,
+    AuditEvent,
+    AuditValue,
+    RotationPolicy,
+    ServiceToken,
+    TokenStatus,
+    new_service_token,
+    validate_name,
+    validate_owner,
+    validate_routes,
+    validate_scopes,
+)
+from gatekey.store import Page, TokenStore
+
+DAY: Final = 86_400
+MAX_GRACE_HOURS: Final = 30 * 24  # a previous secret stays valid at most 30 days
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who asks, from where: the IAM identity and source IP of the admin request."""
+
+    arn: str
+    source_ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """A token with its new plaintext secret: the answer of create and rotate only."""
+
+    token: ServiceToken
+    secret: ClientSecret = field(repr=False)
+
+
+class TokenAdmin:
+    def __init__(self, *, store: TokenStore, hasher: Hasher, clock: Callable[[], int]) -> None:
+        self._store = store
+        self._hasher = hasher
+        self._clock = clock
+
+    def _event(
+        self, token: ServiceToken, action: AuditAction, actor: Actor, **details: AuditValue
+    ) -> AuditEvent:
+        return AuditEvent(
+            token.client_id, action, actor.arn, self._clock(), actor.source_ip, dict(details)
+        )
+
+    # -- create and read -------------------------------------------------------------------
+
+    def create(
+        self,
+        actor: Actor,
+        *,
+        name: str,
+        duration: Duration,
+        routes: tuple[str, ...],
+        scopes: tuple[str, ...],
+        owner: str | None,
+        rotation: RotationPolicy,
+    ) -> Issued:
+        token, secret = new_service_token(
+            name=name,
+            hasher=self._hasher,
+            now=self._clock(),
+            duration=duration,
+            owner=owner,
+            routes=routes,
+            scopes=scopes,
+            rotation=rotation,
+        )
+        event = self._event(
+            token,
+            AuditAction.CREATED,
+            actor,
+            name=name,
+            duration=str(duration),
+            routes=list(token.routes),
+            scopes=list(token.scopes),
+            owner=owner,
+            rotation=rotation.mode.value,
+        )
+        return Issued(self._store.create(token, event), secret)
+
+    def get(self, client_id: str) -> ServiceToken:
+        return self._store.get(client_id, consistent=True)
+
+    def list(
+        self,
+        *,
+        limit: int = 50,
+        next_token: str | None = None,
+        name: str | None = None,
+        status: TokenStatus | None = None,
+    ) -> Page[ServiceToken]:
+        return self._store.list(limit=limit, next_token=next_token, name=name, status=status)
+
+    def events(
+        self, client_id: str, *, limit: int = 50, next_token: str | None = None
+    ) -> Page[AuditEvent]:
+        return self._store.events(client_id, limit=limit, next_token=next_token)
+
+    # -- changes ------------------------------------------------------------------------------
+
+    def _live(self, client_id: str, what: str) -> ServiceToken:
+        token = self.get(client_id)
+        if token.status is TokenStatus.REVOKED:
+            raise InvalidTransition(f"service token {client_id} is revoked; it cannot be {what}")
+        return token
+
+    def update(
+        self,
+        actor: Actor,
+        client_id: str,
+        *,
+        name: str | None = None,
+        owner: str | None = None,
+        clear_owner: bool = False,
+        routes: tuple[str, ...] | None = None,
+        scopes: tuple[str, ...] | None = None,
+        enabled: bool | None = None,
+        rotation: RotationPolicy | None = None,
+    ) -> ServiceToken:
+        """PATCH: change only what is given. Enabling or disabling is audited as such."""
+        token = self._live(client_id, "changed")
+        changes: dict[str, object] = {}
+        if name is not None:
+            changes["name"] = validate_name(name)
+        if owner is not None or clear_owner:
+            changes["owner"] = validate_owner(owner)
+        if routes is not None:
+            changes["routes"] = validate_routes(routes)
+        if scopes is not None:
+            changes["scopes"] = validate_scopes(scopes)
+        if enabled is not None:
+            changes["enabled"] = enabled
+        if rotation is not None:
+            changes["rotation"] = rotation
+        if not changes:
+            raise ValidationError("body", "names no field to change")
+        action = AuditAction.UPDATED
+        if set(changes) == {"enabled"}:
+            action = AuditAction.ENABLED if enabled else AuditAction.DISABLED
+        details: dict[str, AuditValue] = {
+            k: (v.mode.value if isinstance(v, RotationPolicy) else _audit_value(v))
+            for k, v in changes.items()
+        }
+        event = self._event(token, action, actor, **details)
+        return self._store.update(token.with_changes(self._clock(), **changes), event)
+
+    def rotate(
+        self,
+        actor: Actor,
+        client_id: str,
+        *,
+        grace: Duration | None = None,
+        previous_expires_at: int | None = None,
+    ) -> Issued:
+        """A new secret. The previous one stays valid until `previous_expires_at`, or for
+        `grace`, at most 30 days; with neither it stops at once."""
+        if grace is not None and previous_expires_at is not None:
+            raise ValidationError(
+                "grace", "give grace or previous_client_secret_expires_at, not both"
+            )
+        now = self._clock()
+        if grace is not None:
+            if grace.hours is None or grace.hours > MAX_GRACE_HOURS:
+                raise ValidationError("grace", f"must be at most {MAX_GRACE_HOURS}h")
+            previous_expires_at = now + grace.hours * 3600
+        if previous_expires_at is not None and not now < previous_expires_at <= now + 30 * DAY:
+            raise ValidationError(
+                "previous_client_secret_expires_at", "must be in the next 30 days"
+            )
+        token = self._live(client_id, "rotated")
+        secret = ClientSecret.generate()
+        rotated = token.with_changes(
+            now,
+            secret_hash=self._hasher.hash(secret),
+            client_secret_version=token.client_secret_version + 1,
+            previous_secret_hash=token.secret_hash if previous_expires_at else None,
+            previous_client_secret_expires_at=previous_expires_at,
+        )
+        event = self._event(
+            token,
+            AuditAction.ROTATED,
+            actor,
+            client_secret_version=rotated.client_secret_version,
+            previous_client_secret_expires_at=previous_expires_at,
+        )
+        return Issued(self._store.update(rotated, event), secret)
+
+    def refresh(
+        self, actor: Actor, client_id: str, *, duration: Duration | None = None
+    ) -> ServiceToken:
+        """Extend the expiry: now + the given duration, or the token's own."""
+        token = self._live(client_id, "refreshed")
+        duration = duration or token.duration
+        now = self._clock()
+        refreshed = token.with_changes(now, expires_at=duration.after(now), duration=duration)
+        event = self._event(
+            token,
+            AuditAction.REFRESHED,
+            actor,
+            duration=str(duration),
+            expires_at=refreshed.expires_at,
+        )
+        return self._store.update(refreshed, event)
+
+    def revoke(self, actor: Actor, client_id: str) -> ServiceToken:
+        """Final: a revoked token can never be enabled, rotated or refreshed again."""
+        token = self._live(client_id, "revoked again")
+        revoked = token.with_changes(
+            self._clock(),
+            status=TokenStatus.REVOKED,
+            previous_secret_hash=None,
+            previous_client_secret_expires_at=None,
+        )
+        return self._store.update(revoked, self._event(token, AuditAction.REVOKED, actor))
+
+    def delete(self, actor: Actor, client_id: str) -> None:
+        token = self.get(client_id)
+        self._store.delete(token, self._event(token, AuditAction.DELETED, actor))
+
+
+def _audit_value(value: object) -> AuditValue:
+    if isinstance(value, tuple):
+        return [str(v) for v in value]
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    return str(value)
+
+
+def parse_grace(value: str | None) -> Duration | None:
+    if value is None:
+        return None
+    return parse_duration(value, field="grace", maximum_hours=MAX_GRACE_HOURS, allow_forever=False)

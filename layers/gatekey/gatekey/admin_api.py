@@ -1,0 +1,171 @@
+"""The admin API's wire format: pydantic models (validated by Powertools, published as
+OpenAPI) and their conversion to and from the core's objects. RFC 3339 UTC timestamps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gatekey.durations import Duration, parse_duration
+from gatekey.errors import Conflict, GatekeyError, NotFound, ValidationError
+from gatekey.model import AuditEvent, RotationMode, RotationPolicy, ServiceToken
+
+Strict = ConfigDict(extra="forbid")
+
+
+def rfc3339(epoch: int | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def epoch(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp())
+
+
+class Rotation(BaseModel):
+    model_config = Strict
+    mode: Literal["remind", "auto"] = "remind"
+    delivery_secret_arn: str | None = Field(default=None, max_length=2048)
+
+    def policy(self) -> RotationPolicy:
+        return RotationPolicy(RotationMode(self.mode), self.delivery_secret_arn)
+
+
+class CreateTokenRequest(BaseModel):
+    model_config = Strict
+    name: str = Field(min_length=1, max_length=128)
+    duration: str = Field(default="8760h", max_length=32, description="'<hours>h' or 'forever'")
+    routes: list[str] = Field(default=["*"], max_length=100)
+    scopes: list[str] = Field(default=[], max_length=50)
+    owner: str | None = Field(default=None, max_length=254)
+    rotation: Rotation = Rotation()
+
+
+class UpdateTokenRequest(BaseModel):
+    model_config = Strict
+    name: str | None = Field(default=None, min_length=1, max_length=128)
+    owner: str | None = Field(default=None, max_length=254)
+    routes: list[str] | None = Field(default=None, max_length=100)
+    scopes: list[str] | None = Field(default=None, max_length=50)
+    enabled: bool | None = None
+    rotation: Rotation | None = None
+
+
+class RotateRequest(BaseModel):
+    model_config = Strict
+    grace: str | None = Field(default=None, max_length=32, description="e.g. '24h', at most 720h")
+    previous_client_secret_expires_at: datetime | None = None
+
+
+class RefreshRequest(BaseModel):
+    model_config = Strict
+    duration: str | None = Field(default=None, max_length=32)
+
+
+class RotationOut(BaseModel):
+    mode: str
+    delivery_secret_arn: str | None
+
+
+class TokenOut(BaseModel):
+    client_id: str
+    name: str
+    owner: str | None
+    routes: list[str]
+    scopes: list[str]
+    enabled: bool
+    status: str
+    duration: str
+    client_secret_version: int
+    previous_client_secret_expires_at: str | None
+    created_at: str
+    updated_at: str
+    expires_at: str | None
+    last_seen_at: str | None
+    rotation: RotationOut
+    version: int
+
+    @classmethod
+    def of(cls, token: ServiceToken) -> TokenOut:
+        return cls(
+            client_id=token.client_id,
+            name=token.name,
+            owner=token.owner,
+            routes=list(token.routes),
+            scopes=list(token.scopes),
+            enabled=token.enabled,
+            status=token.status.value,
+            duration=str(token.duration),
+            client_secret_version=token.client_secret_version,
+            previous_client_secret_expires_at=rfc3339(token.previous_client_secret_expires_at),
+            created_at=rfc3339(token.created_at) or "",
+            updated_at=rfc3339(token.updated_at) or "",
+            expires_at=rfc3339(token.expires_at),
+            last_seen_at=rfc3339(token.last_seen_at),
+            rotation=RotationOut(
+                mode=token.rotation.mode.value,
+                delivery_secret_arn=token.rotation.delivery_secret_arn,
+            ),
+            version=token.version,
+        )
+
+
+class TokenWithSecret(TokenOut):
+    """Only create and rotate answer with this: the one time the secret is shown."""
+
+    client_secret: str
+
+
+class TokenPage(BaseModel):
+    items: list[TokenOut]
+    next_token: str | None
+
+
+class EventOut(BaseModel):
+    client_id: str
+    action: str
+    actor: str
+    at: str
+    source_ip: str | None
+    details: dict[str, str | int | bool | list[str] | None]
+
+    @classmethod
+    def of(cls, event: AuditEvent) -> EventOut:
+        return cls(
+            client_id=event.client_id,
+            action=event.action.value,
+            actor=event.actor,
+            at=rfc3339(event.at) or "",
+            source_ip=event.source_ip,
+            details=dict(event.details),
+        )
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_token: str | None
+
+
+class ErrorOut(BaseModel):
+    code: str
+    message: str
+
+
+def status_of(exc: GatekeyError) -> int:
+    """The HTTP status of each error family: the one place errors become admin answers."""
+    if isinstance(exc, ValidationError):
+        return 400
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, Conflict):
+        return 409
+    return 500
+
+
+def duration_or_none(value: str | None, field: str = "duration") -> Duration | None:
+    return None if value is None else parse_duration(value, field=field)

@@ -1,0 +1,325 @@
+"""The admin API through its handler, against moto: every endpoint and every error case."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from conftest import ADMIN_ARN, NOW, TABLE_NAME, AdminHarness
+from gatekey.credentials import ClientSecret
+from gatekey.hashing import Hasher
+from gatekey.store import DynamoDBTokenStore
+
+BASE = "/admin/service-tokens"
+DELIVERY = "arn:aws:secretsmanager:us-east-1:123456789012:secret:bot/creds-AbCdEf"
+
+
+def create(admin: AdminHarness, **fields: Any) -> dict[str, Any]:
+    status, body = admin.request("POST", BASE, {"name": "ci-bot", **fields})
+    assert status == 201, body
+    return dict(body)
+
+
+def scan(dynamodb: Any) -> list[dict[str, Any]]:
+    return list(dynamodb.scan(TableName=TABLE_NAME)["Items"])
+
+
+def test_create_returns_the_secret_once_and_every_stored_field(
+    admin: AdminHarness, store: DynamoDBTokenStore, hasher: Hasher
+) -> None:
+    body = create(
+        admin,
+        duration="24h",
+        routes=["GET /items/*"],
+        scopes=["read"],
+        owner="platform@example.com",
+        rotation={"mode": "auto", "delivery_secret_arn": DELIVERY},
+    )
+    assert body["client_id"].startswith("gk_")
+    assert body["client_secret"].startswith("gks_")
+    assert body["expires_at"] == "2027-01-16T08:00:00Z"
+    assert body["routes"] == ["GET /items/*"]
+    assert body["scopes"] == ["read"]
+    assert body["rotation"] == {"mode": "auto", "delivery_secret_arn": DELIVERY}
+    assert (body["status"], body["enabled"], body["client_secret_version"]) == ("active", True, 1)
+    stored = store.get(body["client_id"])
+    assert stored.authenticate(ClientSecret.parse(body["client_secret"]), hasher, NOW) is not None
+    status, shown = admin.request("GET", f"{BASE}/{body['client_id']}")
+    assert status == 200
+    assert "client_secret" not in shown
+    assert shown == {k: v for k, v in body.items() if k != "client_secret"}
+
+
+def test_defaults_are_a_year_every_route_no_scope_remind(admin: AdminHarness) -> None:
+    body = create(admin)
+    assert body["duration"] == "8760h"
+    assert body["routes"] == ["*"]
+    assert body["scopes"] == []
+    assert body["rotation"]["mode"] == "remind"
+
+
+def test_list_pages_and_filters_by_name_and_status(admin: AdminHarness) -> None:
+    made = [create(admin, name=f"bot-{i % 2}")["client_id"] for i in range(5)]
+    admin.request("POST", f"{BASE}/{made[0]}/revoke")
+    seen, next_token = [], None
+    while True:
+        query = {"limit": "2", **({"next_token": next_token} if next_token else {})}
+        status, page = admin.request("GET", BASE, query=query)
+        assert status == 200
+        seen += [t["client_id"] for t in page["items"]]
+        next_token = page["next_token"]
+        if next_token is None:
+            break
+    assert sorted(seen) == sorted(made)
+    _, named = admin.request("GET", BASE, query={"name": "bot-1"})
+    assert {t["client_id"] for t in named["items"]} == set(made[1::2])
+    _, revoked = admin.request("GET", BASE, query={"status": "revoked"})
+    assert [t["client_id"] for t in revoked["items"]] == [made[0]]
+
+
+def test_patch_changes_only_what_is_given(admin: AdminHarness) -> None:
+    token = create(admin, owner="a@example.com", scopes=["read"])
+    status, body = admin.request(
+        "PATCH", f"{BASE}/{token['client_id']}", {"name": "renamed", "routes": ["POST /orders"]}
+    )
+    assert status == 200
+    assert (body["name"], body["routes"], body["scopes"], body["owner"]) == (
+        "renamed",
+        ["POST /orders"],
+        ["read"],
+        "a@example.com",
+    )
+    assert body["version"] == 2
+    _, cleared = admin.request("PATCH", f"{BASE}/{token['client_id']}", {"owner": None})
+    assert cleared["owner"] is None
+
+
+def test_disable_and_enable_are_audited_as_such(admin: AdminHarness) -> None:
+    client_id = create(admin)["client_id"]
+    _, disabled = admin.request("PATCH", f"{BASE}/{client_id}", {"enabled": False})
+    assert disabled["enabled"] is False
+    _, enabled = admin.request("PATCH", f"{BASE}/{client_id}", {"enabled": True})
+    assert enabled["enabled"] is True
+    _, events = admin.request("GET", f"{BASE}/{client_id}/events")
+    assert [e["action"] for e in events["items"]] == ["enabled", "disabled", "created"]
+
+
+def test_rotate_without_grace_stops_the_old_secret_at_once(
+    admin: AdminHarness, store: DynamoDBTokenStore, hasher: Hasher
+) -> None:
+    token = create(admin)
+    status, rotated = admin.request("POST", f"{BASE}/{token['client_id']}/rotate", {})
+    assert status == 200
+    assert rotated["client_secret"] != token["client_secret"]
+    assert rotated["client_secret_version"] == 2
+    assert rotated["previous_client_secret_expires_at"] is None
+    stored = store.get(token["client_id"])
+    with pytest.raises(Exception, match="does not match"):
+        stored.authenticate(ClientSecret.parse(token["client_secret"]), hasher, NOW)
+
+
+def test_rotate_with_a_grace_or_an_end_time(admin: AdminHarness) -> None:
+    client_id = create(admin)["client_id"]
+    _, graced = admin.request("POST", f"{BASE}/{client_id}/rotate", {"grace": "24h"})
+    assert graced["previous_client_secret_expires_at"] == "2027-01-16T08:00:00Z"
+    _, dated = admin.request(
+        "POST",
+        f"{BASE}/{client_id}/rotate",
+        {"previous_client_secret_expires_at": "2027-01-20T08:00:00Z"},
+    )
+    assert dated["previous_client_secret_expires_at"] == "2027-01-20T08:00:00Z"
+    assert dated["client_secret_version"] == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"grace": "721h"}, "grace"),
+        ({"grace": "forever"}, "grace"),
+        ({"grace": "-1h"}, "grace"),
+        ({"previous_client_secret_expires_at": "2027-03-01T00:00:00Z"}, "previous_client_secret"),
+        ({"previous_client_secret_expires_at": "2026-01-01T00:00:00Z"}, "previous_client_secret"),
+        ({"grace": "1h", "previous_client_secret_expires_at": "2027-01-16T00:00:00Z"}, "grace"),
+    ],
+)
+def test_bad_rotation_windows_are_400_naming_the_field_and_change_nothing(
+    admin: AdminHarness, body: dict[str, Any], field: str
+) -> None:
+    client_id = create(admin)["client_id"]
+    status, error = admin.request("POST", f"{BASE}/{client_id}/rotate", body)
+    assert status == 400
+    assert field in error["message"]
+    assert admin.request("GET", f"{BASE}/{client_id}")[1]["client_secret_version"] == 1
+
+
+def test_refresh_extends_by_the_tokens_duration_or_a_given_one(admin: AdminHarness) -> None:
+    client_id = create(admin, duration="24h")["client_id"]
+    admin.clock[0] = NOW + 3600
+    _, same = admin.request("POST", f"{BASE}/{client_id}/refresh", {})
+    assert same["expires_at"] == "2027-01-16T09:00:00Z"
+    _, longer = admin.request("POST", f"{BASE}/{client_id}/refresh", {"duration": "48h"})
+    assert longer["expires_at"] == "2027-01-17T09:00:00Z"
+    assert longer["duration"] == "48h"
+    _, forever = admin.request("POST", f"{BASE}/{client_id}/refresh", {"duration": "forever"})
+    assert forever["expires_at"] is None
+
+
+def test_revocation_is_final(admin: AdminHarness) -> None:
+    client_id = create(admin)["client_id"]
+    status, revoked = admin.request("POST", f"{BASE}/{client_id}/revoke")
+    assert (status, revoked["status"]) == (200, "revoked")
+    for method, path, body in [
+        ("PATCH", f"{BASE}/{client_id}", {"enabled": True}),
+        ("POST", f"{BASE}/{client_id}/rotate", {}),
+        ("POST", f"{BASE}/{client_id}/refresh", {}),
+        ("POST", f"{BASE}/{client_id}/revoke", None),
+    ]:
+        status, error = admin.request(method, path, body)
+        assert status == 409, (method, path)
+        assert error["code"] == "invalid_transition"
+        assert "revoked" in error["message"]
+
+
+def test_delete_then_404_and_the_audit_trail_remains(admin: AdminHarness) -> None:
+    client_id = create(admin)["client_id"]
+    status, _ = admin.request("DELETE", f"{BASE}/{client_id}")
+    assert status == 204
+    status, error = admin.request("GET", f"{BASE}/{client_id}")
+    assert (status, error["code"]) == (404, "not_found")
+    _, events = admin.request("GET", f"{BASE}/{client_id}/events")
+    assert [e["action"] for e in events["items"]] == ["deleted", "created"]
+
+
+def test_events_name_the_actor_and_source_and_page(admin: AdminHarness) -> None:
+    client_id = create(admin)["client_id"]
+    for i in range(4):
+        admin.clock[0] = NOW + i + 1
+        admin.request("PATCH", f"{BASE}/{client_id}", {"name": f"n{i}"})
+    status, first = admin.request("GET", f"{BASE}/{client_id}/events", query={"limit": "3"})
+    assert status == 200
+    assert [e["action"] for e in first["items"]] == ["updated"] * 3
+    assert first["items"][0]["actor"] == ADMIN_ARN
+    assert first["items"][0]["source_ip"] == "198.51.100.7"
+    assert first["items"][0]["details"] == {"name": "n3"}
+    _, rest = admin.request(
+        "GET", f"{BASE}/{client_id}/events", query={"limit": "3", "next_token": first["next_token"]}
+    )
+    assert [e["action"] for e in rest["items"]] == ["updated", "created"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({}, 422, "name"),
+        ({"name": ""}, 422, "name"),
+        ({"name": "x" * 129}, 422, "name"),
+        ({"name": "ok", "duration": "1y"}, 400, "duration"),
+        ({"name": "ok", "duration": "-5h"}, 400, "duration"),
+        ({"name": "ok", "duration": "999999h"}, 400, "duration"),
+        ({"name": "ok", "routes": ["items"]}, 400, "routes"),
+        ({"name": "ok", "scopes": ["has space"]}, 400, "scopes"),
+        ({"name": "ok", "rotation": {"mode": "auto"}}, 400, "rotation.delivery_secret_arn"),
+        ({"name": "ok", "rotation": {"mode": "sometimes"}}, 422, "rotation"),
+        ({"name": "ok", "client_secret": "gks_mine"}, 422, "client_secret"),
+        ({"name": "tab\there"}, 400, "name"),
+        ({"name": 42}, 422, "name"),
+    ],
+)
+def test_bad_create_bodies_name_the_field_and_write_nothing(
+    admin: AdminHarness, dynamodb: Any, body: dict[str, Any], status: int, field: str
+) -> None:
+    got, error = admin.request("POST", BASE, body)
+    assert got == status
+    assert error["code"]
+    assert field in error["message"]
+    assert scan(dynamodb) == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "status"),
+    [
+        ("GET", f"{BASE}/gk_not-an-id", None, 400),
+        ("GET", BASE, {"limit": "0"}, 422),
+        ("GET", BASE, {"limit": "many"}, 422),
+        ("GET", BASE, {"status": "paused"}, 422),
+        ("GET", BASE, {"next_token": "garbage!"}, 400),
+        ("GET", "/admin/nothing-here", None, 404),
+    ],
+)
+def test_bad_paths_and_queries(
+    admin: AdminHarness, method: str, path: str, query: dict[str, str] | None, status: int
+) -> None:
+    got, _ = admin.request(method, path, query=query)
+    assert got == status
+
+
+def test_unknown_token_is_404_for_every_operation(admin: AdminHarness, hasher: Hasher) -> None:
+    from gatekey.credentials import generate_client_id
+
+    ghost = generate_client_id()
+    for method, suffix, body in [
+        ("GET", "", None),
+        ("PATCH", "", {"name": "x"}),
+        ("DELETE", "", None),
+        ("POST", "/rotate", {}),
+        ("POST", "/refresh", {}),
+        ("POST", "/revoke", None),
+    ]:
+        status, error = admin.request(method, f"{BASE}/{ghost}{suffix}", body)
+        assert (status, error["code"]) == (404, "not_found"), (method, suffix)
+
+
+def test_non_json_body_is_422(admin: AdminHarness, dynamodb: Any) -> None:
+    status, error = admin.request("POST", BASE, raw_body="{not json")
+    assert status == 422
+    assert error["code"] == "invalid_request"
+    assert scan(dynamodb) == []
+
+
+def test_openapi_document_lists_every_operation(admin: AdminHarness) -> None:
+    status, document = admin.request("GET", "/admin/openapi.json")
+    assert status == 200
+    operations = {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method in {"get", "post", "patch", "delete"}
+    }
+    assert operations >= {
+        ("POST", BASE),
+        ("GET", BASE),
+        ("GET", f"{BASE}/{{client_id}}"),
+        ("PATCH", f"{BASE}/{{client_id}}"),
+        ("DELETE", f"{BASE}/{{client_id}}"),
+        ("POST", f"{BASE}/{{client_id}}/rotate"),
+        ("POST", f"{BASE}/{{client_id}}/refresh"),
+        ("POST", f"{BASE}/{{client_id}}/revoke"),
+        ("GET", f"{BASE}/{{client_id}}/events"),
+    }
+
+
+def test_no_secret_in_logs_audit_items_or_error_bodies(
+    capsys: pytest.CaptureFixture[str],
+    captured_logs: pytest.LogCaptureFixture,
+    admin: AdminHarness,
+    dynamodb: Any,
+) -> None:
+    token = create(admin)
+    _, rotated = admin.request("POST", f"{BASE}/{token['client_id']}/rotate", {"grace": "1h"})
+    errors = [
+        admin.request("POST", BASE, {"name": "x", "owner": token["client_secret"] + "\n"})[1],
+        admin.request("POST", BASE, {"name": token["client_secret"], "duration": "bad"})[1],
+        admin.request(
+            "PATCH", f"{BASE}/{token['client_id']}", {"scopes": [rotated["client_secret"] + " x"]}
+        )[1],
+    ]
+    output = capsys.readouterr()
+    records = [{k: str(v) for k, v in r.__dict__.items()} for r in captured_logs.records]
+    haystack = json.dumps(
+        [output.out, output.err, captured_logs.text, records, scan(dynamodb), errors]
+    )
+    for secret in (token["client_secret"], rotated["client_secret"]):
+        assert secret not in haystack
+        assert secret[4:-6] not in haystack
