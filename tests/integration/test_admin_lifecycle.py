@@ -1,0 +1,190 @@
+"""The admin API under concurrency, with the authorizer, and against its own OpenAPI document."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from conftest import NOW, AdminHarness, AuthorizerHarness
+from gatekey.authorizer import policy_allows
+from gatekey.credentials import ClientSecret
+
+BASE = "/admin/service-tokens"
+ARN = "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/v1/GET/items/42"
+
+
+@pytest.fixture
+def atomic_dynamodb_requests(aws: None) -> Iterator[None]:
+    """DynamoDB executes each request atomically; moto, called from several threads, does not.
+    One lock around each request (not around a read-modify-write sequence) restores what
+    DynamoDB promises and nothing more. (After `aws`: starting moto replaces the default
+    session, and the hooks must be on the one the handlers' clients come from.)"""
+    lock = threading.Lock()
+    session = boto3._get_default_session()
+
+    def acquire(**_: Any) -> None:
+        lock.acquire()
+
+    def release(**_: Any) -> None:
+        lock.release()
+
+    session.events.register("before-call.dynamodb.*", acquire)
+    session.events.register("after-call.dynamodb.*", release)
+    yield
+    session.events.unregister("before-call.dynamodb.*", acquire)
+    session.events.unregister("after-call.dynamodb.*", release)
+
+
+def test_concurrent_rotate_refresh_enable_and_revoke_lose_nothing_and_revocation_holds(
+    atomic_dynamodb_requests: None,
+    make_admin: Callable[..., AdminHarness],
+    make_authorizer: Callable[..., AuthorizerHarness],
+) -> None:
+    # GIVEN four admin function containers (each its own cold start) and one token
+    containers = [make_admin() for _ in range(4)]
+    admin = containers[0]
+    status, token = admin.request("POST", BASE, {"name": "contended"})
+    assert status == 201
+    client_id = token["client_id"]
+    operations: list[tuple[str, str, Any]] = [
+        ("POST", f"{BASE}/{client_id}/rotate", {"grace": "1h"}),
+        ("POST", f"{BASE}/{client_id}/refresh", {}),
+        ("PATCH", f"{BASE}/{client_id}", {"enabled": True}),
+        ("POST", f"{BASE}/{client_id}/revoke", None),
+    ]
+    results: list[tuple[str, int, Any]] = []
+    barrier = threading.Barrier(len(containers))
+
+    def run(container: AdminHarness, operation: tuple[str, str, Any]) -> None:
+        method, path, body = operation
+        barrier.wait(timeout=10)
+        for _ in range(5):  # each container repeats its operation, racing the others
+            status, answer = container.request(method, path, body)
+            results.append((path.rsplit("/", 1)[-1], status, answer))
+
+    # WHEN they all change the token at once
+    threads = [
+        threading.Thread(target=run, args=(c, op))
+        for c, op in zip(containers, operations, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    # THEN every answer is a success or a conflict, never an error
+    assert {status for _, status, _ in results} <= {200, 409}
+    successes = [r for r in results if r[1] == 200]
+    # AND no update was lost: each success is one version step and one audit item
+    _, final = admin.request("GET", f"{BASE}/{client_id}")
+    assert final["version"] == 1 + len(successes)
+    _, events = admin.request("GET", f"{BASE}/{client_id}/events", query={"limit": "100"})
+    assert len(events["items"]) == 1 + len(successes)
+    # AND the revocation went through once and is final
+    assert sum(1 for op, status, _ in results if op == "revoke" and status == 200) == 1
+    assert final["status"] == "revoked"
+    assert all(
+        answer["code"] == "concurrent_modification" or answer["code"] == "invalid_transition"
+        for _, status, answer in results
+        if status == 409
+    )
+    # AND no secret ever handed out authenticates any more
+    authorizer = make_authorizer()
+    authorizer.clock[0] = NOW
+    secrets = [token["client_secret"]] + [
+        a["client_secret"] for op, s, a in successes if op == "rotate"
+    ]
+    for secret in secrets:
+        response = authorizer.call(
+            "rest_request", {"Gatekey-Client-Id": client_id, "Gatekey-Client-Secret": secret}
+        )
+        assert not policy_allows(response["policyDocument"], ARN)
+
+
+def test_a_grace_window_keeps_both_secrets_working_until_it_ends(
+    make_authorizer: Callable[..., AuthorizerHarness],
+    make_admin: Callable[..., AdminHarness],
+) -> None:
+    authorizer = make_authorizer()
+    admin = make_admin()
+
+    def at(seconds: int) -> None:
+        authorizer.clock[0] = admin.clock[0] = NOW + seconds
+
+    def allowed(client_id: str, secret: str) -> bool:
+        headers = {"Gatekey-Client-Id": client_id, "Gatekey-Client-Secret": secret}
+        return policy_allows(authorizer.call("rest_request", headers)["policyDocument"], ARN)
+
+    at(0)
+    _, token = admin.request("POST", BASE, {"name": "rotating-bot"})
+    client_id, old = token["client_id"], token["client_secret"]
+    assert allowed(client_id, old)
+    _, rotated = admin.request("POST", f"{BASE}/{client_id}/rotate", {"grace": "1h"})
+    new = rotated["client_secret"]
+    at(31)  # past the status cache: the authorizer reads the rotated token
+    assert allowed(client_id, old)
+    assert allowed(client_id, new)
+    at(3599)
+    assert allowed(client_id, old)
+    at(3600)
+    assert not allowed(client_id, old)
+    assert allowed(client_id, new)
+    assert not allowed(client_id, ClientSecret.generate().reveal())
+
+
+def _invalid_bodies(schema: dict[str, Any]) -> list[Any]:
+    properties = schema.get("properties", {})
+    wrong = {
+        name: ({"nested": [1]} if prop.get("type") == "string" else "x" * 5000)
+        for name, prop in properties.items()
+    }
+    return [
+        [],
+        "a string",
+        42,
+        None,
+        {"unexpected": True},
+        wrong,
+        {name: None for name in properties},
+        {name: "\udcff" for name in properties},
+        {name: "x" * 100_000 for name in properties},
+        {name: -1 for name in properties},
+    ]
+
+
+def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        schema = document["components"]["schemas"][name]
+    return schema
+
+
+def test_every_operation_with_invalid_input_answers_without_a_5xx(admin: AdminHarness) -> None:
+    _, token = admin.request("POST", BASE, {"name": "target"})
+    status, document = admin.request("GET", "/admin/openapi.json")
+    assert status == 200
+    calls = 0
+    for template, item in document["paths"].items():
+        for method, operation in item.items():
+            if method not in {"get", "post", "patch", "delete"}:
+                continue
+            for client_id in (token["client_id"], "gk_bad", "../../etc", "%00"):
+                path = template.replace("{client_id}", client_id)
+                content = operation.get("requestBody", {}).get("content", {})
+                schema = content.get("application/json", {}).get("schema")
+                bodies = _invalid_bodies(_resolve(document, schema)) if schema else [None]
+                for body in bodies:
+                    status, answer = admin.request(method.upper(), path, body)
+                    calls += 1
+                    assert status < 500, (method, path, body, answer)
+                for raw in ("{", "[1,", "\x00", '{"name": "a"' * 100):
+                    status, _ = admin.request(method.upper(), path, raw_body=raw)
+                    assert status < 500, (method, path, raw)
+                query = {"limit": "-1", "next_token": "%%%", "status": "x", "name": "y" * 500}
+                status, _ = admin.request(method.upper(), path, query=query)
+                assert status < 500, (method, path, query)
+    assert calls > 100
