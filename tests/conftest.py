@@ -7,12 +7,16 @@ import copy
 import importlib.util
 import json
 import logging
+import os
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import boto3
 import pytest
@@ -25,6 +29,7 @@ from gatekey.model import AuditAction, AuditEvent, ServiceToken, new_service_tok
 from gatekey.signing import KmsSigner
 from gatekey.store import DynamoDBTokenStore
 from gatekey_local.provision import generated_pepper, load_template, table_definition
+from gatekey_local.sigv4 import verify_sigv4
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = ROOT / "template.yaml"
@@ -381,3 +386,69 @@ def make_admin(
 @pytest.fixture
 def admin(make_admin: Callable[..., AdminHarness]) -> AdminHarness:
     return make_admin()
+
+
+class AdminGateway:
+    """The admin API over real HTTP on 127.0.0.1, with AWS_IAM's SigV4 check in front, for
+    tests of the CLI. (The local stack, `make run`, serves every route of the template.)"""
+
+    def __init__(self, admin: AdminHarness, credentials: dict[str, str]) -> None:
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                url = f"http://{self.headers['Host']}{self.path}"
+                key = verify_sigv4(
+                    method=self.command,
+                    url=url,
+                    headers=dict(self.headers.items()),
+                    body=body,
+                    credentials=credentials,
+                )
+                if key is None:
+                    self._answer(403, {"message": "The request signature does not match"})
+                    return
+                split = urlsplit(self.path)
+                query = dict(parse_qsl(split.query)) or None
+                status, answer = gateway.admin.request(
+                    self.command,
+                    split.path,
+                    query=query,
+                    raw_body=body.decode() if body else None,
+                    actor=f"arn:aws:iam::123456789012:user/{key}",
+                )
+                self._answer(status, answer)
+
+            def _answer(self, status: int, answer: Any) -> None:
+                data = b"" if answer is None else json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _serve
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.admin = admin
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def admin_gateway(admin: AdminHarness) -> Iterator[AdminGateway]:
+    # The credentials of the environment (moto replaces them with its own while it runs), as
+    # the local stack accepts those of the environment it was started in.
+    environ = os.environ
+    gateway = AdminGateway(admin, {environ["AWS_ACCESS_KEY_ID"]: environ["AWS_SECRET_ACCESS_KEY"]})
+    yield gateway
+    gateway.close()

@@ -1,0 +1,173 @@
+"""`gatekey`: manage service tokens from the command line.
+
+    gatekey create ci-bot --route 'GET /items/*' --scope read
+    gatekey list
+    gatekey rotate gk_... --grace 24h
+
+Every call is SigV4-signed with the usual AWS credential chain. The endpoint is --endpoint,
+else $GATEKEY_ENDPOINT, else the AdminApiUrl output of the deployed stack (--stack,
+$GATEKEY_STACK, default "gatekey"). Tables for people, --json for scripts; any error is one
+line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+import boto3
+from botocore.exceptions import BotoCoreError
+
+from gatekey_cli.api import AdminClient, CliError, resolve_endpoint
+
+BASE = "/admin/service-tokens"
+SECRET_WARNING = "Store the Client Secret now: it is shown this once and cannot be retrieved again."
+TABLE_COLUMNS = ("client_id", "name", "status", "enabled", "expires_at", "last_seen_at")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gatekey", description=__doc__.split("\n")[0])
+    parser.add_argument("--endpoint", help="admin API base URL (default: $GATEKEY_ENDPOINT)")
+    parser.add_argument("--stack", help="stack whose AdminApiUrl output to use")
+    parser.add_argument("--region", help="AWS region to sign for")
+    parser.add_argument("--profile", help="AWS profile")
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    create = commands.add_parser("create", help="create a service token (prints its secret once)")
+    create.add_argument("name")
+    create.add_argument("--duration", default="8760h", help="'<hours>h' or 'forever'")
+    create.add_argument("--route", action="append", dest="routes", metavar="'METHOD /path'")
+    create.add_argument("--scope", action="append", dest="scopes", metavar="SCOPE")
+    create.add_argument("--owner", help="contact for expiry reminders")
+    create.add_argument("--rotation", choices=["remind", "auto"], default="remind")
+    create.add_argument("--delivery-secret-arn", help="with --rotation auto")
+
+    listing = commands.add_parser("list", help="list service tokens")
+    listing.add_argument("--name")
+    listing.add_argument("--status", choices=["active", "revoked"])
+    listing.add_argument("--limit", type=int, default=50)
+
+    for name, text in (
+        ("show", "show one token"),
+        ("enable", "enable a token"),
+        ("disable", "disable a token"),
+        ("revoke", "revoke a token (final)"),
+        ("delete", "delete a token (its audit trail stays)"),
+    ):
+        commands.add_parser(name, help=text).add_argument("client_id")
+
+    rotate = commands.add_parser("rotate", help="new secret (prints it once)")
+    rotate.add_argument("client_id")
+    window = rotate.add_mutually_exclusive_group()
+    window.add_argument("--grace", help="keep the old secret valid this long, e.g. 24h")
+    window.add_argument("--previous-expires-at", help="or until this RFC 3339 time")
+
+    refresh = commands.add_parser("refresh", help="extend the expiry")
+    refresh.add_argument("client_id")
+    refresh.add_argument("--duration", help="default: the token's own duration")
+
+    events = commands.add_parser("events", help="the token's audit trail, newest first")
+    events.add_argument("client_id")
+    events.add_argument("--limit", type=int, default=50)
+    return parser
+
+
+def _run(args: argparse.Namespace, client: AdminClient) -> tuple[Any, bool]:
+    """Call the API for one command; (result, whether it carries a secret)."""
+    token = f"{BASE}/{getattr(args, 'client_id', '')}"
+    if args.command == "create":
+        body: dict[str, Any] = {"name": args.name, "duration": args.duration}
+        body |= {"routes": args.routes} if args.routes else {}
+        body |= {"scopes": args.scopes} if args.scopes else {}
+        body |= {"owner": args.owner} if args.owner else {}
+        rotation: dict[str, Any] = {"mode": args.rotation}
+        if args.delivery_secret_arn:
+            rotation["delivery_secret_arn"] = args.delivery_secret_arn
+        body["rotation"] = rotation
+        return client.call("POST", BASE, body), True
+    if args.command == "list":
+        query = {"limit": str(args.limit)}
+        query |= {"name": args.name} if args.name else {}
+        query |= {"status": args.status} if args.status else {}
+        return client.call("GET", BASE, query=query), False
+    if args.command == "show":
+        return client.call("GET", token), False
+    if args.command in ("enable", "disable"):
+        return client.call("PATCH", token, {"enabled": args.command == "enable"}), False
+    if args.command == "rotate":
+        window = {"grace": args.grace} if args.grace else {}
+        if args.previous_expires_at:
+            window = {"previous_client_secret_expires_at": args.previous_expires_at}
+        return client.call("POST", f"{token}/rotate", window), True
+    if args.command == "refresh":
+        duration = {"duration": args.duration} if args.duration else {}
+        return client.call("POST", f"{token}/refresh", duration), False
+    if args.command == "revoke":
+        return client.call("POST", f"{token}/revoke"), False
+    if args.command == "delete":
+        client.call("DELETE", token)
+        return {"client_id": args.client_id, "deleted": True}, False
+    return client.call("GET", f"{token}/events", query={"limit": str(args.limit)}), False
+
+
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: TextIO) -> None:
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    for line in [list(columns), *cells]:
+        out.write("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() + "\n")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def _print(args: argparse.Namespace, result: Any, out: TextIO) -> None:
+    if args.json:
+        out.write(json.dumps(result, indent=2) + "\n")
+    elif isinstance(result, dict) and "items" in result:
+        columns = ("at", "action", "actor", "source_ip", "details")
+        _table(result["items"], columns if args.command == "events" else TABLE_COLUMNS, out)
+        if result.get("next_token"):
+            out.write("(more: use the API's next_token, or a smaller filter)\n")
+    else:
+        width = max(len(k) for k in result)
+        for key, value in result.items():
+            out.write(f"{key.ljust(width)}  {_cell(value)}\n")
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdout: TextIO = sys.stdout,
+    stderr: TextIO = sys.stderr,
+    session_factory: Callable[..., boto3.Session] = boto3.Session,
+) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        session = session_factory(profile_name=args.profile, region_name=args.region)
+        endpoint = resolve_endpoint(session, args.endpoint, args.stack)
+        result, has_secret = _run(args, AdminClient(endpoint, session, args.region))
+    except CliError as exc:
+        stderr.write(f"gatekey: error: {exc}\n")
+        return 1
+    except BotoCoreError as exc:
+        stderr.write(f"gatekey: error: AWS: {exc}\n")
+        return 1
+    _print(args, result, stdout)
+    if has_secret:
+        stderr.write(f"gatekey: {SECRET_WARNING}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
