@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 # Reinstalled whenever a requirements file changes.
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv test lint typecheck cfn-lint pytest run lock clean bench
+.PHONY: help venv test lint typecheck cfn-lint pytest run schedule lock clean bench
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,10 +42,12 @@ cfn-lint: $(STAMP) ## cfn-lint on template.yaml
 pytest: $(STAMP) ## pytest with coverage of layers/
 	$(BIN)/pytest --cov --cov-report=term
 
-run: $(STAMP) ## Run Gatekey locally (the local stack is not built yet: see below)
-	@echo "make run: .venv is ready, but Gatekey's local stack (moto + an API Gateway emulator on"
-	@echo "127.0.0.1, issue 6) is not built yet, so nothing was started. Use 'make test' for now."
-	@exit 1
+run: $(STAMP) ## Run Gatekey locally on http://127.0.0.1:$${GATEKEY_PORT:-3000} (moto + a local gateway)
+	PYTHONPATH=layers/gatekey:local exec $(BIN)/python -m gatekey_local
+
+FUNCTION ?= SigningKeysFunction
+schedule: $(STAMP) ## Run a scheduled function now against `make run` (FUNCTION=...)
+	PYTHONPATH=layers/gatekey:local $(BIN)/python -m gatekey_local schedule $(FUNCTION)
 
 lock: ## Re-resolve requirements/dev.txt into requirements/lock.txt in a scratch venv
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv

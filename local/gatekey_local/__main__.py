@@ -1,0 +1,200 @@
+"""`make run`: all of Gatekey on 127.0.0.1, no AWS account and no Docker.
+
+    python -m gatekey_local [--port 3000]          # the stack, in the foreground
+    python -m gatekey_local schedule FUNCTION      # run a scheduled function now
+
+It starts moto's server on a free loopback port, creates in it what template.yaml declares,
+imports each function's handler with the environment the template gives it, and serves every
+API route of the template through the gateway. Ctrl-C or SIGTERM stops all of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType, ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PORT = 3000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if process.poll() is not None:
+                raise RuntimeError("moto's server exited at start")
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("moto's server did not start within 30 s")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def load_function(path: Path, name: str, environment: dict[str, str]) -> ModuleType:
+    """Import a handler as a cold start would, with its own environment variables."""
+    saved = dict(os.environ)
+    os.environ.update(environment)
+    try:
+        spec = importlib.util.spec_from_file_location(f"local_{name}", path / "app.py")
+        if spec is None or spec.loader is None:
+            raise RuntimeError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def start(port: int, overrides: str) -> tuple[Any, dict[str, Any]]:
+    """Provision moto, load the functions, and return the (not yet serving) HTTP server."""
+    import boto3
+
+    from gatekey_local.gateway import Functions, Gateway
+    from gatekey_local.provision import provision
+    from gatekey_local.template import Stack, parameters
+
+    values = parameters(overrides)
+    url = f"http://127.0.0.1:{port}"
+    # The token function names itself the issuer from its request; locally that is this URL.
+    values["Issuer"] = url
+    made = provision(
+        dynamodb=boto3.client("dynamodb"),
+        secretsmanager=boto3.client("secretsmanager"),
+        kms=boto3.client("kms"),
+    )
+    key_id = made.signing_key_arn.rsplit("/", 1)[-1]
+    stack = Stack(
+        parameters=values,
+        physical={
+            "Table": made.table_name,
+            "PepperSecret": made.pepper_secret_arn,
+            "SigningKey": key_id,
+            "GatekeyApi": "gatekeyapi",
+            "AdminApi": "adminapi",
+            "DemoApi": "demoapi",
+            "CoreLayer": "local-core-layer",
+        },
+        attributes={"SigningKey.Arn": made.signing_key_arn, "Table.Arn": "local-table-arn"},
+    )
+    handlers = {}
+    for function in stack.functions():
+        module = load_function(
+            ROOT / stack.code_path(function), function, stack.environment(function)
+        )
+        handlers[function] = module.lambda_handler
+    credentials = {os.environ["AWS_ACCESS_KEY_ID"]: os.environ["AWS_SECRET_ACCESS_KEY"]}
+    gateway = Gateway(
+        routes=stack.routes(),
+        schedules=stack.schedules(),
+        functions=Functions(handlers),
+        credentials=credentials,
+    )
+    info = {"url": url, "routes": [f"{r.method} {r.path}" for r in stack.routes()]}
+    return gateway.serve(port), info
+
+
+def banner(url: str) -> str:
+    return f"""
+Gatekey is running at {url}   (Ctrl-C stops it)
+
+Create a service token (the admin API checks SigV4, as AWS_IAM does):
+  .venv/bin/gatekey --endpoint {url} create demo-bot
+
+Call the protected demo route with the Client ID and Secret it printed:
+  curl -s {url}/demo/whoami \\
+    -H "Gatekey-Client-Id: $CLIENT_ID" -H "Gatekey-Client-Secret: $CLIENT_SECRET"
+
+Exchange them for an access token, and call with it:
+  curl -s -u "$CLIENT_ID:$CLIENT_SECRET" -d grant_type=client_credentials {url}/oauth2/token
+
+Run a scheduled function now:  make schedule FUNCTION=SigningKeysFunction
+"""
+
+
+def run(port: int, overrides: str) -> int:
+    # Every AWS call of this process, the handlers' included, goes to moto.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    os.environ["AWS_REGION"] = os.environ["AWS_DEFAULT_REGION"]
+    with moto_server() as endpoint:
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
+        server, info = start(port, overrides)
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop)
+        print(banner(info["url"]), flush=True)
+        print(json.dumps({"ready": info["url"], "routes": info["routes"]}), flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+    return 0
+
+
+def schedule(function: str, port: int) -> int:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/_local/schedules/{function}", data=b"", method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+            print(response.read().decode())
+    except OSError as exc:
+        print(f"gatekey_local: cannot run {function}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gatekey_local", description=__doc__)
+    default_port = int(os.environ.get("GATEKEY_PORT", DEFAULT_PORT))
+    parser.add_argument("--port", type=int, default=default_port)
+    commands = parser.add_subparsers(dest="command")
+    run_schedule = commands.add_parser("schedule", help="run a scheduled function now")
+    run_schedule.add_argument("function")
+    args = parser.parse_args(argv)
+    if args.command == "schedule":
+        return schedule(args.function, args.port)
+    return run(args.port, os.environ.get("GATEKEY_PARAMETER_OVERRIDES", ""))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

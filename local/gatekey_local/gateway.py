@@ -1,0 +1,287 @@
+"""A small HTTP gateway that serves the template's routes as API Gateway (REST, v1 payloads)
+would: it builds the event, runs the route's authorization (AWS_IAM's SigV4 check, or the
+Lambda authorizer with its identity sources, its result cache and its policy evaluated against
+the method ARN), calls the handler and turns its answer into the HTTP response."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from gatekey.authorizer import policy_allows
+from gatekey_local.sigv4 import verify_sigv4
+from gatekey_local.template import ACCOUNT, REGION, STAGE, Route, Schedule
+
+MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+class LambdaContext:
+    """What a handler reads of its context."""
+
+    def __init__(self, function: str) -> None:
+        self.function_name = function
+        self.memory_limit_in_mb = 512
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function}"
+        self.aws_request_id = str(uuid.uuid4())
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 10_000
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @classmethod
+    def message(cls, status: int, message: str | None) -> Answer:
+        body = json.dumps({"message": message}).encode()
+        return cls(status, {"Content-Type": "application/json"}, body)
+
+
+class Functions:
+    """Loaded handlers, each invoked one request at a time, as a Lambda container is."""
+
+    def __init__(self, handlers: Mapping[str, Handler]) -> None:
+        self._handlers = dict(handlers)
+        self._locks = {name: threading.Lock() for name in handlers}
+
+    def invoke(self, function: str, event: dict[str, Any]) -> Any:
+        with self._locks[function]:
+            return self._handlers[function](event, LambdaContext(function))
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        routes: list[Route],
+        schedules: Mapping[str, Schedule],
+        functions: Functions,
+        credentials: Mapping[str, str],
+    ) -> None:
+        self.routes = routes
+        self.schedules = dict(schedules)
+        self.functions = functions
+        self.credentials = dict(credentials)
+        self._cache: dict[tuple[str, ...], tuple[dict[str, Any], float]] = {}
+        self._cache_lock = threading.Lock()
+
+    # -- one request -----------------------------------------------------------------------
+
+    def handle(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, host: str
+    ) -> Answer:
+        split = urlsplit(target)
+        path = unquote(split.path)
+        if method == "POST" and path.startswith("/_local/schedules/"):
+            return self._run_schedule(path.rsplit("/", 1)[-1])
+        route, parameters = self._match(method, path)
+        if route is None:
+            return Answer.message(404, f"no route {method} {path} in template.yaml")
+        single = {k: v for k, v in headers}
+        query = parse_qsl(split.query, keep_blank_values=True)
+        event = self._event(route, path, parameters, headers, query, body, host)
+        context = event["requestContext"]
+        if route.auth == "AWS_IAM":
+            key = verify_sigv4(
+                method=method,
+                url=f"http://{host}{target}",
+                headers=single,
+                body=body,
+                credentials=self.credentials,
+            )
+            if key is None:
+                return Answer.message(403, "The request signature we calculated does not match")
+            arn = f"arn:aws:iam::{ACCOUNT}:user/{key}"
+            context["identity"] |= {"accessKey": key, "userArn": arn, "caller": key}
+        elif route.auth == "LAMBDA":
+            denial = self._authorize(route, event)
+            if denial is not None:
+                return denial
+        return self._respond(self.functions.invoke(route.function, event))
+
+    def _match(self, method: str, path: str) -> tuple[Route | None, dict[str, str]]:
+        for route in self.routes:
+            found = route.pattern.fullmatch(path)
+            if found and route.method in (method, "ANY"):
+                return route, found.groupdict()
+        return None, {}
+
+    def _event(
+        self,
+        route: Route,
+        path: str,
+        parameters: dict[str, str],
+        headers: list[tuple[str, str]],
+        query: list[tuple[str, str]],
+        body: bytes,
+        host: str,
+    ) -> dict[str, Any]:
+        multi: dict[str, list[str]] = {}
+        for name, value in headers:
+            multi.setdefault(name, []).append(value)
+        multi_query: dict[str, list[str]] = {}
+        for name, value in query:
+            multi_query.setdefault(name, []).append(value)
+        try:
+            text, encoded = body.decode("utf-8"), False
+        except UnicodeDecodeError:
+            text, encoded = base64.b64encode(body).decode(), True
+        return {
+            "resource": route.path,
+            "path": path,
+            "httpMethod": route.method if route.method != "ANY" else "GET",
+            "headers": {k: v[-1] for k, v in multi.items()} or None,
+            "multiValueHeaders": multi or None,
+            "queryStringParameters": {k: v[-1] for k, v in multi_query.items()} or None,
+            "multiValueQueryStringParameters": multi_query or None,
+            "pathParameters": parameters or None,
+            "stageVariables": None,
+            "requestContext": {
+                "accountId": ACCOUNT,
+                "apiId": route.api.lower(),
+                "resourcePath": route.path,
+                "httpMethod": route.method,
+                "path": f"/{STAGE}{path}",
+                "stage": STAGE,
+                "domainName": host,
+                "protocol": "HTTP/1.1",
+                "requestId": str(uuid.uuid4()),
+                "requestTimeEpoch": int(time.time() * 1000),
+                "identity": {
+                    "sourceIp": "127.0.0.1",
+                    "userAgent": multi.get("User-Agent", [""])[0],
+                },
+            },
+            "body": text if body else None,
+            "isBase64Encoded": encoded,
+        }
+
+    def method_arn(self, route: Route, event: dict[str, Any]) -> str:
+        api = f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{route.api.lower()}/{STAGE}"
+        return f"{api}/{event['httpMethod']}{event['path']}"
+
+    def _authorize(self, route: Route, event: dict[str, Any]) -> Answer | None:
+        """Run the route's Lambda authorizer as API Gateway does; None means let it through."""
+        spec = route.authorizer
+        assert spec is not None  # noqa: S101 - LAMBDA routes always have one
+        lowered = {k.lower(): v for k, v in (event["headers"] or {}).items()}
+        identity = tuple(lowered.get(h, "") for h in spec.identity_headers)
+        if spec.identity_headers and not all(identity):
+            return Answer.message(401, "Unauthorized")  # a missing identity source: no call
+        arn = self.method_arn(route, event)
+        key = (spec.name, route.api, *identity)
+        result = self._cached(key) if spec.ttl and spec.identity_headers else None
+        if result is None:
+            request = {"type": spec.payload, "methodArn": arn, **event}
+            if spec.payload == "TOKEN":
+                request = {"type": "TOKEN", "methodArn": arn, "authorizationToken": identity[0]}
+            try:
+                result = self.functions.invoke(spec.function, request)
+            except Exception as exc:  # noqa: BLE001 - API Gateway maps any authorizer error
+                if str(exc) == "Unauthorized":
+                    return Answer.message(401, "Unauthorized")
+                return Answer.message(500, None)
+            if spec.ttl and spec.identity_headers:
+                with self._cache_lock:
+                    self._cache[key] = (result, time.monotonic() + spec.ttl)
+        if not isinstance(result, dict) or not policy_allows(result.get("policyDocument", {}), arn):
+            return Answer.message(403, "User is not authorized to access this resource")
+        event["requestContext"]["authorizer"] = {
+            "principalId": result.get("principalId"),
+            **(result.get("context") or {}),
+        }
+        return None
+
+    def _cached(self, key: tuple[str, ...]) -> dict[str, Any] | None:
+        with self._cache_lock:
+            entry = self._cache.get(key)
+            if entry is None or time.monotonic() >= entry[1]:
+                self._cache.pop(key, None)
+                return None
+            return entry[0]
+
+    def _respond(self, result: Any) -> Answer:
+        if not isinstance(result, dict) or "statusCode" not in result:
+            return Answer.message(502, "Internal server error")
+        headers = {k: str(v) for k, v in (result.get("headers") or {}).items()}
+        for name, values in (result.get("multiValueHeaders") or {}).items():
+            headers[name] = ", ".join(str(v) for v in values)
+        raw = result.get("body") or ""
+        body = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode()
+        return Answer(int(result["statusCode"]), headers, body)
+
+    def _run_schedule(self, function: str) -> Answer:
+        """Run a scheduled function now, with its schedule's input (local only)."""
+        schedule = self.schedules.get(function)
+        if schedule is None:
+            known = ", ".join(sorted(self.schedules)) or "none"
+            return Answer.message(404, f"no schedule for {function!r} (scheduled: {known})")
+        result = self.functions.invoke(function, json.loads(schedule.input))
+        return Answer(200, {"Content-Type": "application/json"}, json.dumps(result).encode())
+
+    # -- HTTP ------------------------------------------------------------------------------------
+
+    def serve(self, port: int) -> ThreadingHTTPServer:
+        gateway = self
+
+        class RequestHandler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # A malformed request line still gets a status line (not an HTTP/0.9 answer).
+            default_request_version = "HTTP/1.1"
+
+            def send_error(
+                self, code: int, message: str | None = None, explain: str | None = None
+            ) -> None:
+                # http.server's own refusals (bad request line, URI too long, ...) as JSON 4xx.
+                code = 400 if code == 505 else code
+                self.close_connection = True
+                self._write(Answer.message(code, message or "Bad request"))
+
+            def _serve(self) -> None:
+                length = self.headers.get("Content-Length") or "0"
+                if not length.isdigit():
+                    self._write(Answer.message(400, "Content-Length is not a number"))
+                    return
+                if int(length) > MAX_BODY:
+                    self._write(Answer.message(413, "Request body is over 10 MiB"))
+                    self.close_connection = True
+                    return
+                body = self.rfile.read(int(length))
+                host = self.headers.get("Host") or f"127.0.0.1:{port}"
+                try:
+                    answer = gateway.handle(
+                        self.command, self.path, list(self.headers.items()), body, host
+                    )
+                except Exception:  # noqa: BLE001 - a handler crash is API Gateway's 502
+                    answer = Answer.message(502, "Internal server error")
+                self._write(answer)
+
+            def _write(self, answer: Answer) -> None:
+                self.send_response(answer.status)
+                for name, value in answer.headers.items():
+                    if name.lower() not in {"content-length", "connection", "transfer-encoding"}:
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer.body)))
+                self.end_headers()
+                self.wfile.write(answer.body)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", port), RequestHandler)
+        server.daemon_threads = True
+        return server

@@ -1,0 +1,184 @@
+"""What the local stack reads from template.yaml: parameters, functions with their resolved
+environment, API routes with their authorization, and schedules. Nothing is repeated by hand:
+a route added to the template is served locally, a test checks it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gatekey_local.provision import load_template
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+STAGE = "v1"
+
+
+@dataclass(frozen=True)
+class Authorizer:
+    name: str
+    function: str  # logical id of the authorizer function
+    payload: str  # REQUEST or TOKEN
+    identity_headers: tuple[str, ...]
+    ttl: int
+
+
+@dataclass(frozen=True)
+class Route:
+    api: str  # logical id of the API
+    method: str
+    path: str  # the template's path, with {params}
+    function: str
+    auth: str  # "NONE", "AWS_IAM" or "LAMBDA"
+    authorizer: Authorizer | None = None
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        parts = re.split(r"(\{[^}]+\})", self.path)
+        regex = "".join(
+            f"(?P<{p[1:-1].rstrip('+')}>[^/]+)" if p.startswith("{") else re.escape(p)
+            for p in parts
+        )
+        return re.compile(regex)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    function: str
+    input: str
+
+
+@dataclass
+class Stack:
+    """template.yaml resolved for one local run."""
+
+    parameters: dict[str, str]
+    physical: dict[str, str]  # logical id -> Ref value
+    attributes: dict[str, str] = field(default_factory=dict)  # "Logical.Attr" -> value
+    template: dict[str, Any] = field(default_factory=load_template)
+
+    @property
+    def conditions(self) -> dict[str, bool]:
+        return {
+            name: bool(self.resolve(expression))
+            for name, expression in self.template.get("Conditions", {}).items()
+        }
+
+    def resolve(self, value: Any) -> Any:
+        """Resolve the intrinsic functions Gatekey's template uses."""
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) != 1:
+            return {k: self.resolve(v) for k, v in value.items()}
+        ((key, argument),) = value.items()
+        if key == "Ref":
+            return self._ref(argument)
+        if key == "Fn::GetAtt":
+            logical, attribute = argument if isinstance(argument, list) else argument.split(".", 1)
+            return self.attributes[f"{logical}.{attribute}"]
+        if key == "Fn::Sub":
+            text = argument if isinstance(argument, str) else argument[0]
+            return re.sub(r"\$\{([^}]+)\}", lambda m: self._sub(m.group(1)), text)
+        if key == "Fn::If":
+            name, when_true, when_false = argument
+            return self.resolve(when_true if self.conditions[name] else when_false)
+        if key == "Fn::Equals":
+            left, right = (self.resolve(a) for a in argument)
+            return str(left) == str(right)
+        if key == "Fn::Not":
+            return not self.resolve(argument[0])
+        if key == "Condition":
+            return self.conditions[argument]
+        return {k: self.resolve(v) for k, v in value.items()}
+
+    def _ref(self, name: str) -> Any:
+        pseudo = {
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Partition": "aws",
+            "AWS::StackName": "gatekey",
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::NoValue": None,
+        }
+        if name in pseudo:
+            return pseudo[name]
+        if name in self.parameters:
+            return self.parameters[name]
+        return self.physical[name]
+
+    def _sub(self, name: str) -> str:
+        if "." in name:
+            return str(self.attributes[name])
+        return str(self._ref(name))
+
+    # -- what the template declares ----------------------------------------------------------
+
+    def functions(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: resource
+            for name, resource in self.template["Resources"].items()
+            if resource["Type"] == "AWS::Serverless::Function"
+            and (resource.get("Condition") is None or self.conditions[resource["Condition"]])
+        }
+
+    def environment(self, function: str) -> dict[str, str]:
+        """The function's variables, Globals merged under its own, resolved."""
+        merged = dict(self.template["Globals"]["Function"]["Environment"]["Variables"])
+        own = self.functions()[function]["Properties"].get("Environment", {})
+        merged |= own.get("Variables", {})
+        return {k: str(self.resolve(v)) for k, v in merged.items()}
+
+    def code_path(self, function: str) -> str:
+        return str(self.functions()[function]["Properties"]["CodeUri"]).rstrip("/")
+
+    def routes(self) -> list[Route]:
+        found = []
+        for function, resource in self.functions().items():
+            for event in resource["Properties"].get("Events", {}).values():
+                if event["Type"] != "Api":
+                    continue
+                props = event["Properties"]
+                api = props["RestApiId"]["Ref"]
+                found.append(self._route(api, props, function))
+        return found
+
+    def _route(self, api: str, props: Mapping[str, Any], function: str) -> Route:
+        auth = self.template["Resources"][api]["Properties"].get("Auth", {})
+        chosen = props.get("Auth", {}).get("Authorizer", auth.get("DefaultAuthorizer", "NONE"))
+        method, path = str(props["Method"]).upper(), str(props["Path"])
+        if chosen in ("NONE", "AWS_IAM"):
+            return Route(api, method, path, function, chosen)
+        spec = auth["Authorizers"][chosen]
+        identity = spec.get("Identity", {})
+        authorizer = Authorizer(
+            name=chosen,
+            function=spec["FunctionArn"]["Fn::GetAtt"][0],
+            payload=spec.get("FunctionPayloadType", "TOKEN"),
+            identity_headers=tuple(h.lower() for h in identity.get("Headers", [])),
+            ttl=int(self.resolve(identity.get("ReauthorizeEvery", 300))),
+        )
+        return Route(api, method, path, function, "LAMBDA", authorizer)
+
+    def schedules(self) -> dict[str, Schedule]:
+        found = {}
+        for function, resource in self.functions().items():
+            for event in resource["Properties"].get("Events", {}).values():
+                if event["Type"] == "ScheduleV2":
+                    found[function] = Schedule(function, event["Properties"].get("Input", "{}"))
+        return found
+
+
+def parameters(overrides: str = "") -> dict[str, str]:
+    """Template defaults, then `Key=Value Key2=Value2` overrides (as `sam deploy` takes them)."""
+    template = load_template()
+    values = {k: str(p.get("Default", "")) for k, p in template["Parameters"].items()}
+    for pair in overrides.split():
+        key, separator, value = pair.partition("=")
+        if not separator or key not in values:
+            raise ValueError(f"parameter override {pair!r}: expected Name=Value with a known Name")
+        values[key] = value
+    return values

@@ -1,0 +1,266 @@
+"""End to end over real HTTP: the local stack, driven by the CLI, requests, httpx and the
+bots' client library, as a newcomer would after `make run`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal as signals
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import requests
+
+from conftest import E2E_AUTHORIZER_TTL as AUTHORIZER_TTL
+from conftest import E2E_STATUS_TTL as STATUS_TTL
+from conftest import LocalStack, free_port
+from gatekey_client.httpx_auth import GatekeyHttpxAuth
+from gatekey_client.requests_auth import GatekeyRequestsAuth
+from gatekey_local.template import Stack, parameters
+
+GATEKEY = str(Path(sys.executable).with_name("gatekey"))
+
+
+@pytest.fixture(autouse=True)
+def _aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The CLI signs with the credentials the stack accepts (those it was started with).
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+
+
+def cli(stack: LocalStack, *args: str) -> Any:
+    result = subprocess.run(  # noqa: S603 - the CLI installed into .venv
+        [GATEKEY, "--endpoint", stack.url, "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def bot(stack: LocalStack) -> dict[str, Any]:
+    return dict(cli(stack, "create", "e2e-bot", "--scope", "read", "--scope", "write"))
+
+
+def whoami(stack: LocalStack, headers: dict[str, str], route: str = "/demo/whoami") -> Any:
+    return requests.get(stack.url + route, headers=headers, timeout=10)
+
+
+def forms(bot: dict[str, Any]) -> dict[str, dict[str, str]]:
+    client_id, secret = bot["client_id"], bot["client_secret"]
+    pair = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    document = json.dumps({"cf-access-client-id": client_id, "cf-access-client-secret": secret})
+    return {
+        "gatekey_headers": {"Gatekey-Client-Id": client_id, "Gatekey-Client-Secret": secret},
+        "access_headers": {"CF-Access-Client-Id": client_id, "CF-Access-Client-Secret": secret},
+        "access_json": {"Authorization": document},
+        "basic": {"Authorization": f"Basic {pair}"},
+    }
+
+
+def test_every_route_of_the_template_is_served(stack: LocalStack) -> None:
+    declared = {
+        f"{r.method} {r.path}" for r in Stack(parameters=parameters(), physical={}).routes()
+    }
+    assert declared
+    assert set(stack.routes) == declared
+
+
+def test_startup_to_first_answer(stack: LocalStack) -> None:
+    # Reported, not asserted against a clock: the figure goes to the docs.
+    print(f"\nlocal stack: start-up to first answered request {stack.startup_seconds:.2f} s")
+    assert stack.startup_seconds > 0
+
+
+@pytest.mark.parametrize("form", ["gatekey_headers", "access_headers", "access_json", "basic"])
+def test_whoami_with_each_credential_form(
+    stack: LocalStack, bot: dict[str, Any], form: str
+) -> None:
+    answer = whoami(stack, forms(bot)[form])
+    assert answer.status_code == 200, answer.text
+    assert answer.json() | {"expires_at": None} == {
+        "client_id": bot["client_id"],
+        "name": "e2e-bot",
+        "scopes": "read write",
+        "auth_method": form,
+        "expires_at": None,
+        "principal_id": bot["client_id"],
+    }
+
+
+def test_a_jwt_from_the_token_endpoint_and_the_client_library(
+    stack: LocalStack, bot: dict[str, Any]
+) -> None:
+    token_url = f"{stack.url}/oauth2/token"
+    session = requests.Session()
+    session.auth = GatekeyRequestsAuth(
+        bot["client_id"], bot["client_secret"], token_url=token_url, scopes=["read"]
+    )
+    for route in ("/demo/whoami", "/demo/cached/whoami"):
+        answer = session.get(stack.url + route, timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["auth_method"] == "bearer"
+        assert answer.json()["scopes"] == "read"
+    auth = GatekeyHttpxAuth(bot["client_id"], bot["client_secret"])  # headers mode
+    with httpx.Client(auth=auth, timeout=10) as client:
+        assert client.get(f"{stack.url}/demo/whoami").json()["auth_method"] == "gatekey_headers"
+
+
+def test_missing_or_wrong_credentials(stack: LocalStack, bot: dict[str, Any]) -> None:
+    assert whoami(stack, {}).status_code == 401
+    assert whoami(stack, {}, "/demo/cached/whoami").status_code == 401  # no identity source
+    wrong = {"Gatekey-Client-Id": bot["client_id"], "Gatekey-Client-Secret": "gks_wrong"}
+    assert whoami(stack, wrong).status_code == 403
+    bad = requests.post(
+        f"{stack.url}/oauth2/token",
+        data={"grant_type": "client_credentials"},
+        auth=(bot["client_id"], bot["client_secret"][:-1] + "x"),
+        timeout=10,
+    )
+    assert bad.status_code == 401
+    assert bad.json()["error"] == "invalid_client"
+
+
+def test_rotation_with_a_grace_window(stack: LocalStack, bot: dict[str, Any]) -> None:
+    ends = (datetime.now(UTC) + timedelta(seconds=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rotated = cli(stack, "rotate", bot["client_id"], "--previous-expires-at", ends)
+    old = forms(bot)["gatekey_headers"]
+    new = forms(rotated | {"client_id": bot["client_id"]})["gatekey_headers"]
+    time.sleep(STATUS_TTL)  # the authorizer's status cache picks up the rotation
+    assert whoami(stack, new).status_code == 200
+    assert whoami(stack, old).status_code == 200
+    deadline = datetime.strptime(ends, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    time.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()) + STATUS_TTL)
+    assert whoami(stack, old).status_code == 403
+    assert whoami(stack, new).status_code == 200
+
+
+def test_revocation_arrives_within_the_configured_bound(
+    stack: LocalStack, bot: dict[str, Any]
+) -> None:
+    # GIVEN an allow in both caches (the authorizer's status cache, API Gateway's result cache)
+    headers = forms(bot)["basic"]
+    assert whoami(stack, headers, "/demo/cached/whoami").status_code == 200
+    bound = STATUS_TTL + AUTHORIZER_TTL
+    # WHEN the token is revoked
+    cli(stack, "revoke", bot["client_id"])
+    revoked_at = time.monotonic()
+    # THEN every request started after the bound is refused; the first refusal is reported
+    first_refusal = None
+    while time.monotonic() - revoked_at < bound + 1:
+        started = time.monotonic() - revoked_at
+        status = whoami(stack, headers, "/demo/cached/whoami").status_code
+        if status == 403 and first_refusal is None:
+            first_refusal = started
+        if started > bound:
+            assert status == 403, f"still allowed {started:.2f} s after revocation"
+        time.sleep(0.1)
+    assert first_refusal is not None
+    print(f"\nrevocation: first refusal {first_refusal:.2f} s after revoke (bound {bound} s)")
+
+
+def test_unsigned_or_wrongly_signed_admin_calls_are_403(stack: LocalStack) -> None:
+    assert requests.get(f"{stack.url}/admin/service-tokens", timeout=10).status_code == 403
+    result = subprocess.run(  # noqa: S603
+        [GATEKEY, "--endpoint", stack.url, "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"AWS_ACCESS_KEY_ID": "intruder", "AWS_SECRET_ACCESS_KEY": "x", "PATH": "/usr/bin"},
+    )
+    assert result.returncode == 1
+    assert "HTTP 403" in result.stderr
+
+
+def test_scheduled_function_runs_on_demand(stack: LocalStack) -> None:
+    answer = requests.post(f"{stack.url}/_local/schedules/SigningKeysFunction", timeout=60)
+    assert answer.status_code == 200
+    assert answer.json()["lost_race"] is False
+    assert requests.post(f"{stack.url}/_local/schedules/Nope", timeout=10).status_code == 404
+
+
+def _raw(stack: LocalStack, payload: bytes) -> bytes:
+    host, port = stack.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    ("payload", "status"),
+    [
+        (b"NONSENSE\r\n\r\n", b"400"),
+        (b"GET /demo/whoami HTTP/9.9\r\n\r\n", b"400"),
+        (b"GET " + b"/a" * 40_000 + b" HTTP/1.1\r\n\r\n", b"414"),
+        (b"POST /oauth2/token HTTP/1.1\r\nHost: x\r\nContent-Length: 20000000\r\n\r\n", b"413"),
+        (b"POST /oauth2/token HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", b"400"),
+        (b"GET /demo/whoami HTTP/1.1\r\nHost: x\r\nGatekey-Client-Id: \xff\xfe\r\n\r\n", b"40"),
+        (b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", b"404"),
+    ],
+)
+def test_hostile_requests_get_a_clear_4xx_and_the_gateway_keeps_serving(
+    stack: LocalStack, payload: bytes, status: bytes
+) -> None:
+    answer = _raw(stack, payload)
+    assert answer.split(b" ", 2)[1].startswith(status), answer[:200]
+    assert requests.get(f"{stack.url}/.well-known/jwks.json", timeout=10).status_code == 200
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text()
+        found |= {int(child) for child in text.split()}
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_stops_everything_it_started(signal_name: str) -> None:
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": f"{root / 'layers/gatekey'}:{root / 'local'}",
+        "GATEKEY_PORT": str(free_port()),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gatekey_local"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith('{"ready"'):
+            break
+    children = _children(process.pid)
+    assert children, "moto's server runs as a child"
+    process.send_signal(getattr(signals, signal_name))
+    assert process.wait(timeout=30) == 0
+    process.stdout.close()
+    assert not any(_alive(child) for child in children)
