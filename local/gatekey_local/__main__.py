@@ -127,12 +127,12 @@ def start(port: int, overrides: str) -> tuple[Any, dict[str, Any]]:
     return gateway.serve(port), info
 
 
-def banner(url: str) -> str:
+def banner(url: str, signer: tuple[str, str]) -> str:
     return f"""
 Gatekey is running at {url}   (Ctrl-C stops it)
 
-Create a service token (the admin API checks SigV4, as AWS_IAM does):
-  .venv/bin/gatekey --endpoint {url} create demo-bot
+Create a service token (the admin API checks SigV4 as AWS_IAM does, {signer[0]}):
+  {signer[1]}.venv/bin/gatekey --endpoint {url} create demo-bot
 
 Call the protected demo route with the Client ID and Secret it printed:
   curl -s {url}/demo/whoami \\
@@ -143,6 +143,16 @@ Exchange them for an access token, and call with it:
 
 Run a scheduled function now:  make schedule FUNCTION=SigningKeysFunction
 """
+
+
+def _signer() -> tuple[str, str]:
+    """Which credentials the CLI must sign with; the defaults are printed, real ones never."""
+    if os.environ.get("AWS_ACCESS_KEY_ID") == "testing":
+        return (
+            "with the local credentials",
+            "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing ",
+        )
+    return "with the AWS credentials of this shell", ""
 
 
 def run(port: int, overrides: str) -> int:
@@ -159,7 +169,7 @@ def run(port: int, overrides: str) -> int:
             raise KeyboardInterrupt
 
         signal.signal(signal.SIGTERM, stop)
-        print(banner(info["url"]), flush=True)
+        print(banner(info["url"], _signer()), flush=True)
         print(json.dumps({"ready": info["url"], "routes": info["routes"]}), flush=True)
         try:
             server.serve_forever()
