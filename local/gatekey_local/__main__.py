@@ -95,6 +95,7 @@ def start(port: int, overrides: str) -> tuple[Any, dict[str, Any]]:
         dynamodb=boto3.client("dynamodb"),
         secretsmanager=boto3.client("secretsmanager"),
         kms=boto3.client("kms"),
+        sns=boto3.client("sns"),
     )
     key_id = made.signing_key_arn.rsplit("/", 1)[-1]
     stack = Stack(
@@ -107,6 +108,7 @@ def start(port: int, overrides: str) -> tuple[Any, dict[str, Any]]:
             "AdminApi": "adminapi",
             "DemoApi": "demoapi",
             "CoreLayer": "local-core-layer",
+            "ReminderTopic": made.reminder_topic_arn or "",
         },
         attributes={"SigningKey.Arn": made.signing_key_arn, "Table.Arn": "local-table-arn"},
     )

@@ -48,12 +48,20 @@ class Provisioned:
     table_name: str
     pepper_secret_arn: str
     signing_key_arn: str
+    reminder_topic_arn: str | None = None
 
 
 def provision(
-    *, dynamodb: Any, secretsmanager: Any, kms: Any, prefix: str = "gatekey", stack: str = "gatekey"
+    *,
+    dynamodb: Any,
+    secretsmanager: Any,
+    kms: Any,
+    sns: Any = None,
+    prefix: str = "gatekey",
+    stack: str = "gatekey",
 ) -> Provisioned:
-    """Create the table (with TTL), the pepper secret and the signing key."""
+    """Create the table (with TTL), the pepper secret, the signing key and, given an SNS
+    client, the reminder topic."""
     template = load_template()
     table = f"{prefix}-table"
     dynamodb.create_table(TableName=table, **table_definition(template))
@@ -71,4 +79,7 @@ def provision(
         KeyUsage="SIGN_VERIFY",
         Tags=[{"TagKey": SIGNING_KEY_TAG, "TagValue": stack}],
     )
-    return Provisioned(table, pepper["ARN"], key["KeyMetadata"]["Arn"])
+    topic = None
+    if sns is not None:
+        topic = sns.create_topic(Name=f"{prefix}-reminders")["TopicArn"]
+    return Provisioned(table, pepper["ARN"], key["KeyMetadata"]["Arn"], topic)

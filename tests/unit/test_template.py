@@ -28,7 +28,7 @@ def test_table_indexes_are_the_ones_the_store_queries(template: dict[str, Any]) 
         i["IndexName"]: i
         for i in resource(template, "Table")["Properties"]["GlobalSecondaryIndexes"]
     }
-    assert set(indexes) == {items.BY_NAME_INDEX, items.BY_EXPIRY_INDEX}
+    assert set(indexes) == {items.BY_NAME_INDEX, items.BY_EXPIRY_INDEX, items.BY_GRACE_END_INDEX}
     expiry = indexes[items.BY_EXPIRY_INDEX]
     assert [k["AttributeName"] for k in expiry["KeySchema"]] == ["expiry_pk", "expires_at"]
     assert expiry["Projection"]["ProjectionType"] == "KEYS_ONLY"

@@ -214,7 +214,13 @@ class TokenAdmin:
         token = self._live(client_id, "refreshed")
         duration = duration or token.duration
         now = self._clock()
-        refreshed = token.with_changes(now, expires_at=duration.after(now), duration=duration)
+        refreshed = token.with_changes(
+            now,
+            expires_at=duration.after(now),
+            duration=duration,
+            reminders_sent=(),  # a new expiry earns its reminders again
+            reminders_pending=(),
+        )
         event = self._event(
             token,
             AuditAction.REFRESHED,

@@ -32,6 +32,16 @@ def _one_of(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _days_list(raw: str) -> tuple[int, ...]:
+    parse = _bounded_int(1, 365)
+    days = tuple(
+        sorted({parse(part.strip()) for part in raw.split(",") if part.strip()}, reverse=True)
+    )
+    if not days:
+        raise ValueError("must list at least one number of days, such as 30,7,1")
+    return days
+
+
 def _boolean(raw: str) -> bool:
     if raw.lower() not in {"true", "false"}:
         raise ValueError("must be true or false")
@@ -113,6 +123,11 @@ class Config:
         "LAST_SEEN_INTERVAL_SECONDS", _bounded_int(60, 86_400), default=900
     )
     http_api_simple_responses: bool = _env("HTTP_API_SIMPLE_RESPONSES", _boolean, default=False)
+    # Lifecycle: reminder thresholds (days before expiry), the grace of an automatic rotation,
+    # the SNS topic for people (events for systems go to the default EventBridge bus).
+    reminder_days: tuple[int, ...] = _env("REMINDER_DAYS", _days_list, default=(30, 7, 1))
+    rotation_grace_hours: int = _env("ROTATION_GRACE_HOURS", _bounded_int(1, 720), default=168)
+    notification_topic_arn: str = _env("NOTIFICATION_TOPIC_ARN", str, default="")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:

@@ -120,6 +120,24 @@ def validate_scopes(value: object) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingNotice:
+    """A reminder being sent: claimed at `claimed_at` (0: released, free to claim), with the
+    channels it has already gone out on, so a retry completes it without repeating any."""
+
+    days: int
+    claimed_at: int
+    done: tuple[str, ...] = ()
+
+    def encode(self) -> str:
+        return f"{self.days}@{self.claimed_at}@{','.join(self.done)}"
+
+    @classmethod
+    def decode(cls, text: str) -> PendingNotice:
+        days, claimed_at, done = text.split("@", 2)
+        return cls(int(days), int(claimed_at), tuple(c for c in done.split(",") if c))
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceToken:
     client_id: str
     name: str
@@ -138,6 +156,11 @@ class ServiceToken:
     previous_client_secret_expires_at: int | None = None
     last_seen_at: int | None = None
     rotation: RotationPolicy = field(default_factory=RotationPolicy)
+    # Lifecycle bookkeeping for the current expires_at (reset when it moves): the reminder
+    # thresholds, in days before expiry (0: the expiry notice), already sent, and those a run
+    # has claimed and is sending.
+    reminders_sent: tuple[int, ...] = ()
+    reminders_pending: tuple[PendingNotice, ...] = ()
     # Optimistic lock: the version this copy was read at. The store writes version + 1.
     version: int = 1
 
@@ -217,6 +240,10 @@ class AuditAction(StrEnum):
     REVOKED = "revoked"
     DELETED = "deleted"
     EXPIRED = "expired"
+    REMINDER_CLAIMED = "reminder_claimed"
+    REMINDER_RELEASED = "reminder_released"
+    REMINDED = "reminded"
+    GRACE_ENDED = "grace_ended"
 
 
 AuditValue = str | int | bool | None | list[str]

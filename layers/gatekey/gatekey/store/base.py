@@ -72,5 +72,11 @@ class TokenStore(ABC):
         """Client IDs of active tokens expiring at or before `before`, soonest first."""
 
     @abstractmethod
+    def grace_ended(
+        self, before: int, *, limit: int = 100, next_token: str | None = None
+    ) -> Page[str]:
+        """Client IDs of tokens whose previous secret's grace ended at or before `before`."""
+
+    @abstractmethod
     def record_last_seen(self, client_id: str, now: int, min_interval: int) -> bool:
         """Set `last_seen_at` unless written within `min_interval` seconds; True if written."""

@@ -38,6 +38,7 @@ _BOTO_CONFIG: Final = BotoConfig(retries={"mode": "standard", "max_attempts": 3}
 _NAME_INDEX_KEYS: Final = frozenset({"pk", "sk", "entity", "name"})
 _EXPIRY_INDEX_KEYS: Final = frozenset({"pk", "sk", "expiry_pk", "expires_at"})
 _EVENT_KEYS: Final = frozenset({"pk", "sk"})
+_GRACE_INDEX_KEYS: Final = frozenset({"pk", "sk", "grace_pk", "previous_client_secret_expires_at"})
 
 
 class DynamoDBTokenStore(TokenStore):
@@ -136,6 +137,25 @@ class DynamoDBTokenStore(TokenStore):
         }
         return self._query(
             request, next_token, _EXPIRY_INDEX_KEYS, lambda item: item["pk"]["S"][len("TOKEN#") :]
+        )
+
+    def grace_ended(
+        self, before: int, *, limit: int = 100, next_token: str | None = None
+    ) -> Page[str]:
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": items.BY_GRACE_END_INDEX,
+            "Limit": validate_limit(limit),
+            "KeyConditionExpression": (
+                "grace_pk = :entity AND previous_client_secret_expires_at <= :before"
+            ),
+            "ExpressionAttributeValues": {
+                ":entity": {"S": items.TOKEN_ENTITY},
+                ":before": {"N": str(before)},
+            },
+        }
+        return self._query(
+            request, next_token, _GRACE_INDEX_KEYS, lambda item: item["pk"]["S"][len("TOKEN#") :]
         )
 
     def _query(

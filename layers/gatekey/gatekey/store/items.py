@@ -11,6 +11,8 @@ audit      ``TOKEN#<client_id>``    ``EVENT#<at>#<random>``     ``ttl`` (DynamoD
 =========  =======================  ==========================  ==================================
 
 ``by-name`` (partition ``entity``, sort ``name``) lists tokens without reading audit items.
+``by-grace-end`` (partition ``grace_pk``, sort ``previous_client_secret_expires_at``, keys only)
+holds only tokens that keep a previous secret's hash, for its removal after the grace.
 ``by-expiry`` (partition ``expiry_pk``, sort ``expires_at``, keys only) holds only tokens that can
 still expire (active, finite expiry), so lifecycle work queries what is due instead of scanning;
 keys-only projection keeps `last_seen_at` writes from touching the index.
@@ -38,6 +40,7 @@ from gatekey.model import (
     AuditAction,
     AuditEvent,
     AuditValue,
+    PendingNotice,
     RotationMode,
     RotationPolicy,
     ServiceToken,
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
 
 BY_NAME_INDEX: Final = "by-name"
 BY_EXPIRY_INDEX: Final = "by-expiry"
+BY_GRACE_END_INDEX: Final = "by-grace-end"
 TOKEN_ENTITY: Final = "token"
 TOKEN_SK: Final = "TOKEN"
 EVENT_SK_PREFIX: Final = "EVENT#"
@@ -79,7 +83,10 @@ _UPDATABLE: Final = (
     "updated_at",
     "expires_at",
     "expiry_pk",
+    "grace_pk",
     "rotation",
+    "reminders_sent",
+    "reminders_pending",
     "version",
 )
 
@@ -98,7 +105,12 @@ def _hash_to_plain(value: SecretHash | None) -> dict[str, str] | None:
 
 def token_to_plain(token: ServiceToken) -> dict[str, Any]:
     """The token as plain attribute values; absent optionals are None (removed on write)."""
-    in_expiry_index = token.status is TokenStatus.ACTIVE and token.expires_at is not None
+    # In the expiry index until its expiry notice is sent: then lifecycle work is done with it.
+    in_expiry_index = (
+        token.status is TokenStatus.ACTIVE
+        and token.expires_at is not None
+        and 0 not in token.reminders_sent
+    )
     return {
         "pk": token_pk(token.client_id),
         "sk": TOKEN_SK,
@@ -119,11 +131,15 @@ def token_to_plain(token: ServiceToken) -> dict[str, Any]:
         "updated_at": token.updated_at,
         "expires_at": token.expires_at,
         "expiry_pk": TOKEN_ENTITY if in_expiry_index else None,
+        # In the grace index while a previous secret's hash is kept.
+        "grace_pk": TOKEN_ENTITY if token.previous_secret_hash is not None else None,
         "last_seen_at": token.last_seen_at,
         "rotation": {
             "mode": token.rotation.mode.value,
             "delivery_secret_arn": token.rotation.delivery_secret_arn,
         },
+        "reminders_sent": list(token.reminders_sent),
+        "reminders_pending": [pending.encode() for pending in token.reminders_pending],
         "version": token.version,
     }
 
@@ -182,6 +198,10 @@ def token_from_item(item: Mapping[str, Any]) -> ServiceToken:
         last_seen_at=plain.get("last_seen_at"),
         rotation=RotationPolicy(
             RotationMode(rotation["mode"]), rotation.get("delivery_secret_arn")
+        ),
+        reminders_sent=tuple(plain.get("reminders_sent", [])),
+        reminders_pending=tuple(
+            PendingNotice.decode(text) for text in plain.get("reminders_pending", [])
         ),
         version=plain["version"],
     )

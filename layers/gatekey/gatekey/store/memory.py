@@ -102,6 +102,18 @@ class InMemoryTokenStore(TokenStore):
         )
         return _page([client_id for _, client_id in due], limit, next_token, lambda _: True)
 
+    def grace_ended(
+        self, before: int, *, limit: int = 100, next_token: str | None = None
+    ) -> Page[str]:
+        ended = sorted(
+            (t.previous_client_secret_expires_at, t.client_id)
+            for t in self._tokens.values()
+            if t.previous_secret_hash is not None
+            and t.previous_client_secret_expires_at is not None
+            and t.previous_client_secret_expires_at <= before
+        )
+        return _page([client_id for _, client_id in ended], limit, next_token, lambda _: True)
+
     def record_last_seen(self, client_id: str, now: int, min_interval: int) -> bool:
         parse_client_id(client_id)
         with self._lock:

@@ -1,0 +1,59 @@
+"""Daily lifecycle run (EventBridge Scheduler): one pass of gatekey.lifecycle.
+
+A run that leaves work undone (a notification or a delivery failed) counts it and then fails,
+so the scheduler retries it and, past its retries, sends it to the dead-letter queue; claims
+make a retried run send nothing twice."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from gatekey.config import Config
+from gatekey.errors import DependencyError
+from gatekey.hashing import load_hasher
+from gatekey.lifecycle import AwsNotifier, Lifecycle, SecretsManagerDelivery
+from gatekey.store import DynamoDBTokenStore
+
+logger = Logger()
+metrics = Metrics()
+config = Config.from_env()
+secrets = boto3.client("secretsmanager")
+lifecycle = Lifecycle(
+    store=DynamoDBTokenStore.from_config(config),
+    hasher=load_hasher(config.pepper_secret_arn, secrets),
+    notifier=AwsNotifier(
+        sns=boto3.client("sns"),
+        events=boto3.client("events"),
+        topic_arn=config.notification_topic_arn,
+    ),
+    delivery=SecretsManagerDelivery(secrets),
+    reminder_days=config.reminder_days,
+    grace_seconds=config.rotation_grace_hours * 3600,
+    clock=lambda: int(time.time()),
+)
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    report = lifecycle.run()
+    counts = {
+        "RemindersSent": len(report.reminded),
+        "ExpiryNoticesSent": len(report.expired),
+        "TokensRotated": len(report.rotated),
+        "GracesEnded": len(report.cleaned),
+        "LifecycleFailures": len(report.failed),
+    }
+    for name, value in counts.items():
+        metrics.add_metric(name, MetricUnit.Count, value)
+    summary = dict(vars(report))
+    logger.info("lifecycle run", extra=counts)
+    if report.failed:
+        raise DependencyError(f"lifecycle run left work undone: {report.failed[:10]}")
+    return summary

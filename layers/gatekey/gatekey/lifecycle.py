@@ -1,0 +1,367 @@
+"""Lifecycle work, run daily by functions/lifecycle: reminders before expiry, rotation of
+`auto` tokens, the expiry notice, and removal of previous-secret hashes past their grace.
+
+Work is found through the sparse indexes (tokens due for expiry work, tokens with a previous
+secret), never by scanning, so a run reads on the order of the tokens that are due.
+
+Exactly once: a reminder is claimed with a conditional write before it is sent (a second run,
+overlapping or retried, finds the claim and sends nothing), confirmed after the send, and
+released if the send fails (the next run sends it). A claim left by a run that was killed
+between its send and its confirmation is sent again after `claim_timeout`: the one case where
+a reminder can repeat, chosen over a reminder that is never sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from gatekey.aws import error_code
+from gatekey.credentials import ClientSecret
+from gatekey.errors import ConcurrentModification, DependencyError, InvalidTransition, NotFound
+from gatekey.hashing import Hasher
+from gatekey.model import (
+    AuditAction,
+    AuditEvent,
+    PendingNotice,
+    RotationMode,
+    ServiceToken,
+    TokenStatus,
+)
+from gatekey.store import Page, TokenStore
+
+if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
+logger = logging.getLogger(__name__)
+DAY: Final = 86_400
+ACTOR: Final = "gatekey:lifecycle"
+EXPIRED: Final = 0  # the "threshold" of the expiry notice
+
+
+def rfc3339(epoch: int | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A lifecycle event for people (SNS) and systems (EventBridge). Never a secret."""
+
+    detail_type: str
+    client_id: str
+    name: str
+    owner: str | None
+    expires_at: int | None
+    days_left: int | None = None
+    # Stable for one notice of one token's expiry, so a consumer can drop a repeat.
+    notice_id: str = ""
+
+    def detail(self) -> dict[str, Any]:
+        return {
+            "notice_id": self.notice_id,
+            "client_id": self.client_id,
+            "name": self.name,
+            "owner": self.owner,
+            "expires_at": rfc3339(self.expires_at),
+            "days_left": self.days_left,
+        }
+
+
+class Notifier(Protocol):
+    @property
+    def channels(self) -> tuple[str, ...]: ...
+
+    def send(self, notice: Notice, channel: str) -> None:
+        """Deliver on one channel or raise DependencyError."""
+
+
+class SecretDelivery(Protocol):
+    def stage(self, secret_arn: str, client_id: str, secret: ClientSecret) -> str:
+        """Write the secret as a new AWSPENDING version; return its version id."""
+
+    def promote(self, secret_arn: str, version_id: str) -> None:
+        """Make that version AWSCURRENT, the one the consumer reads."""
+
+
+@dataclass
+class RunReport:
+    reminded: list[str] = field(default_factory=list)  # "client_id:days"
+    expired: list[str] = field(default_factory=list)
+    rotated: list[str] = field(default_factory=list)
+    cleaned: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # "client_id: reason"
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        *,
+        store: TokenStore,
+        hasher: Hasher,
+        notifier: Notifier,
+        delivery: SecretDelivery,
+        reminder_days: tuple[int, ...] = (30, 7, 1),
+        grace_seconds: int = 7 * DAY,
+        claim_timeout: int = 900,
+        clock: Callable[[], int],
+    ) -> None:
+        self._store = store
+        self._hasher = hasher
+        self._notifier = notifier
+        self._delivery = delivery
+        self.reminder_days = tuple(sorted(set(reminder_days), reverse=True))
+        self.grace_seconds = grace_seconds
+        self.claim_timeout = claim_timeout
+        self._clock = clock
+
+    def run(self) -> RunReport:
+        """One pass over what is due. A failure of one token's work is reported and the run
+        goes on; the next run picks up whatever is left."""
+        report = RunReport()
+        now = self._clock()
+        horizon = now + self.reminder_days[0] * DAY
+        for client_id in _all(partial(self._store.due_for_expiry, horizon)):
+            self._guarded(report, client_id, partial(self._expiry_work, client_id, now, report))
+        for client_id in _all(partial(self._store.grace_ended, now)):
+            self._guarded(report, client_id, partial(self._clean, client_id, now, report))
+        return report
+
+    def _guarded(self, report: RunReport, client_id: str, work: Callable[[], object]) -> None:
+        try:
+            work()
+        except (DependencyError, ConcurrentModification, InvalidTransition, NotFound) as exc:
+            logger.warning(
+                "lifecycle work failed", extra={"client_id": client_id, "reason": exc.reason}
+            )
+            report.failed.append(f"{client_id}: {exc.reason}")
+
+    # -- expiry work ---------------------------------------------------------------------------
+
+    def _expiry_work(self, client_id: str, now: int, report: RunReport) -> None:
+        token = self._store.get(client_id, consistent=True)
+        if token.status is TokenStatus.REVOKED or token.expires_at is None:
+            return
+        if token.rotation.mode is RotationMode.AUTO and now < token.expires_at:
+            self._rotate(token, now, report)
+            return
+        # The most urgent threshold reached (one message a run at most); past expiry, the notice.
+        due = [d for d in reversed(self.reminder_days) if now >= token.expires_at - d * DAY]
+        days = EXPIRED if now >= token.expires_at else (due[0] if due else None)
+        if days is None or days in token.reminders_sent:
+            return
+        self._notify_once(token, days, now)
+        (report.expired if days == EXPIRED else report.reminded).append(f"{client_id}:{days}")
+
+    def _notify_once(self, token: ServiceToken, days: int, now: int) -> ServiceToken:
+        previous = next((p for p in token.reminders_pending if p.days == days), None)
+        claimed = previous is not None and previous.claimed_at > 0
+        if claimed and now - previous.claimed_at < self.claim_timeout:  # type: ignore[union-attr]
+            return token  # another run is sending it right now
+        done = previous.done if previous is not None else ()
+        # 1. claim: a conditional write; a racing run fails here and sends nothing
+        token = self._store.update(
+            token.with_changes(now, reminders_pending=_put(token, PendingNotice(days, now, done))),
+            self._event(token, AuditAction.REMINDER_CLAIMED, days=days),
+        )
+        notice = Notice(
+            "Service Token Expired" if days == EXPIRED else "Service Token Expiring",
+            token.client_id,
+            token.name,
+            token.owner,
+            token.expires_at,
+            None if days == EXPIRED else max(0, (token.expires_at or now) - now) // DAY,
+            f"{token.client_id}:{token.expires_at}:{days}",
+        )
+        # 2. send on each channel not yet done, recording each; a failure releases the claim
+        #    and keeps what was sent, so the next run completes it and repeats nothing
+        for channel in self._notifier.channels:
+            if channel in done:
+                continue
+            try:
+                self._notifier.send(notice, channel)
+            except DependencyError:
+                self._store.update(
+                    token.with_changes(
+                        now, reminders_pending=_put(token, PendingNotice(days, 0, done))
+                    ),
+                    self._event(token, AuditAction.REMINDER_RELEASED, days=days, sent=list(done)),
+                )
+                raise
+            done = (*done, channel)
+            if len(done) < len(self._notifier.channels):
+                token = self._store.update(
+                    token.with_changes(
+                        now, reminders_pending=_put(token, PendingNotice(days, now, done))
+                    ),
+                    self._event(token, AuditAction.REMINDER_CLAIMED, days=days, sent=list(done)),
+                )
+        # 3. confirm
+        action = AuditAction.EXPIRED if days == EXPIRED else AuditAction.REMINDED
+        return self._store.update(
+            token.with_changes(
+                now,
+                reminders_pending=tuple(p for p in token.reminders_pending if p.days != days),
+                reminders_sent=(*token.reminders_sent, days),
+            ),
+            self._event(token, action, days=days),
+        )
+
+    def _rotate(self, token: ServiceToken, now: int, report: RunReport) -> None:
+        """Auto rotation: deliver the new secret, keep the old one for the grace, and move the
+        expiry forward by the token's duration."""
+        secret = ClientSecret.generate()
+        arn = token.rotation.delivery_secret_arn
+        assert arn is not None  # noqa: S101 - RotationPolicy requires it for AUTO
+        expires_at = token.duration.after(token.expires_at or now)
+        rotated = token.with_changes(
+            now,
+            secret_hash=self._hasher.hash(secret),
+            client_secret_version=token.client_secret_version + 1,
+            previous_secret_hash=token.secret_hash,
+            previous_client_secret_expires_at=now + self.grace_seconds,
+            expires_at=expires_at,
+            reminders_sent=(),
+            reminders_pending=(),
+        )
+        # Staged first (nothing reads AWSPENDING), accepted by the token, then made current: the
+        # consumer never reads a secret that does not authenticate, and the old one keeps
+        # working through the grace whatever step fails.
+        version_id = self._delivery.stage(arn, token.client_id, secret)
+        self._store.update(
+            rotated,
+            self._event(
+                token,
+                AuditAction.ROTATED,
+                client_secret_version=rotated.client_secret_version,
+                previous_client_secret_expires_at=rotated.previous_client_secret_expires_at,
+                expires_at=expires_at,
+            ),
+        )
+        self._delivery.promote(arn, version_id)
+        self._notify_all(
+            Notice(
+                "Service Token Rotated",
+                token.client_id,
+                token.name,
+                token.owner,
+                expires_at,
+                notice_id=f"{token.client_id}:rotated:{rotated.client_secret_version}",
+            )
+        )
+        report.rotated.append(token.client_id)
+
+    def _notify_all(self, notice: Notice) -> None:
+        """A change notice (the change is done and audited already): every channel, no claim."""
+        for channel in self._notifier.channels:
+            self._notifier.send(notice, channel)
+
+    def _clean(self, client_id: str, now: int, report: RunReport) -> None:
+        token = self._store.get(client_id, consistent=True)
+        ends = token.previous_client_secret_expires_at
+        if token.previous_secret_hash is None or ends is None or ends > now:
+            return
+        self._store.update(
+            token.with_changes(
+                now, previous_secret_hash=None, previous_client_secret_expires_at=None
+            ),
+            self._event(token, AuditAction.GRACE_ENDED),
+        )
+        report.cleaned.append(client_id)
+
+    def _event(self, token: ServiceToken, action: AuditAction, **details: Any) -> AuditEvent:
+        return AuditEvent(token.client_id, action, ACTOR, self._clock(), None, details)
+
+
+def _put(token: ServiceToken, pending: PendingNotice) -> tuple[PendingNotice, ...]:
+    return (*(p for p in token.reminders_pending if p.days != pending.days), pending)
+
+
+def _all(fetch: Callable[..., Page[str]]) -> Iterator[str]:
+    next_token: str | None = None
+    while True:
+        page = fetch(next_token=next_token)
+        yield from page.items
+        next_token = page.next_token
+        if next_token is None:
+            return
+
+
+# -- AWS adapters ------------------------------------------------------------------------------
+
+
+class AwsNotifier:
+    """SNS for people (e-mail, chat: whatever the owner subscribes) and EventBridge for
+    systems (`source: gatekey`). botocore's standard retries absorb transient failures."""
+
+    def __init__(self, *, sns: Any, events: Any, topic_arn: str, bus: str = "default") -> None:
+        self._sns = sns
+        self._events = events
+        self._topic_arn = topic_arn
+        self._bus = bus
+
+    channels: tuple[str, ...] = ("sns", "events")
+
+    def send(self, notice: Notice, channel: str) -> None:
+        detail = notice.detail()
+        try:
+            if channel == "sns":
+                self._sns.publish(
+                    TopicArn=self._topic_arn,
+                    Subject=f"Gatekey: {notice.detail_type}: {notice.name}"[:100],
+                    Message=json.dumps({"detail-type": notice.detail_type, **detail}),
+                )
+                return
+            answer = self._events.put_events(
+                Entries=[
+                    {
+                        "Source": "gatekey",
+                        "DetailType": notice.detail_type,
+                        "Detail": json.dumps(detail),
+                        "EventBusName": self._bus,
+                    }
+                ]
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise DependencyError(f"{channel} notification failed: {error_code(exc)}") from exc
+        if answer.get("FailedEntryCount"):
+            raise DependencyError("events notification failed: EventBridge refused the event")
+
+
+class SecretsManagerDelivery:
+    """Writes a rotated secret to the consumer's own secret as a new version, then makes it
+    AWSCURRENT (the stage a consumer reads)."""
+
+    def __init__(self, client: SecretsManagerClient) -> None:
+        self._client = client
+
+    def stage(self, secret_arn: str, client_id: str, secret: ClientSecret) -> str:
+        value = json.dumps({"client_id": client_id, "client_secret": secret.reveal()})
+        try:
+            answer = self._client.put_secret_value(
+                SecretId=secret_arn, SecretString=value, VersionStages=["AWSPENDING"]
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise DependencyError(f"cannot deliver the new secret: {error_code(exc)}") from exc
+        return answer["VersionId"]
+
+    def promote(self, secret_arn: str, version_id: str) -> None:
+        try:
+            current = self._client.describe_secret(SecretId=secret_arn)["VersionIdsToStages"]
+            old = next((v for v, stages in current.items() if "AWSCURRENT" in stages), None)
+            arguments: dict[str, Any] = {"MoveToVersionId": version_id}
+            if old is not None:
+                arguments["RemoveFromVersionId"] = old
+            self._client.update_secret_version_stage(
+                SecretId=secret_arn, VersionStage="AWSCURRENT", **arguments
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise DependencyError(f"cannot make the new secret current: {error_code(exc)}") from exc
