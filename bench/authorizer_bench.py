@@ -16,7 +16,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,34 +36,6 @@ TARGETS = {  # name: (numerator, denominator, bound)
     "secret_warm_cache / raw_rs256_verify": ("secret_warm_cache", "raw_rs256_verify", 0.3),
     "cold_start / bare_imports": ("cold_start", "bare_imports", 1.3),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("moto server did not start")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @contextlib.contextmanager
@@ -158,6 +129,8 @@ def main() -> int:
     args = parser.parse_args()
     runs = 200 if args.quick else 2000
     cold_runs = 3 if args.quick else 10
+
+    from gatekey_local.servers import moto_server
 
     with moto_server() as endpoint:
         environment = {

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +34,7 @@ from gatekey.model import AuditAction, AuditEvent, ServiceToken, new_service_tok
 from gatekey.signing import KmsSigner
 from gatekey.store import DynamoDBTokenStore
 from gatekey_local.provision import generated_pepper, load_template, table_definition
+from gatekey_local.servers import free_port
 from gatekey_local.sigv4 import verify_sigv4
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -474,12 +474,6 @@ class LocalStack:
     routes: list[str]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def stack() -> Iterator[LocalStack]:
     port = free_port()
@@ -531,3 +525,25 @@ def stack() -> Iterator[LocalStack]:
     process.wait(timeout=30)
     drain.join(timeout=10)
     process.stdout.close()
+
+
+@pytest.fixture
+def atomic_dynamodb_requests(aws: None) -> Iterator[None]:
+    """DynamoDB executes each request atomically; moto, called from several threads, does not.
+    One lock around each request (not around a read-modify-write sequence) restores what
+    DynamoDB promises and nothing more. (After `aws`: starting moto replaces the default
+    session, and the hooks must be on the one the handlers' clients come from.)"""
+    lock = threading.Lock()
+    session = boto3._get_default_session()
+
+    def acquire(**_: Any) -> None:
+        lock.acquire()
+
+    def release(**_: Any) -> None:
+        lock.release()
+
+    session.events.register("before-call.dynamodb.*", acquire)
+    session.events.register("after-call.dynamodb.*", release)
+    yield
+    session.events.unregister("before-call.dynamodb.*", acquire)
+    session.events.unregister("after-call.dynamodb.*", release)

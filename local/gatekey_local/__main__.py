@@ -11,56 +11,20 @@ API route of the template through the gateway. Ctrl-C or SIGTERM stops all of it
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
+from gatekey_local.servers import moto_server
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PORT = 3000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if process.poll() is not None:
-                raise RuntimeError("moto's server exited at start")
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("moto's server did not start within 30 s")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def load_function(path: Path, name: str, environment: dict[str, str]) -> ModuleType:
@@ -171,9 +135,9 @@ def run(port: int, overrides: str) -> int:
             raise KeyboardInterrupt
 
         signal.signal(signal.SIGTERM, stop)
-        print(banner(info["url"], _signer()), flush=True)
-        print(json.dumps({"ready": info["url"], "routes": info["routes"]}), flush=True)
-        try:
+        try:  # before the ready line: a Ctrl-C from then on is a clean stop
+            print(banner(info["url"], _signer()), flush=True)
+            print(json.dumps({"ready": info["url"], "routes": info["routes"]}), flush=True)
             server.serve_forever()
         except KeyboardInterrupt:
             pass

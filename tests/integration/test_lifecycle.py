@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -108,26 +107,6 @@ def admin(store: DynamoDBTokenStore, hasher: Hasher, clock: Clock) -> TokenAdmin
     return TokenAdmin(store=store, hasher=hasher, clock=clock)
 
 
-@pytest.fixture
-def atomic_requests(aws: None) -> Iterator[None]:
-    """DynamoDB's per-request atomicity, which moto lacks under threads
-    (see test_admin_lifecycle.py)."""
-    lock = threading.Lock()
-    session = boto3._get_default_session()
-
-    def acquire(**_: Any) -> None:
-        lock.acquire()
-
-    def release(**_: Any) -> None:
-        lock.release()
-
-    session.events.register("before-call.dynamodb.*", acquire)
-    session.events.register("after-call.dynamodb.*", release)
-    yield
-    session.events.unregister("before-call.dynamodb.*", acquire)
-    session.events.unregister("after-call.dynamodb.*", release)
-
-
 def create(admin: TokenAdmin, name: str, hours: int | None, **rotation: Any) -> Any:
     policy = RotationPolicy(**rotation) if rotation else RotationPolicy()
     return admin.create(
@@ -142,7 +121,7 @@ def create(admin: TokenAdmin, name: str, hours: int | None, **rotation: Any) -> 
 
 
 def test_a_year_of_daily_runs_overlapping_and_retried_sends_each_threshold_once(
-    atomic_requests: None,
+    atomic_dynamodb_requests: None,
     admin: TokenAdmin,
     make_lifecycle: Any,
     notifier: RecordingNotifier,
