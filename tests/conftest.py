@@ -294,7 +294,11 @@ def credential_headers(form: str, bot: Bot, jwt: str | None = None) -> dict[str,
 
 @pytest.fixture
 def make_authorizer(
-    monkeypatch: pytest.MonkeyPatch, dynamodb: Any, hasher: Hasher, pepper_secret_arn: str
+    monkeypatch: pytest.MonkeyPatch,
+    dynamodb: Any,
+    hasher: Hasher,
+    pepper_secret_arn: str,
+    atomic_dynamodb_requests: None,
 ) -> Callable[..., AuthorizerHarness]:
     """Build the authorizer handler (a cold start) with environment overrides."""
     kms = boto3.client("kms", region_name=REGION)
@@ -536,11 +540,17 @@ def atomic_dynamodb_requests(aws: None) -> Iterator[None]:
     lock = threading.Lock()
     session = boto3._get_default_session()
 
+    held = threading.local()
+
     def acquire(**_: Any) -> None:
         lock.acquire()
+        held.value = True
 
     def release(**_: Any) -> None:
-        lock.release()
+        # A Stubber may answer before `acquire` runs: release only what this thread holds.
+        if getattr(held, "value", False):
+            held.value = False
+            lock.release()
 
     session.events.register("before-call.dynamodb.*", acquire)
     session.events.register("after-call.dynamodb.*", release)
