@@ -10,15 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gatekey.durations import Duration, parse_duration
 from gatekey.errors import Conflict, GatekeyError, NotFound, ValidationError
-from gatekey.model import AuditEvent, RotationMode, RotationPolicy, ServiceToken
+from gatekey.model import AuditEvent, RotationMode, RotationPolicy, ServiceToken, rfc3339
 
 Strict = ConfigDict(extra="forbid")
-
-
-def rfc3339(epoch: int | None) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def epoch(value: datetime) -> int:

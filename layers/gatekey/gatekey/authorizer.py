@@ -25,7 +25,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Final, Generic, TypeVar
 
@@ -37,14 +36,11 @@ from gatekey.errors import (
     InvalidCredentials,
     MissingCredentials,
     NotFound,
-    TokenDisabled,
-    TokenExpired,
-    TokenRevoked,
     ValidationError,
 )
 from gatekey.hashing import Hasher
 from gatekey.keyring import PublicKeyCache
-from gatekey.model import ALL_ROUTES, ServiceToken, TokenStatus
+from gatekey.model import ALL_ROUTES, ServiceToken, rfc3339
 from gatekey.store import TokenStore
 
 logger = logging.getLogger(__name__)
@@ -414,12 +410,7 @@ class Authorizer:
         token, status_until = entry
         if token is None:
             raise NotFound(f"service token {client_id} does not exist")
-        if token.status is TokenStatus.REVOKED:
-            raise TokenRevoked(f"service token {client_id} is revoked")
-        if not token.enabled:
-            raise TokenDisabled(f"service token {client_id} is disabled")
-        if token.is_expired(now):
-            raise TokenExpired(f"service token {client_id} has expired")
+        token.ensure_usable(now)
         if token.expires_at is not None:
             status_until = min(status_until, token.expires_at)
         return token, status_until
@@ -473,11 +464,7 @@ class Authorizer:
     def _context(decision: Decision) -> dict[str, str | int | bool]:
         token = decision.token
         assert token is not None  # noqa: S101 - only allowed decisions have context
-        expires = (
-            "never"
-            if token.expires_at is None
-            else datetime.fromtimestamp(token.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        )
+        expires = rfc3339(token.expires_at) or "never"
         return {
             "client_id": token.client_id,
             "name": token.name,

@@ -17,7 +17,6 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -34,6 +33,7 @@ from gatekey.model import (
     RotationMode,
     ServiceToken,
     TokenStatus,
+    rfc3339,
 )
 from gatekey.store import Page, TokenStore
 
@@ -44,12 +44,6 @@ logger = logging.getLogger(__name__)
 DAY: Final = 86_400
 ACTOR: Final = "gatekey:lifecycle"
 EXPIRED: Final = 0  # the "threshold" of the expiry notice
-
-
-def rfc3339(epoch: int | None) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)

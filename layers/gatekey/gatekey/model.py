@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Final
 
@@ -119,6 +120,13 @@ def validate_scopes(value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(s) for s in scopes))
 
 
+def rfc3339(epoch: int | None) -> str | None:
+    """An epoch second as an RFC 3339 UTC timestamp (None stays None)."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @dataclass(frozen=True, slots=True)
 class PendingNotice:
     """A reminder being sent: claimed at `claimed_at` (0: released, free to claim), with the
@@ -188,13 +196,18 @@ class ServiceToken:
             valid_until = grace_ends if valid_until is None else min(valid_until, grace_ends)
         if not matches:
             raise InvalidCredentials(f"secret does not match service token {self.client_id}")
+        self.ensure_usable(now)
+        return valid_until
+
+    def ensure_usable(self, now: int) -> None:
+        """Raise unless the token is active, enabled and unexpired: what any credential of it,
+        a secret or an access token, needs to be accepted."""
         if self.status is TokenStatus.REVOKED:
             raise TokenRevoked(f"service token {self.client_id} is revoked")
         if not self.enabled:
             raise TokenDisabled(f"service token {self.client_id} is disabled")
         if self.is_expired(now):
             raise TokenExpired(f"service token {self.client_id} has expired")
-        return valid_until
 
     def with_changes(self, now: int, **changes: object) -> ServiceToken:
         """A copy with `changes` applied and `updated_at` moved to `now` (validated again)."""
