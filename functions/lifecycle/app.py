@@ -35,6 +35,7 @@ lifecycle = Lifecycle(
     delivery=SecretsManagerDelivery(secrets),
     reminder_days=config.reminder_days,
     grace_seconds=config.rotation_grace_hours * 3600,
+    idle_days=config.idle_disable_days,
     clock=lambda: int(time.time()),
 )
 
@@ -48,6 +49,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "ExpiryNoticesSent": len(report.expired),
         "TokensRotated": len(report.rotated),
         "GracesEnded": len(report.cleaned),
+        "IdleTokensDisabled": len(report.disabled),
         "LifecycleFailures": len(report.failed),
     }
     for name, value in counts.items():

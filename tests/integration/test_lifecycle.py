@@ -88,7 +88,7 @@ def make_lifecycle(
     secrets: Any,
     clock: Clock,
 ) -> Any:
-    def build() -> Lifecycle:
+    def build(idle_days: int = 0) -> Lifecycle:
         return Lifecycle(
             store=store,
             hasher=hasher,
@@ -96,6 +96,7 @@ def make_lifecycle(
             delivery=SecretsManagerDelivery(secrets),
             reminder_days=(30, 7, 1),
             grace_seconds=2 * DAY,
+            idle_days=idle_days,
             clock=clock,
         )
 
@@ -118,6 +119,26 @@ def create(admin: TokenAdmin, name: str, hours: int | None, **rotation: Any) -> 
         owner=f"{name}@example.com",
         rotation=policy,
     )
+
+
+def delivery_secret(secrets: Any) -> str:
+    return str(
+        secrets.create_secret(
+            Name="bot/gatekey",
+            SecretString="{}",
+            Tags=[{"Key": "gatekey-delivery", "Value": "true"}],
+        )["ARN"]
+    )
+
+
+def create_auto(admin: TokenAdmin, delivery: str) -> Any:
+    return create(admin, "auto-bot", 40 * 24, mode=RotationMode.AUTO, delivery_secret_arn=delivery)
+
+
+def delivered(secrets: Any, arn: str) -> dict[str, str]:
+    """What the consumer reads: the AWSCURRENT version of its delivery secret."""
+    answer = secrets.get_secret_value(SecretId=arn, VersionStage="AWSCURRENT")
+    return dict(json.loads(answer["SecretString"]))
 
 
 def test_a_year_of_daily_runs_overlapping_and_retried_sends_each_threshold_once(
@@ -169,12 +190,8 @@ def test_auto_rotation_lands_in_the_delivery_secret_and_the_old_secret_stops_aft
     secrets: Any,
     clock: Clock,
 ) -> None:
-    delivery = secrets.create_secret(
-        Name="bot/gatekey", SecretString="{}", Tags=[{"Key": "gatekey-delivery", "Value": "true"}]
-    )["ARN"]
-    issued = create(
-        admin, "auto-bot", 40 * 24, mode=RotationMode.AUTO, delivery_secret_arn=delivery
-    )
+    delivery = delivery_secret(secrets)
+    issued = create_auto(admin, delivery)
     reminded = create(admin, "remind-bot", 40 * 24)
     lifecycle = make_lifecycle()
     before = store.get(reminded.token.client_id, consistent=True)
@@ -186,9 +203,7 @@ def test_auto_rotation_lands_in_the_delivery_secret_and_the_old_secret_stops_aft
             rotated_on = day
     # THEN it rotated once, 30 days before expiry, into AWSCURRENT of the delivery secret
     assert rotated_on == 10
-    current = json.loads(
-        secrets.get_secret_value(SecretId=delivery, VersionStage="AWSCURRENT")["SecretString"]
-    )
+    current = delivered(secrets, delivery)
     token = store.get(issued.token.client_id, consistent=True)
     new_secret = ClientSecret.parse(current["client_secret"])
     assert current["client_id"] == token.client_id
@@ -215,6 +230,98 @@ def test_auto_rotation_lands_in_the_delivery_secret_and_the_old_secret_stops_aft
     assert not [
         i for i, _ in notifier.sent if i.startswith(issued.token.client_id) and "rotated" not in i
     ]
+
+
+def test_a_failed_promotion_is_finished_by_the_next_run_without_minting_again(
+    admin: TokenAdmin,
+    make_lifecycle: Any,
+    notifier: RecordingNotifier,
+    store: DynamoDBTokenStore,
+    hasher: Hasher,
+    secrets: Any,
+    clock: Clock,
+) -> None:
+    delivery = delivery_secret(secrets)
+    issued = create(
+        admin, "auto-bot", 40 * 24, mode=RotationMode.AUTO, delivery_secret_arn=delivery
+    )
+    client_id = issued.token.client_id
+    lifecycle = make_lifecycle()
+
+    def unreachable(**_: Any) -> None:
+        raise EndpointConnectionError(endpoint_url="https://secretsmanager.invalid")
+
+    # GIVEN making the new version AWSCURRENT fails, after the token accepted it
+    hook = "before-send.secrets-manager.UpdateSecretVersionStage"
+    secrets.meta.events.register(hook, unreachable)
+    clock.now = NOW + 10 * DAY
+    report = lifecycle.run()
+    assert report.rotated == []
+    assert report.failed == [
+        f"{client_id}: cannot make the new secret current: EndpointConnectionError"
+    ]
+    # THEN the consumer still reads the old secret, which still works, and the expiry stays
+    assert delivered(secrets, delivery) == {}
+    token = store.get(client_id, consistent=True)
+    assert token.authenticate(issued.secret, hasher, clock.now) is not None
+    assert token.expires_at == issued.token.expires_at
+    assert token.delivery_pending is not None
+    # WHEN the next run finds Secrets Manager working again
+    secrets.meta.events.unregister(hook, unreachable)
+    clock.now += DAY
+    assert lifecycle.run().rotated == [client_id]
+    # THEN it made the staged secret current and moved the expiry, minting no other secret
+    current = delivered(secrets, delivery)
+    token = store.get(client_id, consistent=True)
+    assert (
+        token.authenticate(
+            ClientSecret.parse(current["client_secret"]),
+            hasher,
+            clock.now,
+        )
+        is not None
+    )
+    assert (token.client_secret_version, token.delivery_pending) == (2, None)
+    assert token.expires_at == issued.token.expires_at + 40 * DAY
+    assert [c for i, c in notifier.sent if "rotated" in i] == ["sns", "events"]
+    assert lifecycle.run().rotated == []
+
+
+def test_idle_tokens_are_disabled_with_an_event_only_when_switched_on(
+    admin: TokenAdmin,
+    make_lifecycle: Any,
+    notifier: RecordingNotifier,
+    store: DynamoDBTokenStore,
+    clock: Clock,
+) -> None:
+    never_used = create(admin, "never-used", None).token.client_id
+    busy = create(admin, "busy", None).token.client_id
+    paused = create(admin, "paused", None).token.client_id
+    admin.update(ADMIN, paused, enabled=False)
+    store.record_last_seen(busy, NOW + 95 * DAY, min_interval=900)
+    clock.now = NOW + 100 * DAY
+    admin.update(ADMIN, paused, enabled=True)  # re-enabling restarts the idle clock
+    # GIVEN the default, idle tokens are left alone
+    assert make_lifecycle().run().disabled == []
+    # WHEN switched on at 90 days
+    lifecycle = make_lifecycle(idle_days=90)
+    assert lifecycle.run().disabled == [never_used]
+    token = store.get(never_used, consistent=True)
+    assert not token.enabled
+    disabled = store.events(never_used, limit=1).items[0]
+    assert (disabled.action.value, disabled.actor) == ("disabled", "gatekey:lifecycle")
+    assert disabled.details == {"reason": "idle", "idle_days": 100}
+    assert [(i, c) for i, c in notifier.sent if "disabled" in i] == [
+        (f"{never_used}:disabled:{token.version}", "sns"),
+        (f"{never_used}:disabled:{token.version}", "events"),
+    ]
+    # AND the next runs disable each token once, when its own idle clock passes 90 days
+    assert lifecycle.run().disabled == []
+    clock.now = NOW + 186 * DAY
+    assert lifecycle.run().disabled == [busy]
+    clock.now = NOW + 191 * DAY
+    assert lifecycle.run().disabled == [paused]
+    assert len([i for i, c in notifier.sent if "disabled" in i and c == "events"]) == 3
 
 
 def test_a_run_reads_on_the_order_of_the_due_tokens_not_the_table(
@@ -291,6 +398,6 @@ def test_an_aws_failure_is_a_dependency_error(notifier: RecordingNotifier) -> No
         raise EndpointConnectionError(endpoint_url="https://sns.invalid")
 
     sns.meta.events.register("before-send.sns.Publish", unreachable)
-    notice = Notice("Service Token Expiring", "gk_x", "n", None, NOW, 7, "id")
+    notice = Notice("Service Token Expiring", "gk_x", "n", None, NOW, 7, None, "id")
     with pytest.raises(DependencyError, match="sns notification failed"):
         notifier.inner.send(notice, "sns")

@@ -221,6 +221,31 @@ def test_due_for_expiry_returns_only_active_tokens_due_soonest_first(
     assert due == [due_soon.client_id, due_late.client_id]
 
 
+def test_idle_index_holds_usable_tokens_by_last_use_or_creation_oldest_first(
+    any_store: TokenStore, unit_hasher: Hasher
+) -> None:
+    never_seen = create(any_store, unit_hasher)
+    seen_late = create(any_store, unit_hasher)
+    seen_early = create(any_store, unit_hasher)
+    disabled = create(any_store, unit_hasher)
+    any_store.update(
+        disabled.with_changes(NOW, enabled=False), event(disabled, AuditAction.DISABLED)
+    )
+    expired_and_told = create(any_store, unit_hasher)
+    any_store.update(
+        expired_and_told.with_changes(NOW, reminders_sent=(0,)),
+        event(expired_and_told, AuditAction.EXPIRED),
+    )
+    any_store.record_last_seen(seen_late.client_id, NOW + 300, min_interval=60)
+    any_store.record_last_seen(seen_early.client_id, NOW + 100, min_interval=60)
+    pages = all_pages(any_store.idle_since_before, before=NOW + 200, limit=1)
+    assert [client_id for page in pages for client_id in page] == [
+        never_seen.client_id,
+        seen_early.client_id,
+    ]
+    assert any_store.get(seen_late.client_id, consistent=True).idle_clock() == NOW + 300
+
+
 def test_last_seen_is_written_at_most_once_per_interval_and_survives_updates(
     any_store: TokenStore, unit_hasher: Hasher
 ) -> None:

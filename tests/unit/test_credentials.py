@@ -78,12 +78,14 @@ def test_client_id_is_not_accepted_as_a_secret_or_the_other_way_round() -> None:
         parse_client_id(ClientSecret.generate().reveal())
 
 
-@given(position=st.integers(min_value=4, max_value=CLIENT_SECRET_LENGTH - 1), data=st.data())
-def test_any_single_character_change_is_caught_by_the_checksum(
-    position: int, data: st.DataObject
-) -> None:
+@given(
+    position=st.integers(min_value=4, max_value=CLIENT_SECRET_LENGTH - 1),
+    shift=st.integers(min_value=1, max_value=len(ALPHABET) - 1),
+)
+def test_any_single_character_change_is_caught_by_the_checksum(position: int, shift: int) -> None:
+    # The secret is random; the change is drawn as a shift so the draws never depend on it.
     secret = ClientSecret.generate().reveal()
-    replacement = data.draw(st.sampled_from(ALPHABET).filter(lambda c: c != secret[position]))
+    replacement = ALPHABET[(ALPHABET.index(secret[position]) + shift) % len(ALPHABET)]
     mutated = secret[:position] + replacement + secret[position + 1 :]
     with pytest.raises(MalformedCredential):
         ClientSecret.parse(mutated)

@@ -28,10 +28,15 @@ def test_table_indexes_are_the_ones_the_store_queries(template: dict[str, Any]) 
         i["IndexName"]: i
         for i in resource(template, "Table")["Properties"]["GlobalSecondaryIndexes"]
     }
-    assert set(indexes) == {items.BY_NAME_INDEX, items.BY_EXPIRY_INDEX, items.BY_GRACE_END_INDEX}
-    expiry = indexes[items.BY_EXPIRY_INDEX]
-    assert [k["AttributeName"] for k in expiry["KeySchema"]] == ["expiry_pk", "expires_at"]
-    assert expiry["Projection"]["ProjectionType"] == "KEYS_ONLY"
+    sparse = {
+        items.BY_EXPIRY_INDEX: ["expiry_pk", "expires_at"],
+        items.BY_GRACE_END_INDEX: ["grace_pk", "previous_client_secret_expires_at"],
+        items.BY_IDLE_INDEX: ["idle_pk", "idle_since"],
+    }
+    assert set(indexes) == {items.BY_NAME_INDEX, *sparse}
+    for name, keys in sparse.items():
+        assert [k["AttributeName"] for k in indexes[name]["KeySchema"]] == keys
+        assert indexes[name]["Projection"]["ProjectionType"] == "KEYS_ONLY"
 
 
 def test_pepper_is_generated_by_secrets_manager_never_a_literal(template: dict[str, Any]) -> None:

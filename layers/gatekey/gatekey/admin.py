@@ -164,7 +164,10 @@ class TokenAdmin:
             for k, v in changes.items()
         }
         event = self._event(token, action, actor, **details)
-        return self._store.update(token.with_changes(self._clock(), **changes), event)
+        now = self._clock()
+        if enabled and not token.enabled:
+            changes["idle_since"] = now  # re-enabled: the idle clock starts again
+        return self._store.update(token.with_changes(now, **changes), event)
 
     def rotate(
         self,

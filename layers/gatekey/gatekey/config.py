@@ -128,6 +128,7 @@ class Config:
     reminder_days: tuple[int, ...] = _env("REMINDER_DAYS", _days_list, default=(30, 7, 1))
     rotation_grace_hours: int = _env("ROTATION_GRACE_HOURS", _bounded_int(1, 720), default=168)
     notification_topic_arn: str = _env("NOTIFICATION_TOPIC_ARN", str, default="")
+    idle_disable_days: int = _env("IDLE_DISABLE_DAYS", _bounded_int(0, 3650), default=0)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:

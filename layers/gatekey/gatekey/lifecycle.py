@@ -1,8 +1,10 @@
 """Lifecycle work, run daily by functions/lifecycle: reminders before expiry, rotation of
-`auto` tokens, the expiry notice, and removal of previous-secret hashes past their grace.
+`auto` tokens, the expiry notice, removal of previous-secret hashes past their grace, and
+(optionally) disabling tokens idle for too long.
 
 Work is found through the sparse indexes (tokens due for expiry work, tokens with a previous
-secret), never by scanning, so a run reads on the order of the tokens that are due.
+secret, tokens by the start of their idle clock), never by scanning, so a run reads on the order
+of the tokens that are due.
 
 Exactly once: a reminder is claimed with a conditional write before it is sent (a second run,
 overlapping or retried, finds the claim and sends nothing), confirmed after the send, and
@@ -55,9 +57,25 @@ class Notice:
     name: str
     owner: str | None
     expires_at: int | None
-    days_left: int | None = None
+    days_left: int | None
+    last_seen_at: int | None
     # Stable for one notice of one token's expiry, so a consumer can drop a repeat.
-    notice_id: str = ""
+    notice_id: str
+
+    @classmethod
+    def of(
+        cls, detail_type: str, token: ServiceToken, notice_id: str, days_left: int | None = None
+    ) -> Notice:
+        return cls(
+            detail_type,
+            token.client_id,
+            token.name,
+            token.owner,
+            token.expires_at,
+            days_left,
+            token.last_seen_at,
+            f"{token.client_id}:{notice_id}",
+        )
 
     def detail(self) -> dict[str, Any]:
         return {
@@ -67,6 +85,7 @@ class Notice:
             "owner": self.owner,
             "expires_at": rfc3339(self.expires_at),
             "days_left": self.days_left,
+            "last_seen_at": rfc3339(self.last_seen_at),
         }
 
 
@@ -92,6 +111,7 @@ class RunReport:
     expired: list[str] = field(default_factory=list)
     rotated: list[str] = field(default_factory=list)
     cleaned: list[str] = field(default_factory=list)
+    disabled: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # "client_id: reason"
 
 
@@ -105,6 +125,7 @@ class Lifecycle:
         delivery: SecretDelivery,
         reminder_days: tuple[int, ...] = (30, 7, 1),
         grace_seconds: int = 7 * DAY,
+        idle_days: int = 0,
         claim_timeout: int = 900,
         clock: Callable[[], int],
     ) -> None:
@@ -114,6 +135,7 @@ class Lifecycle:
         self._delivery = delivery
         self.reminder_days = tuple(sorted(set(reminder_days), reverse=True))
         self.grace_seconds = grace_seconds
+        self.idle_days = idle_days  # 0: never disable idle tokens
         self.claim_timeout = claim_timeout
         self._clock = clock
 
@@ -127,6 +149,11 @@ class Lifecycle:
             self._guarded(report, client_id, partial(self._expiry_work, client_id, now, report))
         for client_id in _all(partial(self._store.grace_ended, now)):
             self._guarded(report, client_id, partial(self._clean, client_id, now, report))
+        if self.idle_days:
+            idle_before = now - self.idle_days * DAY
+            for client_id in _all(partial(self._store.idle_since_before, idle_before)):
+                work = partial(self._disable_idle, client_id, now, report)
+                self._guarded(report, client_id, work)
         return report
 
     def _guarded(self, report: RunReport, client_id: str, work: Callable[[], object]) -> None:
@@ -134,9 +161,9 @@ class Lifecycle:
             work()
         except (DependencyError, ConcurrentModification, InvalidTransition, NotFound) as exc:
             logger.warning(
-                "lifecycle work failed", extra={"client_id": client_id, "reason": exc.reason}
+                "lifecycle work failed", extra={"client_id": client_id, "reason": exc.message}
             )
-            report.failed.append(f"{client_id}: {exc.reason}")
+            report.failed.append(f"{client_id}: {exc.message}")
 
     # -- expiry work ---------------------------------------------------------------------------
 
@@ -166,14 +193,11 @@ class Lifecycle:
             token.with_changes(now, reminders_pending=_put(token, PendingNotice(days, now, done))),
             self._event(token, AuditAction.REMINDER_CLAIMED, days=days),
         )
-        notice = Notice(
+        notice = Notice.of(
             "Service Token Expired" if days == EXPIRED else "Service Token Expiring",
-            token.client_id,
-            token.name,
-            token.owner,
-            token.expires_at,
+            token,
+            f"{token.expires_at}:{days}",
             None if days == EXPIRED else max(0, (token.expires_at or now) - now) // DAY,
-            f"{token.client_id}:{token.expires_at}:{days}",
         )
         # 2. send on each channel not yet done, recording each; a failure releases the claim
         #    and keeps what was sent, so the next run completes it and repeats nothing
@@ -210,48 +234,67 @@ class Lifecycle:
         )
 
     def _rotate(self, token: ServiceToken, now: int, report: RunReport) -> None:
-        """Auto rotation: deliver the new secret, keep the old one for the grace, and move the
-        expiry forward by the token's duration."""
-        secret = ClientSecret.generate()
+        """Auto rotation, two conditional writes around making the new secret current:
+
+        1. a new secret is staged (AWSPENDING: nothing reads it) and the token accepts it,
+           keeping the old one for the grace;
+        2. once the new secret is AWSCURRENT (what the consumer reads), the expiry moves
+           forward by the token's duration.
+
+        The consumer never reads a secret that does not authenticate, and the old one works
+        through the grace whatever fails. A run that fails between the two leaves the token
+        due with `delivery_pending` set: the next run finishes step 2, minting nothing new.
+        """
         arn = token.rotation.delivery_secret_arn
         assert arn is not None  # noqa: S101 - RotationPolicy requires it for AUTO
-        expires_at = token.duration.after(token.expires_at or now)
-        rotated = token.with_changes(
-            now,
-            secret_hash=self._hasher.hash(secret),
-            client_secret_version=token.client_secret_version + 1,
-            previous_secret_hash=token.secret_hash,
-            previous_client_secret_expires_at=now + self.grace_seconds,
-            expires_at=expires_at,
-            reminders_sent=(),
-            reminders_pending=(),
-        )
-        # Staged first (nothing reads AWSPENDING), accepted by the token, then made current: the
-        # consumer never reads a secret that does not authenticate, and the old one keeps
-        # working through the grace whatever step fails.
-        version_id = self._delivery.stage(arn, token.client_id, secret)
-        self._store.update(
-            rotated,
-            self._event(
-                token,
-                AuditAction.ROTATED,
-                client_secret_version=rotated.client_secret_version,
-                previous_client_secret_expires_at=rotated.previous_client_secret_expires_at,
-                expires_at=expires_at,
-            ),
-        )
-        self._delivery.promote(arn, version_id)
-        self._notify_all(
-            Notice(
-                "Service Token Rotated",
-                token.client_id,
-                token.name,
-                token.owner,
-                expires_at,
-                notice_id=f"{token.client_id}:rotated:{rotated.client_secret_version}",
+        if token.delivery_pending is None:
+            secret = ClientSecret.generate()
+            version_id = self._delivery.stage(arn, token.client_id, secret)
+            token = self._store.update(
+                token.with_changes(
+                    now,
+                    secret_hash=self._hasher.hash(secret),
+                    client_secret_version=token.client_secret_version + 1,
+                    previous_secret_hash=token.secret_hash,
+                    previous_client_secret_expires_at=now + self.grace_seconds,
+                    delivery_pending=version_id,
+                ),
+                self._event(
+                    token,
+                    AuditAction.ROTATED,
+                    client_secret_version=token.client_secret_version + 1,
+                    previous_client_secret_expires_at=now + self.grace_seconds,
+                ),
             )
+        self._delivery.promote(arn, token.delivery_pending or "")
+        expires_at = token.duration.after(token.expires_at or now)
+        token = self._store.update(
+            token.with_changes(
+                now,
+                expires_at=expires_at,
+                delivery_pending=None,
+                reminders_sent=(),
+                reminders_pending=(),
+            ),
+            self._event(token, AuditAction.REFRESHED, expires_at=expires_at),
+        )
+        self._notify_all(
+            Notice.of("Service Token Rotated", token, f"rotated:{token.client_secret_version}")
         )
         report.rotated.append(token.client_id)
+
+    def _disable_idle(self, client_id: str, now: int, report: RunReport) -> None:
+        token = self._store.get(client_id, consistent=True)
+        idle_days = (now - token.idle_clock()) // DAY
+        usable = token.status is TokenStatus.ACTIVE and token.enabled and not token.is_expired(now)
+        if not usable or idle_days < self.idle_days:
+            return
+        token = self._store.update(
+            token.with_changes(now, enabled=False),
+            self._event(token, AuditAction.DISABLED, reason="idle", idle_days=idle_days),
+        )
+        self._notify_all(Notice.of("Service Token Disabled", token, f"disabled:{token.version}"))
+        report.disabled.append(client_id)
 
     def _notify_all(self, notice: Notice) -> None:
         """A change notice (the change is done and audited already): every channel, no claim."""
@@ -351,6 +394,8 @@ class SecretsManagerDelivery:
         try:
             current = self._client.describe_secret(SecretId=secret_arn)["VersionIdsToStages"]
             old = next((v for v, stages in current.items() if "AWSCURRENT" in stages), None)
+            if old == version_id:
+                return  # made current by an earlier run
             arguments: dict[str, Any] = {"MoveToVersionId": version_id}
             if old is not None:
                 arguments["RemoveFromVersionId"] = old

@@ -78,5 +78,12 @@ class TokenStore(ABC):
         """Client IDs of tokens whose previous secret's grace ended at or before `before`."""
 
     @abstractmethod
+    def idle_since_before(
+        self, before: int, *, limit: int = 100, next_token: str | None = None
+    ) -> Page[str]:
+        """Client IDs of active, enabled, unexpired tokens whose idle clock started at or
+        before `before` (creation, re-enabling or the last recorded use), oldest first."""
+
+    @abstractmethod
     def record_last_seen(self, client_id: str, now: int, min_interval: int) -> bool:
         """Set `last_seen_at` unless written within `min_interval` seconds; True if written."""

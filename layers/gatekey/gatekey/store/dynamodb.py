@@ -36,9 +36,7 @@ T = TypeVar("T")
 # botocore's standard mode retries throttling and transient errors with backoff.
 _BOTO_CONFIG: Final = BotoConfig(retries={"mode": "standard", "max_attempts": 3})
 _NAME_INDEX_KEYS: Final = frozenset({"pk", "sk", "entity", "name"})
-_EXPIRY_INDEX_KEYS: Final = frozenset({"pk", "sk", "expiry_pk", "expires_at"})
 _EVENT_KEYS: Final = frozenset({"pk", "sk"})
-_GRACE_INDEX_KEYS: Final = frozenset({"pk", "sk", "grace_pk", "previous_client_secret_expires_at"})
 
 
 class DynamoDBTokenStore(TokenStore):
@@ -125,38 +123,45 @@ class DynamoDBTokenStore(TokenStore):
     def due_for_expiry(
         self, before: int, *, limit: int = 100, next_token: str | None = None
     ) -> Page[str]:
-        request: dict[str, Any] = {
-            "TableName": self.table_name,
-            "IndexName": items.BY_EXPIRY_INDEX,
-            "Limit": validate_limit(limit),
-            "KeyConditionExpression": "expiry_pk = :entity AND expires_at <= :before",
-            "ExpressionAttributeValues": {
-                ":entity": {"S": items.TOKEN_ENTITY},
-                ":before": {"N": str(before)},
-            },
-        }
-        return self._query(
-            request, next_token, _EXPIRY_INDEX_KEYS, lambda item: item["pk"]["S"][len("TOKEN#") :]
-        )
+        index = (items.BY_EXPIRY_INDEX, "expiry_pk", "expires_at")
+        return self._ids_before(*index, before, limit, next_token)
 
     def grace_ended(
         self, before: int, *, limit: int = 100, next_token: str | None = None
     ) -> Page[str]:
+        index = (items.BY_GRACE_END_INDEX, "grace_pk", "previous_client_secret_expires_at")
+        return self._ids_before(*index, before, limit, next_token)
+
+    def idle_since_before(
+        self, before: int, *, limit: int = 100, next_token: str | None = None
+    ) -> Page[str]:
+        index = (items.BY_IDLE_INDEX, "idle_pk", "idle_since")
+        return self._ids_before(*index, before, limit, next_token)
+
+    def _ids_before(
+        self,
+        index: str,
+        partition: str,
+        sort: str,
+        before: int,
+        limit: int,
+        next_token: str | None,
+    ) -> Page[str]:
+        """Client IDs from a sparse keys-only index whose partition holds every token in it,
+        sort key at or before `before`, smallest first."""
         request: dict[str, Any] = {
             "TableName": self.table_name,
-            "IndexName": items.BY_GRACE_END_INDEX,
+            "IndexName": index,
             "Limit": validate_limit(limit),
-            "KeyConditionExpression": (
-                "grace_pk = :entity AND previous_client_secret_expires_at <= :before"
-            ),
+            "KeyConditionExpression": "#p = :entity AND #s <= :before",
+            "ExpressionAttributeNames": {"#p": partition, "#s": sort},
             "ExpressionAttributeValues": {
                 ":entity": {"S": items.TOKEN_ENTITY},
                 ":before": {"N": str(before)},
             },
         }
-        return self._query(
-            request, next_token, _GRACE_INDEX_KEYS, lambda item: item["pk"]["S"][len("TOKEN#") :]
-        )
+        keys = frozenset({"pk", "sk", partition, sort})
+        return self._query(request, next_token, keys, _client_id_of)
 
     def _query(
         self,
@@ -252,3 +257,7 @@ class DynamoDBTokenStore(TokenStore):
             return operation(**request)
         except (BotoCoreError, ClientError) as exc:
             raise DependencyError(f"DynamoDB request failed: {error_code(exc)}") from exc
+
+
+def _client_id_of(key: Any) -> str:
+    return str(key["pk"]["S"]).removeprefix("TOKEN#")

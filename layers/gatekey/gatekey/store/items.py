@@ -16,6 +16,9 @@ holds only tokens that keep a previous secret's hash, for its removal after the 
 ``by-expiry`` (partition ``expiry_pk``, sort ``expires_at``, keys only) holds only tokens that can
 still expire (active, finite expiry), so lifecycle work queries what is due instead of scanning;
 keys-only projection keeps `last_seen_at` writes from touching the index.
+``by-idle`` (partition ``idle_pk``, sort ``idle_since``, keys only) holds only tokens that could
+be disabled for idleness (active, enabled, not expired). The authorizer's last-seen write moves
+``idle_since`` too: one index write per token per last-seen interval at most.
 
 Every function here is pure: it turns model objects into request dictionaries and back.
 """
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
 BY_NAME_INDEX: Final = "by-name"
 BY_EXPIRY_INDEX: Final = "by-expiry"
 BY_GRACE_END_INDEX: Final = "by-grace-end"
+BY_IDLE_INDEX: Final = "by-idle"
 TOKEN_ENTITY: Final = "token"
 TOKEN_SK: Final = "TOKEN"
 EVENT_SK_PREFIX: Final = "EVENT#"
@@ -68,6 +72,8 @@ _deserializer = TypeDeserializer()
 
 # Attributes a token update rewrites. `last_seen_at` is left out on purpose: the authorizer
 # writes it without taking the optimistic lock, and an admin change must not move it back.
+# `idle_since` is rewritten (re-enabling restarts it), so a racing last-seen write can be undone
+# there; harmless, since the lifecycle decides on `idle_clock()`, which reads last_seen_at too.
 _UPDATABLE: Final = (
     "name",
     "owner",
@@ -84,9 +90,12 @@ _UPDATABLE: Final = (
     "expires_at",
     "expiry_pk",
     "grace_pk",
+    "idle_pk",
+    "idle_since",
     "rotation",
     "reminders_sent",
     "reminders_pending",
+    "delivery_pending",
     "version",
 )
 
@@ -103,14 +112,16 @@ def _hash_to_plain(value: SecretHash | None) -> dict[str, str] | None:
     return None if value is None else {"key_id": value.key_id, "digest": value.digest}
 
 
+def lifecycle_done(token: ServiceToken) -> bool:
+    """Revoked, or expired and told so: no lifecycle index needs the token any more."""
+    return token.status is not TokenStatus.ACTIVE or 0 in token.reminders_sent
+
+
 def token_to_plain(token: ServiceToken) -> dict[str, Any]:
     """The token as plain attribute values; absent optionals are None (removed on write)."""
     # In the expiry index until its expiry notice is sent: then lifecycle work is done with it.
-    in_expiry_index = (
-        token.status is TokenStatus.ACTIVE
-        and token.expires_at is not None
-        and 0 not in token.reminders_sent
-    )
+    done = lifecycle_done(token)
+    in_expiry_index = not done and token.expires_at is not None
     return {
         "pk": token_pk(token.client_id),
         "sk": TOKEN_SK,
@@ -134,12 +145,15 @@ def token_to_plain(token: ServiceToken) -> dict[str, Any]:
         # In the grace index while a previous secret's hash is kept.
         "grace_pk": TOKEN_ENTITY if token.previous_secret_hash is not None else None,
         "last_seen_at": token.last_seen_at,
+        "idle_pk": TOKEN_ENTITY if token.enabled and not done else None,
+        "idle_since": token.created_at if token.idle_since is None else token.idle_since,
         "rotation": {
             "mode": token.rotation.mode.value,
             "delivery_secret_arn": token.rotation.delivery_secret_arn,
         },
         "reminders_sent": list(token.reminders_sent),
         "reminders_pending": [pending.encode() for pending in token.reminders_pending],
+        "delivery_pending": token.delivery_pending,
         "version": token.version,
     }
 
@@ -196,6 +210,7 @@ def token_from_item(item: Mapping[str, Any]) -> ServiceToken:
         updated_at=plain["updated_at"],
         expires_at=plain.get("expires_at"),
         last_seen_at=plain.get("last_seen_at"),
+        idle_since=plain.get("idle_since"),
         rotation=RotationPolicy(
             RotationMode(rotation["mode"]), rotation.get("delivery_secret_arn")
         ),
@@ -203,6 +218,7 @@ def token_from_item(item: Mapping[str, Any]) -> ServiceToken:
         reminders_pending=tuple(
             PendingNotice.decode(text) for text in plain.get("reminders_pending", [])
         ),
+        delivery_pending=plain.get("delivery_pending"),
         version=plain["version"],
     )
 
@@ -329,11 +345,12 @@ def delete_request(
 
 
 def last_seen_request(table: str, client_id: str, now: int, min_interval: int) -> dict[str, Any]:
-    """Move `last_seen_at` to `now` unless it was written less than `min_interval` seconds ago."""
+    """Move `last_seen_at` (and the idle clock) to `now` unless written less than `min_interval`
+    seconds ago."""
     return {
         "TableName": table,
         "Key": token_key(client_id),
-        "UpdateExpression": "SET last_seen_at = :now",
+        "UpdateExpression": "SET last_seen_at = :now, idle_since = :now",
         "ConditionExpression": (
             "attribute_exists(pk) AND "
             "(attribute_not_exists(last_seen_at) OR last_seen_at <= :threshold)"

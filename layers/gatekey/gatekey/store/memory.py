@@ -90,29 +90,45 @@ class InMemoryTokenStore(TokenStore):
         rows = self._events.get(client_id, [])[::-1]
         return _page(rows, limit, next_token, lambda _: True)
 
+    # The sparse indexes: the sort key of a token in the index, or None when it is not in it.
+    # Kept in step with store/items.py's token_to_plain.
+
     def due_for_expiry(
         self, before: int, *, limit: int = 100, next_token: str | None = None
     ) -> Page[str]:
-        due = sorted(
-            (t.expires_at, t.client_id)
-            for t in self._tokens.values()
-            if t.status is TokenStatus.ACTIVE
-            and t.expires_at is not None
-            and t.expires_at <= before
-        )
-        return _page([client_id for _, client_id in due], limit, next_token, lambda _: True)
+        def expiry(t: ServiceToken) -> int | None:
+            return None if items.lifecycle_done(t) else t.expires_at
+
+        return self._ids_before(expiry, before, limit, next_token)
 
     def grace_ended(
         self, before: int, *, limit: int = 100, next_token: str | None = None
     ) -> Page[str]:
-        ended = sorted(
-            (t.previous_client_secret_expires_at, t.client_id)
-            for t in self._tokens.values()
-            if t.previous_secret_hash is not None
-            and t.previous_client_secret_expires_at is not None
-            and t.previous_client_secret_expires_at <= before
-        )
-        return _page([client_id for _, client_id in ended], limit, next_token, lambda _: True)
+        def grace_end(t: ServiceToken) -> int | None:
+            return None if t.previous_secret_hash is None else t.previous_client_secret_expires_at
+
+        return self._ids_before(grace_end, before, limit, next_token)
+
+    def idle_since_before(
+        self, before: int, *, limit: int = 100, next_token: str | None = None
+    ) -> Page[str]:
+        def idle_since(t: ServiceToken) -> int | None:
+            in_index = t.enabled and not items.lifecycle_done(t)
+            return (t.idle_since or t.created_at) if in_index else None
+
+        return self._ids_before(idle_since, before, limit, next_token)
+
+    def _ids_before(
+        self,
+        sort_key: Callable[[ServiceToken], int | None],
+        before: int,
+        limit: int,
+        next_token: str | None,
+    ) -> Page[str]:
+        keyed = ((sort_key(t), t.client_id) for t in self._tokens.values())
+        rows = sorted((key, client_id) for key, client_id in keyed if key is not None)
+        ids = [client_id for key, client_id in rows if key <= before]
+        return _page(ids, limit, next_token, lambda _: True)
 
     def record_last_seen(self, client_id: str, now: int, min_interval: int) -> bool:
         parse_client_id(client_id)
@@ -122,7 +138,7 @@ class InMemoryTokenStore(TokenStore):
                 token.last_seen_at is not None and token.last_seen_at > now - min_interval
             ):
                 return False
-            self._tokens[client_id] = replace(token, last_seen_at=now)
+            self._tokens[client_id] = replace(token, last_seen_at=now, idle_since=now)
             return True
 
     def _check(self, token: ServiceToken, *, revoked_is_final: bool) -> ServiceToken:
