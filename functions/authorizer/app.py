@@ -56,11 +56,17 @@ authorizer = Authorizer(
 
 
 def emit(counts: Mapping[tuple[str, ...], int]) -> None:
-    """Allowed / Denied / Unauthorized / Failed counts by reason and auth method, as EMF."""
+    """Allowed / Denied / Unauthorized / Failed counts by reason and auth method, as EMF, and
+    the failures' total under one fixed dimension, which the AuthorizerFailures alarm watches
+    (an alarm cannot sum over dimension values it does not know)."""
     for (name, reason, auth_method), count in counts.items():
         with single_metric(name=name, unit=MetricUnit.Count, value=count) as metric:
             metric.add_dimension("reason", reason)
             metric.add_dimension("auth_method", auth_method)
+    failures = sum(count for (name, *_), count in counts.items() if name == "Failed")
+    if failures:
+        with single_metric(name="AuthorizerFailures", unit=MetricUnit.Count, value=failures) as m:
+            m.add_dimension("function", "authorizer")
 
 
 counters = Counters(emit, interval=METRICS_INTERVAL, clock=time.monotonic)

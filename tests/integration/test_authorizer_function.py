@@ -339,7 +339,7 @@ def test_a_remembered_allow_ends_with_the_previous_secrets_grace_not_later(
 
 
 def test_a_failure_is_counted_at_once(
-    capsys: pytest.CaptureFixture[str], authorizer: AuthorizerHarness
+    capsys: pytest.CaptureFixture[str], authorizer: AuthorizerHarness, template: dict[str, Any]
 ) -> None:
     bot = authorizer.bot()
     _fail(authorizer.handler.store.client, "GetItem")
@@ -350,3 +350,11 @@ def test_a_failure_is_counted_at_once(
     assert failed
     assert failed[0]["reason"] == "dependency_unavailable"
     assert failed[0]["Failed"] == [1.0]
+    # AND the total the AuthorizerFailures alarm watches, under the dimension it names
+    alarm = template["Resources"]["AuthorizerFailuresAlarm"]["Properties"]
+    total = [m for m in emitted if alarm["MetricName"] in m]
+    assert [m[alarm["MetricName"]] for m in total] == [[1.0]]
+    assert {d["Name"]: d["Value"] for d in alarm["Dimensions"]} == {
+        "function": total[0]["function"]
+    }
+    assert total[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == alarm["Namespace"]

@@ -2,7 +2,9 @@
 
 from typing import Any
 
+from conftest import ROOT
 from gatekey.store import items
+from gatekey_local.provision import load_template
 
 
 def resource(template: dict[str, Any], name: str) -> dict[str, Any]:
@@ -103,3 +105,85 @@ def test_no_function_policy_uses_a_wildcard_action(template: dict[str, Any]) -> 
         if resource["Type"] == "AWS::Serverless::Function":
             for statement in _statements(resource):
                 assert not any(a.endswith("*") for a in _actions(statement)), name
+
+
+def test_the_authorizer_may_write_exactly_the_attributes_its_last_seen_update_sets(
+    template: dict[str, Any],
+) -> None:
+    request = items.last_seen_request("t", "gk_x", now=1000, min_interval=60)
+    assignments = request["UpdateExpression"].removeprefix("SET ").split(", ")
+    written = {assignment.split(" = ")[0] for assignment in assignments}
+    statements = resource(template, "AuthorizerFunction")["Properties"]["Policies"][1]["Statement"]
+    update = next(s for s in statements if s.get("Action") == "dynamodb:UpdateItem")
+    allowed = update["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]
+    assert set(allowed) == {"pk", "sk", *written}
+
+
+EXPORTED = ("AuthorizerFunctionArn", "TokenEndpointUrl", "JwksUrl", "AdminApiUrl")
+
+
+def test_other_stacks_can_import_the_authorizer_and_the_urls(template: dict[str, Any]) -> None:
+    for name in EXPORTED:
+        export = template["Outputs"][name]["Export"]["Name"]
+        assert export == {"Fn::Sub": f"${{AWS::StackName}}-{name}"}
+
+
+def test_the_example_stack_protects_every_route_with_the_exported_authorizer() -> None:
+    example = load_template(ROOT / "examples" / "protected-api" / "template.yaml")
+    apis = [
+        r["Properties"]
+        for r in example["Resources"].values()
+        if r["Type"] in ("AWS::Serverless::Api", "AWS::Serverless::HttpApi")
+    ]
+    assert {"AWS::Serverless::Api", "AWS::Serverless::HttpApi"} <= {
+        r["Type"] for r in example["Resources"].values()
+    }
+    for api in apis:
+        assert api["Auth"]["DefaultAuthorizer"] in api["Auth"]["Authorizers"]
+        for authorizer in api["Auth"]["Authorizers"].values():
+            imported = authorizer["FunctionArn"]["Fn::ImportValue"]
+            assert imported == {"Fn::Sub": "${GatekeyStackName}-AuthorizerFunctionArn"}
+
+
+def functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: r
+        for name, r in template["Resources"].items()
+        if r["Type"] == "AWS::Serverless::Function"
+    }
+
+
+def test_data_at_rest_uses_the_customer_managed_key(template: dict[str, Any]) -> None:
+    data_key = {"Fn::GetAtt": ["DataKey", "Arn"]}
+    assert resource(template, "DataKey")["Properties"]["EnableKeyRotation"] is True
+    assert template["Globals"]["Function"]["KmsKeyArn"] == data_key
+    assert resource(template, "Table")["Properties"]["SSESpecification"]["KMSMasterKeyId"] == (
+        data_key
+    )
+    assert resource(template, "PepperSecret")["Properties"]["KmsKeyId"] == data_key
+    assert resource(template, "DeadLetterQueue")["Properties"]["KmsMasterKeyId"] == data_key
+    for name, function in functions(template).items():
+        assert {"Ref": "DataKeyDecryptPolicy"} in function["Properties"]["Policies"], name
+        logs = resource(template, function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"])
+        assert logs["Properties"]["KmsKeyId"] == data_key, name
+        assert logs["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, name
+
+
+def test_scheduled_functions_fail_into_the_dead_letter_queue(template: dict[str, Any]) -> None:
+    queue = {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    for name, function in functions(template).items():
+        schedules = [
+            e
+            for e in function["Properties"].get("Events", {}).values()
+            if e["Type"] == "ScheduleV2"
+        ]
+        for schedule in schedules:
+            assert function["Properties"]["DeadLetterQueue"]["TargetArn"] == queue, name
+            assert schedule["Properties"]["DeadLetterConfig"]["Arn"] == queue, name
+
+
+def test_every_alarm_tells_the_alarm_topic(template: dict[str, Any]) -> None:
+    alarms = [r for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    assert len(alarms) >= 5
+    for alarm in alarms:
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}]
