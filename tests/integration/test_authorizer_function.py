@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -354,7 +355,13 @@ def test_a_failure_is_counted_at_once(
     alarm = template["Resources"]["AuthorizerFailuresAlarm"]["Properties"]
     total = [m for m in emitted if alarm["MetricName"] in m]
     assert [m[alarm["MetricName"]] for m in total] == [[1.0]]
+    # (an alarm matches only the exact dimension set: Powertools adds `service`, from the
+    # environment the template gives every function)
+    globals_env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert globals_env["POWERTOOLS_SERVICE_NAME"] == os.environ["POWERTOOLS_SERVICE_NAME"]
+    declared = total[0]["_aws"]["CloudWatchMetrics"][0]
+    assert declared["Namespace"] == alarm["Namespace"]
+    assert alarm["Namespace"] == globals_env["POWERTOOLS_METRICS_NAMESPACE"]
     assert {d["Name"]: d["Value"] for d in alarm["Dimensions"]} == {
-        "function": total[0]["function"]
+        name: total[0][name] for name in declared["Dimensions"][0]
     }
-    assert total[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == alarm["Namespace"]

@@ -9,6 +9,7 @@ from typing import Any
 import boto3
 import jwt
 import pytest
+from botocore.exceptions import EndpointConnectionError
 
 from conftest import NOW, REGION, TABLE_NAME, FakeLambdaContext, load_event, load_handler
 from gatekey.access_tokens import DEFAULT_LEEWAY, issue_access_token, verify_access_token
@@ -324,3 +325,26 @@ def test_the_scheduled_function_rotates_and_the_token_functions_jwks_shows_both_
     kids = [k["kid"] for k in json.loads(response["body"])["keys"]]
     assert len(kids) == 2
     assert kids[-1] == added
+
+
+def test_a_new_key_the_ring_never_gets_is_scheduled_for_deletion(
+    rotation: SigningKeyRotation, ring_store: KeyRingStore, clock: Clock, kms: Any
+) -> None:
+    # GIVEN a rotation due, and KMS refusing GetPublicKey right after CreateKey
+    rotation.run()
+    before = ring_store.load(consistent=True)
+    clock.now += CADENCE
+
+    def refused(**_: Any) -> None:
+        raise EndpointConnectionError(endpoint_url="https://kms.invalid")
+
+    kms.meta.events.register("before-send.kms.GetPublicKey", refused)
+    with pytest.raises(DependencyError):
+        rotation.run()
+    kms.meta.events.unregister("before-send.kms.GetPublicKey", refused)
+    # THEN the ring is unchanged and the key it never got is on its way out
+    assert ring_store.load(consistent=True) == before
+    states = kms_key_states(kms)
+    assert sorted(states.values()) == ["Enabled", "PendingDeletion"]
+    # AND the next run rotates as usual
+    assert rotation.run().added

@@ -3,6 +3,8 @@
 from typing import Any
 
 from conftest import ROOT
+from gatekey.hashing import Hasher
+from gatekey.model import AuditAction, AuditEvent, new_service_token
 from gatekey.store import items
 from gatekey_local.provision import load_template
 
@@ -22,7 +24,9 @@ def test_table_is_on_demand_recoverable_protected_encrypted_with_ttl(
     assert props["DeletionProtectionEnabled"] is True
     assert props["SSESpecification"]["SSEEnabled"] is True
     assert props["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
-    assert table["DeletionPolicy"] == "Retain"
+    # Kept when the stack is deleted, not when its first deploy rolls back.
+    assert table["DeletionPolicy"] == "RetainExceptOnCreate"
+    assert table["UpdateReplacePolicy"] == "Retain"
 
 
 def test_table_indexes_are_the_ones_the_store_queries(template: dict[str, Any]) -> None:
@@ -187,3 +191,44 @@ def test_every_alarm_tells_the_alarm_topic(template: dict[str, Any]) -> None:
     assert len(alarms) >= 5
     for alarm in alarms:
         assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+ITEM_ACTION = {
+    "Put": "dynamodb:PutItem",
+    "Update": "dynamodb:UpdateItem",
+    "Delete": "dynamodb:DeleteItem",
+    "ConditionCheck": "dynamodb:ConditionCheckItem",
+}
+TABLE_ARN = {"Fn::GetAtt": ["Table", "Arn"]}
+
+
+def table_actions(template: dict[str, Any], function: str) -> set[str]:
+    """DynamoDB actions the function's policy allows on the table (conditions aside)."""
+    actions: set[str] = set()
+    for policy in resource(template, function)["Properties"]["Policies"]:
+        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            resources = statement.get("Resource")
+            if resources == TABLE_ARN or (isinstance(resources, list) and TABLE_ARN in resources):
+                listed = statement["Action"]
+                actions |= {listed} if isinstance(listed, str) else set(listed)
+    return actions
+
+
+def test_writers_may_perform_every_part_of_their_transactions(template: dict[str, Any]) -> None:
+    # A transaction part is authorized as the item operation it is; there is no
+    # dynamodb:TransactWriteItems permission to grant.
+    token, _ = new_service_token(name="bot", hasher=Hasher({"p1": b"p" * 32}, "p1"), now=1000)
+    event = AuditEvent(token.client_id, AuditAction.UPDATED, "me", 1000, None, {})
+    requests = {
+        "AdminFunction": [
+            items.create_request("t", token, event, 1),
+            items.update_request("t", token, 1, event, 1),
+            items.delete_request("t", token.client_id, 1, event, 1),
+        ],
+        "LifecycleFunction": [items.update_request("t", token, 1, event, 1)],
+    }
+    for function, transactions in requests.items():
+        needed = {ITEM_ACTION[op] for parts in transactions for part in parts for op in part}
+        allowed = table_actions(template, function)
+        assert needed <= allowed, (function, needed - allowed)
+        assert "dynamodb:TransactWriteItems" not in allowed

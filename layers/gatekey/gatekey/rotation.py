@@ -84,25 +84,29 @@ class SigningKeyRotation:
             if key.managed:
                 self._schedule_deletion(key.key_id)
         updated = ring.without_retired(now) if retired else ring
-        new_key_id = None
-        if updated.rotation_due(now, self.cadence):
-            new_key_id = self._create_key()
-            updated = updated.with_key(
-                new_key_id,
-                kms_public_key(new_key_id, self._kms),
-                now=now,
-                publication_delay=self.publication_delay,
-                retire_after=self.retire_after,
-            )
-        if updated == ring and ring.version:
-            return RotationReport()
+        new_key_id = self._create_key() if updated.rotation_due(now, self.cadence) else None
         try:
+            if new_key_id is not None:
+                updated = updated.with_key(
+                    new_key_id,
+                    kms_public_key(new_key_id, self._kms),
+                    now=now,
+                    publication_delay=self.publication_delay,
+                    retire_after=self.retire_after,
+                )
+            if updated == ring and ring.version:
+                return RotationReport()
             self._ring_store.save(updated)
         except ConcurrentModification:
             logger.info("another rotation run changed the key ring first; this run backs off")
             if new_key_id is not None:
                 self._schedule_deletion(new_key_id)
             return RotationReport(lost_race=True)
+        except DependencyError:
+            # A key the ring never got would sign nothing and cost $1 a month: take it back.
+            if new_key_id is not None:
+                self._abandon(new_key_id)
+            raise
         report = RotationReport(
             added=updated.keys[-1].kid if new_key_id else None,
             retired=tuple(k.kid for k in retired),
@@ -124,6 +128,15 @@ class SigningKeyRotation:
         except (BotoCoreError, ClientError) as exc:
             raise DependencyError(f"KMS CreateKey failed: {error_code(exc)}") from exc
         return response["KeyMetadata"]["Arn"]
+
+    def _abandon(self, key_id: str) -> None:
+        try:
+            self._schedule_deletion(key_id)
+        except DependencyError as exc:
+            logger.warning(
+                "new signing key left outside the ring; schedule its deletion by hand",
+                extra={"key_id": key_id, "reason": exc.message},
+            )
 
     def _schedule_deletion(self, key_id: str) -> None:
         try:
