@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import fnmatch
 import importlib.util
 import json
 import logging
@@ -15,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -141,15 +143,107 @@ def load_handler(function: str) -> ModuleType:
     """Import functions/<function>/app.py afresh, as a cold start would.
 
     Each handler file is named app.py, so each gets its own module name; set the environment
-    and start moto before calling this, since handlers build their clients at import.
+    and start moto before calling this, since handlers build their clients at import. Every AWS
+    call the handler makes, at import or in `lambda_handler`, is checked against its role's
+    policy in template.yaml when the test ends (`least_privilege`).
     """
     path = FUNCTIONS / function / "app.py"
     spec = importlib.util.spec_from_file_location(f"gatekey_function_{function}", path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with acting_as(function):
+        spec.loader.exec_module(module)
+    handler = module.lambda_handler
+
+    def lambda_handler(event: Any, context: Any) -> Any:
+        with acting_as(function):
+            return handler(event, context)
+
+    module.lambda_handler = lambda_handler
     return module
+
+
+# -- least privilege: each handler's AWS calls against its role's policy in template.yaml ------
+
+# Moto does not enforce IAM, so a missing permission would pass every test and fail in AWS.
+# Clients a handler creates (at import or while it runs) record the IAM actions of their calls.
+_acting: list[str] = []
+AWS_ACTIONS: list[tuple[str, str]] = []  # (function, "service:Action")
+_session_client = boto3.session.Session.client
+
+
+@contextmanager
+def acting_as(function: str) -> Iterator[None]:
+    _acting.append(function)
+    try:
+        yield
+    finally:
+        _acting.pop()
+
+
+def _recording_client(self: boto3.session.Session, *args: Any, **kwargs: Any) -> Any:
+    client = _session_client(self, *args, **kwargs)
+    if _acting:
+        function = _acting[-1]
+
+        def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+            prefix = model.service_model.signing_name
+            # A transaction's parts are authorized as the item operations they are.
+            parts = [op for item in params.get("TransactItems", []) for op in item]
+            names = [
+                f"{op}Item" if op != "ConditionCheck" else "ConditionCheckItem" for op in parts
+            ]
+            for name in names or [model.name]:
+                AWS_ACTIONS.append((function, f"{prefix}:{name}"))
+
+        client.meta.events.register("before-parameter-build.*.*", record)
+    return client
+
+
+boto3.session.Session.client = _recording_client  # type: ignore[method-assign]
+
+
+def policy_actions(template: dict[str, Any], function: str) -> set[str]:
+    """Actions the template allows the function's role (both branches of an Fn::If)."""
+    logical_id = next(
+        name
+        for name, r in template["Resources"].items()
+        if r["Type"] == "AWS::Serverless::Function"
+        and r["Properties"]["CodeUri"].rstrip("/") == f"functions/{function}"
+    )
+    documents: list[Any] = []
+    for policy in template["Resources"][logical_id]["Properties"].get("Policies", []):
+        if isinstance(policy, dict) and "Ref" in policy:
+            managed = template["Resources"][policy["Ref"]]["Properties"]["PolicyDocument"]
+            documents.append(managed)
+        elif isinstance(policy, dict):
+            documents.append(policy)
+    statements: list[Any] = []
+    for document in documents:
+        for statement in document.get("Statement", []):
+            if "Fn::If" in statement:
+                statements += [s for s in statement["Fn::If"][1:] if "Action" in s]
+            else:
+                statements.append(statement)
+    allowed: set[str] = set()
+    for statement in statements:
+        actions = statement["Action"]
+        allowed |= {actions} if isinstance(actions, str) else set(actions)
+    return allowed
+
+
+@pytest.fixture(autouse=True)
+def least_privilege(template: dict[str, Any]) -> Iterator[None]:
+    start = len(AWS_ACTIONS)
+    yield
+    missing = {
+        (function, action)
+        for function, action in AWS_ACTIONS[start:]
+        if not any(fnmatch.fnmatchcase(action, a) for a in policy_actions(template, function))
+    }
+    del AWS_ACTIONS[start:]
+    assert not missing, f"template.yaml does not allow these calls: {sorted(missing)}"
 
 
 class AwsCallCounter:

@@ -3,6 +3,7 @@ into the delivery secret, grace clean-up, reading only what is due, and failing 
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from collections import Counter
@@ -14,7 +15,15 @@ import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from conftest import NOW, REGION, TABLE_NAME
+from conftest import (
+    AWS_ACTIONS,
+    NOW,
+    REGION,
+    TABLE_NAME,
+    FakeLambdaContext,
+    load_handler,
+    policy_actions,
+)
 from gatekey.admin import Actor, TokenAdmin
 from gatekey.credentials import ClientSecret
 from gatekey.durations import Duration
@@ -401,3 +410,63 @@ def test_an_aws_failure_is_a_dependency_error(notifier: RecordingNotifier) -> No
     notice = Notice("Service Token Expiring", "gk_x", "n", None, NOW, 7, None, "id")
     with pytest.raises(DependencyError, match="sns notification failed"):
         notifier.inner.send(notice, "sns")
+
+
+def test_the_daily_function_does_its_work_within_the_permissions_of_its_role(
+    monkeypatch: pytest.MonkeyPatch,
+    admin: TokenAdmin,
+    store: DynamoDBTokenStore,
+    pepper_secret_arn: str,
+    notifier: RecordingNotifier,
+    secrets: Any,
+    clock: Clock,
+    template: dict[str, Any],
+) -> None:
+    # GIVEN, 20 days on, a token to remind, one to rotate and one idle for 20 days
+    remind = create(admin, "remind-bot", 40 * 24).token.client_id
+    auto = create_auto(admin, delivery_secret(secrets)).token.client_id
+    idle = create(admin, "idle-bot", None).token.client_id
+    for client_id in (remind, auto):
+        store.record_last_seen(client_id, NOW + 19 * DAY, min_interval=900)
+    monkeypatch.setattr("time.time", lambda: float(NOW + 20 * DAY))
+    for name, value in {
+        "TABLE_NAME": TABLE_NAME,
+        "PEPPER_SECRET_ARN": pepper_secret_arn,
+        "SIGNING_KEY_ID": "arn:aws:kms:us-east-1:123456789012:key/unused-here",
+        "NOTIFICATION_TOPIC_ARN": notifier.inner._topic_arn,
+        "IDLE_DISABLE_DAYS": "10",
+        "POWERTOOLS_SERVICE_NAME": "gatekey",
+        "POWERTOOLS_METRICS_NAMESPACE": "Gatekey",
+    }.items():
+        monkeypatch.setenv(name, value)
+    # WHEN the scheduled function runs, as Lambda would run it
+    handler = load_handler("lifecycle")
+    summary = handler.lambda_handler({"job": "lifecycle"}, FakeLambdaContext())
+    # THEN it did each piece of work
+    assert summary["reminded"] == [f"{remind}:30"]
+    assert summary["rotated"] == [auto]
+    assert summary["disabled"] == [idle]
+    assert summary["failed"] == []
+    # AND every call it made is one its role allows (checked when the test ends): the writes,
+    # the delivery, both notification channels
+    made = {action for function, action in AWS_ACTIONS if function == "lifecycle"}
+    expected = {
+        "dynamodb:Query",
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:PutItem",
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:UpdateSecretVersionStage",
+        "sns:Publish",
+        "events:PutEvents",
+    }
+    assert expected <= made
+    # AND the check would fail without the audit item's permission
+    without = copy.deepcopy(template)
+    statements = without["Resources"]["LifecycleFunction"]["Properties"]["Policies"][1]
+    statements["Statement"] = [
+        s for s in statements["Statement"] if s["Action"] != "dynamodb:PutItem"
+    ]
+    assert "dynamodb:PutItem" in policy_actions(template, "lifecycle")
+    assert "dynamodb:PutItem" not in policy_actions(without, "lifecycle")
