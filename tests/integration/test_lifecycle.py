@@ -296,6 +296,44 @@ def test_a_failed_promotion_is_finished_by_the_next_run_without_minting_again(
     assert lifecycle.run().rotated == []
 
 
+def test_a_rotation_notice_that_fails_is_finished_by_the_next_run_without_repeats(
+    admin: TokenAdmin,
+    make_lifecycle: Any,
+    notifier: RecordingNotifier,
+    store: DynamoDBTokenStore,
+    hasher: Hasher,
+    secrets: Any,
+    clock: Clock,
+) -> None:
+    delivery = delivery_secret(secrets)
+    issued = create_auto(admin, delivery)
+    lifecycle = make_lifecycle()
+    # GIVEN EventBridge failing when the rotation's notice goes out
+    notifier.fail_after["events"] = 0
+    clock.now = NOW + 10 * DAY
+    report = lifecycle.run()
+    assert report.rotated == []
+    assert len(report.failed) == 1
+    # THEN the new secret is delivered and works, and the token stays due, expiry unmoved
+    token = store.get(issued.token.client_id, consistent=True)
+    new_secret = ClientSecret.parse(delivered(secrets, delivery)["client_secret"])
+    assert token.authenticate(new_secret, hasher, clock.now) is not None
+    assert token.expires_at == issued.token.expires_at
+    # WHEN the next run finds EventBridge back
+    del notifier.fail_after["events"]
+    clock.now += DAY
+    assert lifecycle.run().rotated == [issued.token.client_id]
+    # THEN each channel got the notice once, and the rotation is complete with one new secret
+    rotated = [(i, c) for i, c in notifier.sent if "rotated" in i]
+    assert sorted(c for _, c in rotated) == ["events", "sns"]
+    assert notifier.duplicates() == []
+    token = store.get(issued.token.client_id, consistent=True)
+    assert (token.client_secret_version, token.delivery_pending) == (2, None)
+    assert token.expires_at == issued.token.expires_at + 40 * DAY
+    assert token.reminders_sent == ()
+    assert lifecycle.run().rotated == []
+
+
 def test_idle_tokens_are_disabled_with_an_event_only_when_switched_on(
     admin: TokenAdmin,
     make_lifecycle: Any,

@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 DAY: Final = 86_400
 ACTOR: Final = "gatekey:lifecycle"
 EXPIRED: Final = 0  # the "threshold" of the expiry notice
+ROTATED: Final = -1  # and of the notice of an automatic rotation, sent before the expiry moves
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,10 +180,23 @@ class Lifecycle:
         days = EXPIRED if now >= token.expires_at else (due[0] if due else None)
         if days is None or days in token.reminders_sent:
             return
-        self._notify_once(token, days, now)
-        (report.expired if days == EXPIRED else report.reminded).append(f"{client_id}:{days}")
+        notice = Notice.of(
+            "Service Token Expired" if days == EXPIRED else "Service Token Expiring",
+            token,
+            f"{token.expires_at}:{days}",
+            None if days == EXPIRED else max(0, token.expires_at - now) // DAY,
+        )
+        action = AuditAction.EXPIRED if days == EXPIRED else AuditAction.REMINDED
+        if days in self._notify_once(token, days, now, notice, action).reminders_sent:
+            (report.expired if days == EXPIRED else report.reminded).append(f"{client_id}:{days}")
 
-    def _notify_once(self, token: ServiceToken, days: int, now: int) -> ServiceToken:
+    def _notify_once(
+        self, token: ServiceToken, days: int, now: int, notice: Notice, confirmed: AuditAction
+    ) -> ServiceToken:
+        """Send `notice` once per channel for this threshold of the current expiry; return the
+        token as stored, `days` in its reminders_sent once every channel has it."""
+        if days in token.reminders_sent:
+            return token
         previous = next((p for p in token.reminders_pending if p.days == days), None)
         claimed = previous is not None and previous.claimed_at > 0
         if claimed and now - previous.claimed_at < self.claim_timeout:  # type: ignore[union-attr]
@@ -192,12 +206,6 @@ class Lifecycle:
         token = self._store.update(
             token.with_changes(now, reminders_pending=_put(token, PendingNotice(days, now, done))),
             self._event(token, AuditAction.REMINDER_CLAIMED, days=days),
-        )
-        notice = Notice.of(
-            "Service Token Expired" if days == EXPIRED else "Service Token Expiring",
-            token,
-            f"{token.expires_at}:{days}",
-            None if days == EXPIRED else max(0, (token.expires_at or now) - now) // DAY,
         )
         # 2. send on each channel not yet done, recording each; a failure releases the claim
         #    and keeps what was sent, so the next run completes it and repeats nothing
@@ -223,14 +231,13 @@ class Lifecycle:
                     self._event(token, AuditAction.REMINDER_CLAIMED, days=days, sent=list(done)),
                 )
         # 3. confirm
-        action = AuditAction.EXPIRED if days == EXPIRED else AuditAction.REMINDED
         return self._store.update(
             token.with_changes(
                 now,
                 reminders_pending=tuple(p for p in token.reminders_pending if p.days != days),
                 reminders_sent=(*token.reminders_sent, days),
             ),
-            self._event(token, action, days=days),
+            self._event(token, confirmed, days=days),
         )
 
     def _rotate(self, token: ServiceToken, now: int, report: RunReport) -> None:
@@ -241,9 +248,11 @@ class Lifecycle:
         2. once the new secret is AWSCURRENT (what the consumer reads), the expiry moves
            forward by the token's duration.
 
-        The consumer never reads a secret that does not authenticate, and the old one works
-        through the grace whatever fails. A run that fails between the two leaves the token
-        due with `delivery_pending` set: the next run finishes step 2, minting nothing new.
+        Between them, the "Service Token Rotated" notice goes out once per channel, like a
+        reminder. The consumer never reads a secret that does not authenticate, and the old one
+        works through the grace whatever fails. A run that fails between the two writes leaves
+        the token due with `delivery_pending` set: the next run finishes the delivery and the
+        notice, minting nothing new and repeating no channel.
         """
         arn = token.rotation.delivery_secret_arn
         assert arn is not None  # noqa: S101 - RotationPolicy requires it for AUTO
@@ -267,6 +276,10 @@ class Lifecycle:
                 ),
             )
         self._delivery.promote(arn, token.delivery_pending or "")
+        notice = Notice.of("Service Token Rotated", token, f"rotated:{token.client_secret_version}")
+        token = self._notify_once(token, ROTATED, now, notice, AuditAction.NOTIFIED)
+        if ROTATED not in token.reminders_sent:
+            return  # another run holds the notice's claim and finishes the rotation
         expires_at = token.duration.after(token.expires_at or now)
         token = self._store.update(
             token.with_changes(
@@ -277,9 +290,6 @@ class Lifecycle:
                 reminders_pending=(),
             ),
             self._event(token, AuditAction.REFRESHED, expires_at=expires_at),
-        )
-        self._notify_all(
-            Notice.of("Service Token Rotated", token, f"rotated:{token.client_secret_version}")
         )
         report.rotated.append(token.client_id)
 

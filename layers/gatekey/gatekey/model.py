@@ -268,6 +268,7 @@ class AuditAction(StrEnum):
     REMINDER_CLAIMED = "reminder_claimed"
     REMINDER_RELEASED = "reminder_released"
     REMINDED = "reminded"
+    NOTIFIED = "notified"
     GRACE_ENDED = "grace_ended"
 
 
