@@ -359,16 +359,22 @@ def test_idle_tokens_are_disabled_with_an_event_only_when_switched_on(
     assert (disabled.action.value, disabled.actor) == ("disabled", "gatekey:lifecycle")
     assert disabled.details == {"reason": "idle", "idle_days": 100}
     assert [(i, c) for i, c in notifier.sent if "disabled" in i] == [
-        (f"{never_used}:disabled:{token.version}", "sns"),
-        (f"{never_used}:disabled:{token.version}", "events"),
+        (f"{never_used}:disabled:{token.idle_clock()}", "sns"),
+        (f"{never_used}:disabled:{token.idle_clock()}", "events"),
     ]
     # AND the next runs disable each token once, when its own idle clock passes 90 days
     assert lifecycle.run().disabled == []
     clock.now = NOW + 186 * DAY
+    # (EventBridge failing: the token stays enabled until its notice is complete)
+    notifier.fail_after["events"] = 0
+    assert lifecycle.run().disabled == []
+    assert store.get(busy, consistent=True).enabled
+    del notifier.fail_after["events"]
     assert lifecycle.run().disabled == [busy]
     clock.now = NOW + 191 * DAY
     assert lifecycle.run().disabled == [paused]
     assert len([i for i, c in notifier.sent if "disabled" in i and c == "events"]) == 3
+    assert notifier.duplicates() == []
 
 
 def test_a_run_reads_on_the_order_of_the_due_tokens_not_the_table(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -31,6 +31,7 @@ from gatekey.hashing import Hasher
 from gatekey.model import (
     AuditAction,
     AuditEvent,
+    AuditValue,
     PendingNotice,
     RotationMode,
     ServiceToken,
@@ -47,6 +48,7 @@ DAY: Final = 86_400
 ACTOR: Final = "gatekey:lifecycle"
 EXPIRED: Final = 0  # the "threshold" of the expiry notice
 ROTATED: Final = -1  # and of the notice of an automatic rotation, sent before the expiry moves
+IDLE: Final = -2  # and of the notice of disabling an idle token, sent as it is disabled
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,20 +189,27 @@ class Lifecycle:
             None if days == EXPIRED else max(0, token.expires_at - now) // DAY,
         )
         action = AuditAction.EXPIRED if days == EXPIRED else AuditAction.REMINDED
-        if days in self._notify_once(token, days, now, notice, action).reminders_sent:
+        sent = {"reminders_sent": (*token.reminders_sent, days)}
+        if self._notify_once(token, days, now, notice, action, sent):
             (report.expired if days == EXPIRED else report.reminded).append(f"{client_id}:{days}")
 
     def _notify_once(
-        self, token: ServiceToken, days: int, now: int, notice: Notice, confirmed: AuditAction
-    ) -> ServiceToken:
-        """Send `notice` once per channel for this threshold of the current expiry; return the
-        token as stored, `days` in its reminders_sent once every channel has it."""
-        if days in token.reminders_sent:
-            return token
+        self,
+        token: ServiceToken,
+        days: int,
+        now: int,
+        notice: Notice,
+        confirmed: AuditAction,
+        done_changes: Mapping[str, object],
+        details: Mapping[str, AuditValue] | None = None,
+    ) -> ServiceToken | None:
+        """Send `notice` once per channel, under the claim `days` (a reminder threshold or one of
+        the codes above); then confirm with one write that also applies `done_changes`. Return
+        the token as stored, or None when another run holds the claim."""
         previous = next((p for p in token.reminders_pending if p.days == days), None)
         claimed = previous is not None and previous.claimed_at > 0
         if claimed and now - previous.claimed_at < self.claim_timeout:  # type: ignore[union-attr]
-            return token  # another run is sending it right now
+            return None  # another run is sending it right now
         done = previous.done if previous is not None else ()
         # 1. claim: a conditional write; a racing run fails here and sends nothing
         token = self._store.update(
@@ -230,14 +239,14 @@ class Lifecycle:
                     ),
                     self._event(token, AuditAction.REMINDER_CLAIMED, days=days, sent=list(done)),
                 )
-        # 3. confirm
+        # 3. confirm, and apply what the notice announced
         return self._store.update(
             token.with_changes(
                 now,
                 reminders_pending=tuple(p for p in token.reminders_pending if p.days != days),
-                reminders_sent=(*token.reminders_sent, days),
+                **done_changes,
             ),
-            self._event(token, confirmed, days=days),
+            self._event(token, confirmed, **(details if details is not None else {"days": days})),
         )
 
     def _rotate(self, token: ServiceToken, now: int, report: RunReport) -> None:
@@ -276,10 +285,15 @@ class Lifecycle:
                 ),
             )
         self._delivery.promote(arn, token.delivery_pending or "")
-        notice = Notice.of("Service Token Rotated", token, f"rotated:{token.client_secret_version}")
-        token = self._notify_once(token, ROTATED, now, notice, AuditAction.NOTIFIED)
         if ROTATED not in token.reminders_sent:
-            return  # another run holds the notice's claim and finishes the rotation
+            notice = Notice.of(
+                "Service Token Rotated", token, f"rotated:{token.client_secret_version}"
+            )
+            sent = {"reminders_sent": (*token.reminders_sent, ROTATED)}
+            notified = self._notify_once(token, ROTATED, now, notice, AuditAction.NOTIFIED, sent)
+            if notified is None:
+                return  # another run holds the notice's claim and finishes the rotation
+            token = notified
         expires_at = token.duration.after(token.expires_at or now)
         token = self._store.update(
             token.with_changes(
@@ -299,17 +313,13 @@ class Lifecycle:
         usable = token.status is TokenStatus.ACTIVE and token.enabled and not token.is_expired(now)
         if not usable or idle_days < self.idle_days:
             return
-        token = self._store.update(
-            token.with_changes(now, enabled=False),
-            self._event(token, AuditAction.DISABLED, reason="idle", idle_days=idle_days),
-        )
-        self._notify_all(Notice.of("Service Token Disabled", token, f"disabled:{token.version}"))
-        report.disabled.append(client_id)
-
-    def _notify_all(self, notice: Notice) -> None:
-        """A change notice (the change is done and audited already): every channel, no claim."""
-        for channel in self._notifier.channels:
-            self._notifier.send(notice, channel)
+        # Announced, then disabled in the confirming write: a failed send leaves the token
+        # enabled and idle, so the next run completes the notice and the change.
+        notice = Notice.of("Service Token Disabled", token, f"disabled:{token.idle_clock()}")
+        details: dict[str, AuditValue] = {"reason": "idle", "idle_days": idle_days}
+        disabled = {"enabled": False}
+        if self._notify_once(token, IDLE, now, notice, AuditAction.DISABLED, disabled, details):
+            report.disabled.append(client_id)
 
     def _clean(self, client_id: str, now: int, report: RunReport) -> None:
         token = self._store.get(client_id, consistent=True)
