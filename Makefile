@@ -52,13 +52,13 @@ $(CHECKOV_VENV)/.installed: requirements/checkov.txt requirements/checkov-lock.t
 
 venv: $(STAMP) ## Create .venv and install the pinned dependencies
 
-test: lint typecheck cfn-lint validate checkov package-check pytest ## Everything CI checks
+test: lint typecheck cfn-lint validate checkov package-check pytest ## Everything CI checks: lint, types, templates, the build, the tests
 
 lint: $(STAMP) ## ruff: lint and formatting
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP) ## mypy (strict) on layers/, client/ and functions/
+typecheck: $(STAMP) ## mypy (strict) on the core, client, CLI, local stack, tools and handlers
 	$(BIN)/mypy layers/gatekey/gatekey client/gatekey_client local/gatekey_local cli/gatekey_cli \
 		tools examples/protected-api/src/app.py
 	# Each handler is a module named `app`: one mypy run per function keeps them apart.
@@ -87,7 +87,7 @@ deploy: build ## sam deploy --guided, with the defaults in samconfig.toml
 pytest: $(STAMP) ## pytest with coverage of layers/
 	$(BIN)/pytest --cov --cov-report=term
 
-run: $(STAMP) ## Run Gatekey locally on http://127.0.0.1:$${GATEKEY_PORT:-3000} (moto + a local gateway)
+run: $(STAMP) ## Run Gatekey locally on http://127.0.0.1:3000, or GATEKEY_PORT (moto + a local gateway)
 	PYTHONPATH=layers/gatekey:local exec $(BIN)/python -m gatekey_local
 
 FUNCTION ?= SigningKeysFunction
