@@ -82,7 +82,10 @@ package-check: build ## Check the build: pinned versions, aarch64 binaries, the 
 	$(PYTHON313) tools/check_build.py $(BUILD_DIR)
 
 deploy: build ## sam deploy --guided, with the defaults in samconfig.toml
-	$(SAM) deploy --guided --template-file $(BUILD_DIR)/template.yaml
+	# The built template, with this directory's samconfig.toml (sam would look beside the
+	# template it is given, in .aws-sam/build, which the next build wipes).
+	$(SAM) deploy --guided --template-file $(BUILD_DIR)/template.yaml \
+		--config-file "$(CURDIR)/samconfig.toml"
 
 pytest: $(STAMP) ## pytest with coverage of layers/
 	$(BIN)/pytest --cov --cov-report=term

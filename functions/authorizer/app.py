@@ -94,6 +94,12 @@ def _log(write: Callable[..., None], message: str, context: LambdaContext, **key
     write(message, function_request_id=context.aws_request_id, **keys)
 
 
+def _failed(context: LambdaContext, reason: str, detail: str) -> None:
+    counters.add("Failed", reason, "none")
+    counters.flush()  # failures are rare and urgent: alarms must see them now
+    _log(logger.error, "authorizer failed closed", context, reason=reason, detail=detail)
+
+
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         outcome = authorizer.authorize(event)
@@ -101,15 +107,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         counters.add("Unauthorized", exc.reason, "none")
         raise Exception("Unauthorized") from None  # API Gateway answers 401 to this exact message
     except GatekeyError as exc:
-        counters.add("Failed", exc.reason, "none")
-        counters.flush()  # failures are rare and urgent: alarms must see them now
-        _log(
-            logger.error,
-            "authorizer failed closed",
-            context,
-            reason=exc.reason,
-            detail=exc.message,
-        )
+        _failed(context, exc.reason, exc.message)
+        raise
+    except Exception as exc:
+        # A bug: API Gateway answers 500 all the same. Only the type is logged, since an
+        # unexpected message could quote the request.
+        _failed(context, "internal_error", type(exc).__name__)
         raise
     method = outcome.auth_method or "none"
     keys = {"client_id": outcome.client_id, "reason": outcome.reason, "auth_method": method}

@@ -365,3 +365,29 @@ def test_a_failure_is_counted_at_once(
     assert {d["Name"]: d["Value"] for d in alarm["Dimensions"]} == {
         name: total[0][name] for name in declared["Dimensions"][0]
     }
+
+
+def test_a_bug_fails_closed_and_is_counted_as_a_failure(
+    capsys: pytest.CaptureFixture[str],
+    authorizer: AuthorizerHarness,
+    monkeypatch: pytest.MonkeyPatch,
+    captured_logs: pytest.LogCaptureFixture,
+) -> None:
+    bot = authorizer.bot()
+
+    def bug(_: object) -> None:
+        raise KeyError(bot.secret.reveal())  # a bug whose message quotes the request
+
+    monkeypatch.setattr(authorizer.handler.authorizer, "authorize", bug)
+    with pytest.raises(KeyError):
+        authorizer.call("rest_request", credential_headers("gatekey_headers", bot))
+    out = capsys.readouterr().out
+    emitted = [json.loads(line) for line in out.splitlines() if "_aws" in line]
+    assert [m["AuthorizerFailures"] for m in emitted if "AuthorizerFailures" in m] == [[1.0]]
+    assert [m["reason"] for m in emitted if "Failed" in m] == ["internal_error"]
+    failed = [r for r in captured_logs.records if r.getMessage() == "authorizer failed closed"]
+    assert [(r.__dict__["reason"], r.__dict__["detail"]) for r in failed] == [
+        ("internal_error", "KeyError")
+    ]
+    records = " ".join(str(r.__dict__) for r in captured_logs.records)
+    assert bot.secret.reveal() not in out + records

@@ -275,10 +275,18 @@ def test_a_failed_promotion_is_finished_by_the_next_run_without_minting_again(
     assert token.authenticate(issued.secret, hasher, clock.now) is not None
     assert token.expires_at == issued.token.expires_at
     assert token.delivery_pending is not None
+    # AND past the grace (2 days here) the old secret still works while delivery is pending:
+    # each failing run keeps it until a day past the next
+    assert token.previous_client_secret_expires_at == clock.now + 3 * DAY
+    clock.now += 3 * DAY
+    assert lifecycle.run().cleaned == []
+    token = store.get(client_id, consistent=True)
+    assert token.authenticate(issued.secret, hasher, clock.now) is not None
     # WHEN the next run finds Secrets Manager working again
     secrets.meta.events.unregister(hook, unreachable)
     clock.now += DAY
-    assert lifecycle.run().rotated == [client_id]
+    report = lifecycle.run()
+    assert report.rotated == [client_id]
     # THEN it made the staged secret current and moved the expiry, minting no other secret
     current = delivered(secrets, delivery)
     token = store.get(client_id, consistent=True)
@@ -293,6 +301,10 @@ def test_a_failed_promotion_is_finished_by_the_next_run_without_minting_again(
     assert (token.client_secret_version, token.delivery_pending) == (2, None)
     assert token.expires_at == issued.token.expires_at + 40 * DAY
     assert [c for i, c in notifier.sent if "rotated" in i] == ["sns", "events"]
+    # AND the old secret goes once its grace, extended while delivery failed, is over
+    assert token.previous_client_secret_expires_at is not None
+    clock.now = token.previous_client_secret_expires_at
+    assert lifecycle.run().cleaned == [client_id]
     assert lifecycle.run().rotated == []
 
 

@@ -394,7 +394,11 @@ def test_refusals_cost_no_kms_call_and_malformed_ones_no_table_read(
 
 
 def test_kms_unavailable_is_a_server_error_never_a_token(
-    environment: pytest.MonkeyPatch, bot: Bot, captured_logs: pytest.LogCaptureFixture
+    environment: pytest.MonkeyPatch,
+    bot: Bot,
+    captured_logs: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    template: dict[str, Any],
 ) -> None:
     environment.setenv("SIGNING_KEY_ID", kms_key())
 
@@ -412,6 +416,17 @@ def test_kms_unavailable_is_a_server_error_never_a_token(
     assert response["json"] == {
         "error": "server_error",
         "error_description": "the token endpoint failed; try again later",
+    }
+    # AND it counts under the metric and exact dimensions TokenEndpointErrorsAlarm watches
+    alarm = template["Resources"]["TokenEndpointErrorsAlarm"]["Properties"]
+    watched = next(m["MetricStat"]["Metric"] for m in alarm["Metrics"] if m["Id"] == "handled")
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "_aws" in line]
+    counted = [m for m in emitted if watched["MetricName"] in m]
+    assert [m[watched["MetricName"]] for m in counted] == [[1.0]]
+    declared = counted[0]["_aws"]["CloudWatchMetrics"][0]
+    assert declared["Namespace"] == watched["Namespace"]
+    assert {d["Name"]: d["Value"] for d in watched["Dimensions"]} == {
+        name: counted[0][name] for name in declared["Dimensions"][0]
     }
 
 

@@ -284,7 +284,11 @@ class Lifecycle:
                     previous_client_secret_expires_at=now + self.grace_seconds,
                 ),
             )
-        self._delivery.promote(arn, token.delivery_pending or "")
+        try:
+            self._delivery.promote(arn, token.delivery_pending or "")
+        except DependencyError:
+            self._keep_previous_secret(token, now)
+            raise
         if ROTATED not in token.reminders_sent:
             notice = Notice.of(
                 "Service Token Rotated", token, f"rotated:{token.client_secret_version}"
@@ -307,6 +311,24 @@ class Lifecycle:
         )
         report.rotated.append(token.client_id)
 
+    def _keep_previous_secret(self, token: ServiceToken, now: int) -> None:
+        """The consumer still reads the old secret: keep it working past the next daily run,
+        for as long as the delivery keeps failing (LifecycleErrorsAlarm fires meanwhile)."""
+        keep_until = now + self.grace_seconds + DAY
+        if token.previous_secret_hash is None:
+            return
+        if (token.previous_client_secret_expires_at or 0) >= keep_until:
+            return
+        self._store.update(
+            token.with_changes(now, previous_client_secret_expires_at=keep_until),
+            self._event(
+                token,
+                AuditAction.UPDATED,
+                previous_client_secret_expires_at=keep_until,
+                reason="delivery_pending",
+            ),
+        )
+
     def _disable_idle(self, client_id: str, now: int, report: RunReport) -> None:
         token = self._store.get(client_id, consistent=True)
         idle_days = (now - token.idle_clock()) // DAY
@@ -326,6 +348,8 @@ class Lifecycle:
         ends = token.previous_client_secret_expires_at
         if token.previous_secret_hash is None or ends is None or ends > now:
             return
+        if token.delivery_pending is not None:
+            return  # the consumer still reads the old secret (see _keep_previous_secret)
         self._store.update(
             token.with_changes(
                 now, previous_secret_hash=None, previous_client_secret_expires_at=None
