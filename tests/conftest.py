@@ -189,13 +189,9 @@ def _recording_client(self: boto3.session.Session, *args: Any, **kwargs: Any) ->
 
         def record(model: Any, params: dict[str, Any], **_: Any) -> None:
             prefix = model.service_model.signing_name
-            # A transaction's parts are authorized as the item operations they are.
-            parts = [op for item in params.get("TransactItems", []) for op in item]
-            names = [
-                f"{op}Item" if op != "ConditionCheck" else "ConditionCheckItem" for op in parts
-            ]
-            for name in names or [model.name]:
-                AWS_ACTIONS.append((function, f"{prefix}:{name}"))
+            parts = item_actions(params.get("TransactItems", []))
+            for action in parts or [f"{prefix}:{model.name}"]:
+                AWS_ACTIONS.append((function, action))
 
         client.meta.events.register("before-parameter-build.*.*", record)
     return client
@@ -204,8 +200,17 @@ def _recording_client(self: boto3.session.Session, *args: Any, **kwargs: Any) ->
 boto3.session.Session.client = _recording_client  # type: ignore[method-assign]
 
 
-def policy_actions(template: dict[str, Any], function: str) -> set[str]:
-    """Actions the template allows the function's role (both branches of an Fn::If)."""
+def item_actions(transact_items: list[dict[str, Any]]) -> list[str]:
+    """The IAM actions of a DynamoDB transaction: each part is authorized as the item operation
+    it is (there is no dynamodb:TransactWriteItems permission)."""
+    return [f"dynamodb:{op}Item" for part in transact_items for op in part]
+
+
+def policy_actions(
+    template: dict[str, Any], function: str, resource: Any | None = None
+) -> set[str]:
+    """Actions the template allows the function's role (both branches of an Fn::If), on
+    `resource` only if given."""
     logical_id = next(
         name
         for name, r in template["Resources"].items()
@@ -228,6 +233,11 @@ def policy_actions(template: dict[str, Any], function: str) -> set[str]:
                 statements.append(statement)
     allowed: set[str] = set()
     for statement in statements:
+        resources = statement.get("Resource")
+        if resource is not None and resource not in (
+            resources if isinstance(resources, list) else [resources]
+        ):
+            continue
         actions = statement["Action"]
         allowed |= {actions} if isinstance(actions, str) else set(actions)
     return allowed

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from conftest import ROOT
+from conftest import ROOT, item_actions, policy_actions
 from gatekey.hashing import Hasher
 from gatekey.model import AuditAction, AuditEvent, new_service_token
 from gatekey.store import items
@@ -193,25 +193,7 @@ def test_every_alarm_tells_the_alarm_topic(template: dict[str, Any]) -> None:
         assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}]
 
 
-ITEM_ACTION = {
-    "Put": "dynamodb:PutItem",
-    "Update": "dynamodb:UpdateItem",
-    "Delete": "dynamodb:DeleteItem",
-    "ConditionCheck": "dynamodb:ConditionCheckItem",
-}
 TABLE_ARN = {"Fn::GetAtt": ["Table", "Arn"]}
-
-
-def table_actions(template: dict[str, Any], function: str) -> set[str]:
-    """DynamoDB actions the function's policy allows on the table (conditions aside)."""
-    actions: set[str] = set()
-    for policy in resource(template, function)["Properties"]["Policies"]:
-        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
-            resources = statement.get("Resource")
-            if resources == TABLE_ARN or (isinstance(resources, list) and TABLE_ARN in resources):
-                listed = statement["Action"]
-                actions |= {listed} if isinstance(listed, str) else set(listed)
-    return actions
 
 
 def test_writers_may_perform_every_part_of_their_transactions(template: dict[str, Any]) -> None:
@@ -220,15 +202,15 @@ def test_writers_may_perform_every_part_of_their_transactions(template: dict[str
     token, _ = new_service_token(name="bot", hasher=Hasher({"p1": b"p" * 32}, "p1"), now=1000)
     event = AuditEvent(token.client_id, AuditAction.UPDATED, "me", 1000, None, {})
     requests = {
-        "AdminFunction": [
+        "admin": [
             items.create_request("t", token, event, 1),
             items.update_request("t", token, 1, event, 1),
             items.delete_request("t", token.client_id, 1, event, 1),
         ],
-        "LifecycleFunction": [items.update_request("t", token, 1, event, 1)],
+        "lifecycle": [items.update_request("t", token, 1, event, 1)],
     }
     for function, transactions in requests.items():
-        needed = {ITEM_ACTION[op] for parts in transactions for part in parts for op in part}
-        allowed = table_actions(template, function)
+        needed = {action for parts in transactions for action in item_actions(parts)}
+        allowed = policy_actions(template, function, resource=TABLE_ARN)
         assert needed <= allowed, (function, needed - allowed)
         assert "dynamodb:TransactWriteItems" not in allowed

@@ -189,8 +189,7 @@ class Lifecycle:
             None if days == EXPIRED else max(0, token.expires_at - now) // DAY,
         )
         action = AuditAction.EXPIRED if days == EXPIRED else AuditAction.REMINDED
-        sent = {"reminders_sent": (*token.reminders_sent, days)}
-        if self._notify_once(token, days, now, notice, action, sent):
+        if self._notify_once(token, days, now, notice, action):
             (report.expired if days == EXPIRED else report.reminded).append(f"{client_id}:{days}")
 
     def _notify_once(
@@ -200,12 +199,13 @@ class Lifecycle:
         now: int,
         notice: Notice,
         confirmed: AuditAction,
-        done_changes: Mapping[str, object],
+        done_changes: Mapping[str, object] | None = None,
         details: Mapping[str, AuditValue] | None = None,
     ) -> ServiceToken | None:
         """Send `notice` once per channel, under the claim `days` (a reminder threshold or one of
-        the codes above); then confirm with one write that also applies `done_changes`. Return
-        the token as stored, or None when another run holds the claim."""
+        the codes above); then confirm with one write that also applies `done_changes` (by
+        default: `days` joins reminders_sent). Return the token as stored, or None when another
+        run holds the claim."""
         previous = next((p for p in token.reminders_pending if p.days == days), None)
         claimed = previous is not None and previous.claimed_at > 0
         if claimed and now - previous.claimed_at < self.claim_timeout:  # type: ignore[union-attr]
@@ -244,7 +244,7 @@ class Lifecycle:
             token.with_changes(
                 now,
                 reminders_pending=tuple(p for p in token.reminders_pending if p.days != days),
-                **done_changes,
+                **(done_changes or {"reminders_sent": (*token.reminders_sent, days)}),
             ),
             self._event(token, confirmed, **(details if details is not None else {"days": days})),
         )
@@ -293,8 +293,7 @@ class Lifecycle:
             notice = Notice.of(
                 "Service Token Rotated", token, f"rotated:{token.client_secret_version}"
             )
-            sent = {"reminders_sent": (*token.reminders_sent, ROTATED)}
-            notified = self._notify_once(token, ROTATED, now, notice, AuditAction.NOTIFIED, sent)
+            notified = self._notify_once(token, ROTATED, now, notice, AuditAction.NOTIFIED)
             if notified is None:
                 return  # another run holds the notice's claim and finishes the rotation
             token = notified
@@ -315,9 +314,8 @@ class Lifecycle:
         """The consumer still reads the old secret: keep it working past the next daily run,
         for as long as the delivery keeps failing (LifecycleErrorsAlarm fires meanwhile)."""
         keep_until = now + self.grace_seconds + DAY
-        if token.previous_secret_hash is None:
-            return
-        if (token.previous_client_secret_expires_at or 0) >= keep_until:
+        ends = token.previous_client_secret_expires_at
+        if token.previous_secret_hash is None or (ends or 0) >= keep_until:
             return
         self._store.update(
             token.with_changes(now, previous_client_secret_expires_at=keep_until),

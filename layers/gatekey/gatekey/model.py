@@ -164,8 +164,8 @@ class ServiceToken:
     previous_client_secret_expires_at: int | None = None
     last_seen_at: int | None = None
     # Start of the idle clock: creation, re-enabling or the last use, whichever is latest
-    # (given as None: creation). The store keeps it beside last_seen_at for the by-idle index.
-    idle_since: int | None = None
+    # (given as 0: creation). The store keeps it beside last_seen_at for the by-idle index.
+    idle_since: int = 0
     rotation: RotationPolicy = field(default_factory=RotationPolicy)
     # Lifecycle bookkeeping for the current expires_at (reset when it moves): the reminder
     # thresholds, in days before expiry (0: the expiry notice), already sent, and those a run
@@ -185,12 +185,12 @@ class ServiceToken:
         # Normalised (deduplicated, tuples) so every copy of a token compares and stores alike.
         object.__setattr__(self, "routes", validate_routes(self.routes))
         object.__setattr__(self, "scopes", validate_scopes(self.scopes))
-        if self.idle_since is None:
+        if not self.idle_since:
             object.__setattr__(self, "idle_since", self.created_at)
 
     def idle_clock(self) -> int:
         """When the token was last known in use (or created, or re-enabled)."""
-        return max(self.idle_since or self.created_at, self.last_seen_at or 0)
+        return max(self.idle_since, self.last_seen_at or 0)
 
     def is_expired(self, now: int) -> bool:
         return self.expires_at is not None and now >= self.expires_at

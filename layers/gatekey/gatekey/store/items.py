@@ -146,7 +146,7 @@ def token_to_plain(token: ServiceToken) -> dict[str, Any]:
         "grace_pk": TOKEN_ENTITY if token.previous_secret_hash is not None else None,
         "last_seen_at": token.last_seen_at,
         "idle_pk": TOKEN_ENTITY if token.enabled and not done else None,
-        "idle_since": token.created_at if token.idle_since is None else token.idle_since,
+        "idle_since": token.idle_since,
         "rotation": {
             "mode": token.rotation.mode.value,
             "delivery_secret_arn": token.rotation.delivery_secret_arn,
@@ -210,7 +210,7 @@ def token_from_item(item: Mapping[str, Any]) -> ServiceToken:
         updated_at=plain["updated_at"],
         expires_at=plain.get("expires_at"),
         last_seen_at=plain.get("last_seen_at"),
-        idle_since=plain.get("idle_since"),
+        idle_since=plain.get("idle_since", 0),
         rotation=RotationPolicy(
             RotationMode(rotation["mode"]), rotation.get("delivery_secret_arn")
         ),

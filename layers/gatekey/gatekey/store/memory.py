@@ -114,7 +114,7 @@ class InMemoryTokenStore(TokenStore):
     ) -> Page[str]:
         def idle_since(t: ServiceToken) -> int | None:
             in_index = t.enabled and not items.lifecycle_done(t)
-            return (t.idle_since or t.created_at) if in_index else None
+            return t.idle_since if in_index else None
 
         return self._ids_before(idle_since, before, limit, next_token)
 
