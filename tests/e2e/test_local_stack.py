@@ -127,7 +127,7 @@ def test_missing_or_wrong_credentials(stack: LocalStack, bot: dict[str, Any]) ->
     bad = requests.post(
         f"{stack.url}/oauth2/token",
         data={"grant_type": "client_credentials"},
-        auth=(bot["client_id"], bot["client_secret"][:-1] + "x"),
+        auth=(bot["client_id"], tampered(bot["client_secret"])),
         timeout=10,
     )
     assert bad.status_code == 401
@@ -268,3 +268,8 @@ def test_ctrl_c_or_sigterm_stops_everything_it_started(signal_name: str) -> None
     assert process.wait(timeout=30) == 0
     process.stdout.close()
     assert not any(_alive(child) for child in children)
+
+
+def tampered(secret: str) -> str:
+    """The secret with its last character changed (to one it is not already)."""
+    return secret[:-1] + ("x" if secret[-1] != "x" else "y")
