@@ -210,7 +210,8 @@ def policy_actions(
     template: dict[str, Any], function: str, resource: Any | None = None
 ) -> set[str]:
     """Actions the template allows the function's role (both branches of an Fn::If), on
-    `resource` only if given."""
+    `resource` only if given. Deny statements are left out: the tests that check the
+    denials read them themselves (tests/unit/test_template_iam.py)."""
     logical_id = next(
         name
         for name, r in template["Resources"].items()
@@ -233,6 +234,8 @@ def policy_actions(
                 statements.append(statement)
     allowed: set[str] = set()
     for statement in statements:
+        if statement.get("Effect") != "Allow":
+            continue  # a Deny narrows what an Allow grants; it grants nothing
         resources = statement.get("Resource")
         if resource is not None and resource not in (
             resources if isinstance(resources, list) else [resources]

@@ -1,0 +1,106 @@
+"""IAM in template.yaml: who may write the signing-key ring, and which KMS keys the rotation
+may create and tag (a tag it can add is a key it can then delete)."""
+
+from fnmatch import fnmatchcase
+from typing import Any
+
+ITEM_WRITES = (
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+)
+TABLE = {"Fn::GetAtt": ["Table", "Arn"]}
+RING_PARTITION = {"ForAnyValue:StringEquals": {"dynamodb:LeadingKeys": ["SIGNING_KEYS"]}}
+RING_OWNER = "SigningKeysFunction"
+
+STACK = {"Ref": "AWS::StackName"}
+SIGNING_KEY = {"kms:KeySpec": {"Ref": "SigningKeySpec"}, "kms:KeyUsage": "SIGN_VERIFY"}
+STACK_TAG = {"aws:RequestTag/gatekey-signing-key": STACK}
+NO_OTHER_TAG = {"ForAllValues:StringEquals": {"aws:TagKeys": ["gatekey-signing-key"]}}
+
+
+def functions(template: dict[str, Any]) -> list[str]:
+    return [
+        name
+        for name, r in template["Resources"].items()
+        if r["Type"] == "AWS::Serverless::Function"
+    ]
+
+
+def role_statements(template: dict[str, Any], function: str) -> list[dict[str, Any]]:
+    """Every statement of the function's role: inline documents and managed policies named by
+    !Ref, both branches of an Fn::If."""
+    resources = template["Resources"]
+    statements: list[dict[str, Any]] = []
+    for policy in resources[function]["Properties"].get("Policies", []):
+        if isinstance(policy, dict) and set(policy) == {"Ref"}:
+            policy = resources[policy["Ref"]]["Properties"]["PolicyDocument"]
+        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            branches = statement["Fn::If"][1:] if "Fn::If" in statement else [statement]
+            statements += [s for s in branches if "Effect" in s]
+    return statements
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def allows(statement: dict[str, Any], action: str) -> bool:
+    return statement["Effect"] == "Allow" and any(
+        fnmatchcase(action, pattern) for pattern in as_list(statement["Action"])
+    )
+
+
+def denies_ring_writes(statement: dict[str, Any]) -> bool:
+    return (
+        statement["Effect"] == "Deny"
+        and set(ITEM_WRITES) <= set(as_list(statement["Action"]))
+        and TABLE in as_list(statement["Resource"])
+        # Any further condition would narrow the Deny.
+        and statement.get("Condition") == RING_PARTITION
+    )
+
+
+def test_every_role_that_writes_items_but_the_ring_owner_is_denied_the_ring_partition(
+    template: dict[str, Any],
+) -> None:
+    writers = {
+        function
+        for function in functions(template)
+        for statement in role_statements(template, function)
+        if any(allows(statement, action) for action in ITEM_WRITES)
+    }
+    assert {"AdminFunction", "LifecycleFunction", "AuthorizerFunction", RING_OWNER} <= writers
+    for function in writers - {RING_OWNER}:
+        assert any(map(denies_ring_writes, role_statements(template, function))), function
+
+
+def test_the_ring_owner_keeps_its_write_to_the_ring(template: dict[str, Any]) -> None:
+    assert not any(map(denies_ring_writes, role_statements(template, RING_OWNER)))
+
+
+def test_the_rotation_creates_only_sign_verify_keys_of_the_configured_spec_tagged_for_its_stack(
+    template: dict[str, Any],
+) -> None:
+    creating = [s for s in role_statements(template, RING_OWNER) if allows(s, "kms:CreateKey")]
+    assert creating
+    for statement in creating:
+        assert statement["Condition"] == {
+            "StringEquals": {**STACK_TAG, **SIGNING_KEY},
+            **NO_OTHER_TAG,
+        }
+
+
+def test_the_rotation_may_tag_only_its_stacks_sign_verify_keys_of_the_configured_spec(
+    template: dict[str, Any],
+) -> None:
+    # IfExists: at CreateKey the new key has no tag yet; every existing key has a spec and usage.
+    tagging = [s for s in role_statements(template, RING_OWNER) if allows(s, "kms:TagResource")]
+    assert tagging
+    for statement in tagging:
+        assert statement["Condition"] == {
+            "StringEquals": STACK_TAG,
+            **NO_OTHER_TAG,
+            "StringEqualsIfExists": {**SIGNING_KEY, "aws:ResourceTag/gatekey-signing-key": STACK},
+        }
