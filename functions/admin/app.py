@@ -176,6 +176,12 @@ def invalid_request(exc: RequestValidationError) -> Response[ErrorOut]:
     return _error(422, "invalid_request", "; ".join(problems)[:1000])
 
 
+@app.exception_handler(RecursionError)  # type: ignore[untyped-decorator]
+def nested_too_deeply(_: RecursionError) -> Response[ErrorOut]:
+    # The one recursion a request can cause: parsing a deeply nested JSON body (Python < 3.13).
+    return _error(422, "invalid_request", "body: JSON nested too deeply")
+
+
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -49,6 +49,7 @@ authorizer = Authorizer(
         status_cache_ttl=config.status_cache_ttl_seconds,
         last_seen_interval=config.last_seen_interval_seconds,
         http_api_simple_responses=config.http_api_simple_responses,
+        refuse_ambiguous=config.refuse_ambiguous_credentials,
     ),
     clock=time.time,
     background=background,

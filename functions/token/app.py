@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
-from urllib.parse import parse_qs
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics
@@ -20,7 +19,12 @@ from gatekey.config import Config
 from gatekey.errors import GatekeyError
 from gatekey.hashing import load_hasher
 from gatekey.keyring import signing_keys_from_config
-from gatekey.oauth import TokenEndpoint, authorization_server_metadata, oauth_error
+from gatekey.oauth import (
+    TokenEndpoint,
+    authorization_server_metadata,
+    oauth_error,
+    parse_form,
+)
 from gatekey.store import DynamoDBTokenStore
 
 logger = Logger()
@@ -66,7 +70,7 @@ def token() -> Response[str]:
     event = app.current_event
     issued, client_id = endpoint.exchange(
         content_type=event.headers.get("content-type"),
-        form=parse_qs(event.decoded_body or "", keep_blank_values=True),
+        form=parse_form(event.body, base64_encoded=bool(event.is_base64_encoded)),
         headers={name.lower(): value for name, value in event.headers.items()},
         issuer=issuer(),
     )

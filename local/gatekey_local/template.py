@@ -154,11 +154,18 @@ class Stack:
             return Route(api, method, path, function, chosen)
         spec = auth["Authorizers"][chosen]
         identity = spec.get("Identity", {})
+        payload = spec.get("FunctionPayloadType", "TOKEN")
+        # A TOKEN authorizer has one identity source, `Header` (Authorization by default).
+        headers = (
+            [identity.get("Header", "Authorization")]
+            if payload == "TOKEN"
+            else identity.get("Headers", [])
+        )
         authorizer = Authorizer(
             name=chosen,
             function=spec["FunctionArn"]["Fn::GetAtt"][0],
-            payload=spec.get("FunctionPayloadType", "TOKEN"),
-            identity_headers=tuple(h.lower() for h in identity.get("Headers", [])),
+            payload=payload,
+            identity_headers=tuple(h.lower() for h in headers),
             ttl=int(self.resolve(identity.get("ReauthorizeEvery", 300))),
         )
         return Route(api, method, path, function, "LAMBDA", authorizer)

@@ -172,6 +172,47 @@ def test_revocation_arrives_within_the_configured_bound(
     print(f"\nrevocation: first refusal {first_refusal:.2f} s after revoke (bound {bound} s)")
 
 
+def test_an_allow_is_never_cached_under_a_header_it_was_not_decided_on(
+    stack: LocalStack, bot: dict[str, Any]
+) -> None:
+    # The review's repro: valid Gatekey headers beside any Authorization value, then that value
+    # alone, on the route whose authorizer API Gateway caches by Authorization.
+    anything = {"Authorization": "Basic " + base64.b64encode(b"any:thing").decode()}
+    gatekey = forms(bot)["gatekey_headers"]
+    for route in ("/demo/cached/whoami", "/demo/whoami"):
+        assert whoami(stack, {**gatekey, **anything}, route).status_code == 403
+        assert whoami(stack, anything, route).status_code == 403
+        assert whoami(stack, gatekey, "/demo/whoami").status_code == 200  # the control
+
+
+def test_a_rotation_ends_the_access_tokens_of_the_secret_it_replaced(
+    stack: LocalStack, bot: dict[str, Any]
+) -> None:
+    def access_token(secret: str) -> dict[str, Any]:
+        answer = requests.post(
+            f"{stack.url}/oauth2/token",
+            data={"grant_type": "client_credentials"},
+            auth=(bot["client_id"], secret),
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    old = access_token(bot["client_secret"])
+    bearer = {"Authorization": f"Bearer {old['access_token']}"}
+    assert whoami(stack, bearer).status_code == 200
+    # A rotation with a grace: the old secret still gets tokens, but none outlives the grace.
+    ends = (datetime.now(UTC) + timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rotated = cli(stack, "rotate", bot["client_id"], "--previous-expires-at", ends)
+    new = forms(rotated | {"client_id": bot["client_id"]})["gatekey_headers"]
+    assert whoami(stack, new).status_code == 200  # at once, not after the status cache
+    assert access_token(bot["client_secret"])["expires_in"] <= 30
+    # A rotation without one ends every access token of the secrets it replaced.
+    cli(stack, "rotate", bot["client_id"])
+    time.sleep(STATUS_TTL + 0.5)
+    assert whoami(stack, bearer).status_code == 403
+
+
 def test_unsigned_or_wrongly_signed_admin_calls_are_403(stack: LocalStack) -> None:
     assert requests.get(f"{stack.url}/admin/service-tokens", timeout=10).status_code == 403
     result = subprocess.run(  # noqa: S603

@@ -225,6 +225,8 @@ def test_events_name_the_actor_and_source_and_page(admin: AdminHarness) -> None:
         ({"name": "ok", "client_secret": "gks_mine"}, 422, "client_secret"),
         ({"name": "tab\there"}, 400, "name"),
         ({"name": 42}, 422, "name"),
+        ({"name": "ok", "owner": "ops@example.com\u202e"}, 400, "owner"),
+        ({"name": "ok", "owner": "ops\x85"}, 400, "owner"),
     ],
 )
 def test_bad_create_bodies_name_the_field_and_write_nothing(
@@ -271,11 +273,19 @@ def test_unknown_token_is_404_for_every_operation(admin: AdminHarness, hasher: H
         assert (status, error["code"]) == (404, "not_found"), (method, suffix)
 
 
-def test_non_json_body_is_422(admin: AdminHarness, dynamodb: Any) -> None:
-    status, error = admin.request("POST", BASE, raw_body="{not json")
+@pytest.mark.parametrize("body", ["{not json", "[" * 5_000 + "]" * 5_000])
+def test_non_json_body_is_422(admin: AdminHarness, dynamodb: Any, body: str) -> None:
+    status, error = admin.request("POST", BASE, raw_body=body)
     assert status == 422
     assert error["code"] == "invalid_request"
     assert scan(dynamodb) == []
+
+
+def test_a_bidi_owner_is_refused_on_update_too(admin: AdminHarness) -> None:
+    client_id = create(admin, owner="ops@example.com")["client_id"]
+    status, error = admin.request("PATCH", f"{BASE}/{client_id}", {"owner": "moc.elpmaxe\u202e"})
+    assert (status, "owner" in error["message"]) == (400, True)
+    assert admin.request("GET", f"{BASE}/{client_id}")[1]["owner"] == "ops@example.com"
 
 
 def test_openapi_document_lists_every_operation(admin: AdminHarness) -> None:

@@ -374,6 +374,65 @@ def test_previous_secret_works_only_within_its_grace(
     assert request_token(rsa_handler, Bot(bot.token, new_secret))["statusCode"] == 200
 
 
+def test_a_token_names_the_secret_version_that_obtained_it_and_ends_with_its_grace(
+    rsa_handler: ModuleType, bot: Bot, store: DynamoDBTokenStore, hasher: Hasher
+) -> None:
+    new_secret = ClientSecret.generate()
+    store.update(
+        bot.token.with_changes(
+            NOW,
+            secret_hash=hasher.hash(new_secret),
+            previous_secret_hash=bot.token.secret_hash,
+            previous_client_secret_expires_at=NOW + 600,  # the handler's clock is NOW + 60
+            client_secret_version=2,
+        ),
+        AuditEvent(bot.token.client_id, AuditAction.ROTATED, ADMIN, NOW),
+    )
+    old = request_token(rsa_handler, bot)["json"]
+    claims = jwt.decode(old["access_token"], options={"verify_signature": False})
+    assert (claims["client_secret_version"], claims["exp"], old["expires_in"]) == (
+        1,
+        NOW + 600,
+        540,
+    )
+    new = request_token(rsa_handler, Bot(bot.token, new_secret))["json"]
+    claims = jwt.decode(new["access_token"], options={"verify_signature": False})
+    assert (claims["client_secret_version"], new["expires_in"]) == (2, 3600)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "grant_type=client_credentials&" + "x" * (9 * 1024 * 1024),
+        "grant_type=client_credentials" + "&a=b" * 17,
+    ],
+    ids=["9 MiB", "18 fields"],
+)
+def test_an_oversized_form_is_refused_before_anything_is_parsed_or_read(
+    rsa_handler: ModuleType, bot: Bot, aws_calls: AwsCallCounter, body: str
+) -> None:
+    event = load_event("token-client-credentials-basic.json")
+    event["headers"] = {"Content-Type": FORM, "Authorization": bot.basic}
+    event["multiValueHeaders"] = {k: [v] for k, v in event["headers"].items()}
+    event["body"] = body
+    aws_calls.calls.clear()
+    response = rsa_handler.lambda_handler(event, FakeLambdaContext())
+    assert response["statusCode"] == 400
+    assert json.loads(response["body"])["error"] == "invalid_request"
+    assert aws_calls.calls == {}
+
+
+def test_a_base64_form_of_an_ordinary_size_is_read(rsa_handler: ModuleType, bot: Bot) -> None:
+    event = load_event("token-client-credentials-basic.json")
+    event["headers"] = {"Content-Type": FORM, "Authorization": bot.basic}
+    event["multiValueHeaders"] = {k: [v] for k, v in event["headers"].items()}
+    event["body"] = base64.b64encode(b"grant_type=client_credentials&scope=read").decode()
+    event["isBase64Encoded"] = True
+    response = rsa_handler.lambda_handler(event, FakeLambdaContext())
+    assert response["statusCode"] == 200, response["body"]
+    assert json.loads(response["body"])["scope"] == "read"
+
+
 def test_each_token_costs_one_kms_sign_and_one_table_read(
     rsa_handler: ModuleType, bot: Bot, aws_calls: AwsCallCounter
 ) -> None:

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 
 from gatekey.durations import Duration
@@ -45,6 +47,11 @@ def test_token_is_expired_from_its_expiry_second_on(unit_hasher: Hasher) -> None
         ({"name": 7}, "name"),
         ({"owner": "a\nb"}, "owner"),
         ({"owner": ""}, "owner"),
+        ({"owner": "ops@example.com\u202egro.evil"}, "owner"),  # a bidi override
+        ({"owner": "ops\x85team"}, "owner"),  # a C1 control
+        ({"owner": "ops\u200bteam"}, "owner"),  # zero-width
+        ({"owner": "x" * 255}, "owner"),
+        ({"name": "bot\u2066x"}, "name"),  # a bidi isolate
         ({"routes": ()}, "routes"),
         ({"routes": ("GET items",)}, "routes"),
         ({"routes": ("FETCH /items",)}, "routes"),
@@ -93,3 +100,10 @@ def test_rotation_policy_is_validated(mode: RotationMode, arn: str | None, messa
 
 def test_auto_rotation_takes_a_delivery_secret() -> None:
     assert RotationPolicy(RotationMode.AUTO, DELIVERY).delivery_secret_arn == DELIVERY
+
+
+def test_an_owner_stored_before_the_stricter_rule_still_loads(unit_hasher: Hasher) -> None:
+    # Validated where a person sets it, not when a stored token is read: an old item with
+    # such an owner must not lock its bot out.
+    token, _ = new_service_token(name="n", hasher=unit_hasher, now=NOW, owner="ops")
+    assert replace(token, owner="ops\x85").owner == "ops\x85"

@@ -3,6 +3,7 @@
 from typing import Any
 
 from conftest import ROOT, item_actions, policy_actions
+from gatekey.credentials import HEADER_PAIRS
 from gatekey.hashing import Hasher
 from gatekey.model import AuditAction, AuditEvent, new_service_token
 from gatekey.store import items
@@ -147,6 +148,30 @@ def test_the_example_stack_protects_every_route_with_the_exported_authorizer() -
         for authorizer in api["Auth"]["Authorizers"].values():
             imported = authorizer["FunctionArn"]["Fn::ImportValue"]
             assert imported == {"Fn::Sub": "${GatekeyStackName}-AuthorizerFunctionArn"}
+
+
+def test_every_cached_authorizer_shipped_is_keyed_on_what_it_decides(
+    template: dict[str, Any],
+) -> None:
+    # An Allow may depend only on what API Gateway caches it under: a cached authorizer is a
+    # TOKEN authorizer (the function sees the Authorization header alone), or its identity
+    # sources hold both headers of a service-token pair (which are read before Authorization).
+    example = load_template(ROOT / "examples" / "protected-api" / "template.yaml")
+    cached = []
+    for stack in (template, example):
+        for api in stack["Resources"].values():
+            if api["Type"] not in ("AWS::Serverless::Api", "AWS::Serverless::HttpApi"):
+                continue
+            for name, spec in api["Properties"].get("Auth", {}).get("Authorizers", {}).items():
+                identity = spec.get("Identity", {})
+                if identity.get("ReauthorizeEvery", 300) == 0:
+                    continue
+                cached.append(name)
+                headers = {h.lower() for h in identity.get("Headers", [])}
+                pairs = [set(pair) for pair in HEADER_PAIRS.values()]
+                token = spec.get("FunctionPayloadType") == "TOKEN"
+                assert token or any(pair <= headers for pair in pairs), name
+    assert cached, "the demo and the example each show a cached route"
 
 
 def functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -15,10 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from gatekey.errors import InvalidCredentials, InvalidScope, TokenExpired
-from gatekey.model import ServiceToken
+from gatekey.model import SecretMatch, ServiceToken
 from gatekey.signing import PublicKey, Signer, b64url
 
 TOKEN_TYPE: Final = "at+jwt"
+# The version of the Client Secret that obtained the token: a rotation ends the access tokens
+# of the secrets it replaced (ServiceToken.secret_valid_until).
+SECRET_VERSION_CLAIM: Final = "client_secret_version"
 REQUIRED_CLAIMS: Final = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id")
 DEFAULT_LEEWAY: Final = 30
 MAX_TOKEN_LENGTH: Final = 8192
@@ -51,11 +54,15 @@ def issue_access_token(
     lifetime: int,
     scopes: tuple[str, ...],
     now: int,
+    secret: SecretMatch | None = None,
 ) -> IssuedToken:
-    """Sign an access token for `token`, expiring after `lifetime` or with the token, if sooner."""
+    """Sign an access token for `token`, obtained with `secret` (by default its current one),
+    expiring after `lifetime`, or when that secret stops being accepted, if sooner."""
+    if secret is None:
+        secret = SecretMatch(token.client_secret_version, token.expires_at)
     expires_at = now + lifetime
-    if token.expires_at is not None:
-        expires_at = min(expires_at, token.expires_at)
+    if secret.valid_until is not None:
+        expires_at = min(expires_at, secret.valid_until)
     if expires_at <= now:
         raise TokenExpired(f"service token {token.client_id} has expired")
     public = signer.public_key
@@ -70,6 +77,7 @@ def issue_access_token(
         "jti": secrets.token_urlsafe(16),
         "client_id": token.client_id,
         "scope": " ".join(scopes),
+        SECRET_VERSION_CLAIM: secret.version,
         # Cloudflare Access puts the service token's Client ID here; origins may read it.
         "common_name": token.client_id,
     }
@@ -89,13 +97,16 @@ class KeyLookup(Protocol):
 
 
 def _b64decode(segment: str) -> bytes:
-    if not _SEGMENT.fullmatch(segment):
-        raise ValueError("not base64url")
+    """A segment already checked against _SEGMENT (binascii.Error, a ValueError, if its length
+    is impossible)."""
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
 def _json_object(segment: str) -> dict[str, Any]:
-    value = json.loads(_b64decode(segment))
+    try:
+        value = json.loads(_b64decode(segment))
+    except RecursionError as exc:  # deep nesting, before Python 3.13's JSON decoder
+        raise ValueError("nested too deeply") from exc
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
     return value
@@ -121,6 +132,10 @@ def verify_access_token(
     if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
         raise InvalidCredentials("access token is malformed")
     head, body, signature = token.split(".")
+    # Every segment base64url (so ASCII) before anything reads one: the signing input is
+    # encoded as ASCII below, and a client's odd bytes must be a refusal, not an error.
+    if not all(_SEGMENT.fullmatch(segment) for segment in (head, body, signature)):
+        raise InvalidCredentials("access token is malformed")
     try:
         header = _json_object(head)
         raw_signature = _b64decode(signature)
@@ -155,6 +170,9 @@ def _check_claims(
     times = [claims[c] for c in ("exp", "nbf", "iat")]
     if not all(isinstance(t, int) and not isinstance(t, bool) for t in times):
         raise InvalidCredentials("access token times must be integers")
+    version = claims.get(SECRET_VERSION_CLAIM)
+    if version is not None and (type(version) is not int or version < 1):
+        raise InvalidCredentials(f"access token's {SECRET_VERSION_CLAIM} must be a version")
     if not isinstance(claims["client_id"], str) or claims["sub"] != claims["client_id"]:
         raise InvalidCredentials("access token's client_id must be its sub")
     if claims["iss"] != issuer:

@@ -25,17 +25,19 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import partial
 from typing import Any, Final, Generic, TypeVar
 
-from gatekey.access_tokens import verify_access_token
-from gatekey.credentials import ClientSecret, decode_basic, parse_client_id
+from gatekey.access_tokens import SECRET_VERSION_CLAIM, verify_access_token
+from gatekey.credentials import HEADER_PAIRS, ClientSecret, decode_basic, parse_client_id
 from gatekey.errors import (
+    AmbiguousCredentials,
     AuthenticationError,
     GatekeyError,
     InvalidCredentials,
     MissingCredentials,
     NotFound,
+    SecretRotated,
     ValidationError,
 )
 from gatekey.hashing import Hasher
@@ -48,13 +50,12 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 MAX_HEADER_VALUE: Final = 8192  # API Gateway's own limit on a header is 10 KB
-_CREDENTIAL_HEADERS: Final = (
-    "authorization",
-    "gatekey-client-id",
-    "gatekey-client-secret",
-    "cf-access-client-id",
-    "cf-access-client-secret",
-)
+# Longer than the ARN of any URL API Gateway accepts; bounds the work of matching routes.
+MAX_METHOD_ARN: Final = 16_384
+# A secret that does not match a cached token item, or an access token of a secret version
+# it does not know, re-reads the item at most this often per client id: a bot that switches
+# to its new secret at once is let in, and garbage cannot become a stream of reads.
+REREAD_INTERVAL: Final = 5
 _METHOD_ARN = re.compile(
     r"(?P<prefix>arn:aws[a-z-]*:execute-api:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9]+/[^/]+)"
     r"/(?P<method>[A-Z]+|\*)/(?P<path>.*)"
@@ -71,7 +72,21 @@ class AuthorizerSettings:
     status_cache_ttl: int
     last_seen_interval: int
     http_api_simple_responses: bool
+    # Refuse credentials beside an Authorization header they did not come from (config.py).
+    refuse_ambiguous: bool = True
     cache_size: int = 10_000
+    # Every header a credential may be read from (sorted): Authorization, the pairs accepted,
+    # and the Access JSON header. Only these count towards MAX_HEADER_VALUE and ambiguity.
+    credential_headers: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        names = {"authorization"}
+        for form, pair in HEADER_PAIRS.items():
+            if form in self.accepted:
+                names.update(pair)
+        if "access_json" in self.accepted:
+            names.add(self.access_json_header)
+        object.__setattr__(self, "credential_headers", tuple(sorted(names)))
 
 
 # -- the request ---------------------------------------------------------------------------
@@ -104,7 +119,7 @@ def parse_event(event: object) -> AuthRequest:
         shape, arn = "rest_token", _text(event.get("methodArn"))
     else:
         shape, arn = "rest_request", _text(event.get("methodArn"))
-    if arn is None or _METHOD_ARN.fullmatch(arn) is None:
+    if arn is None or len(arn) > MAX_METHOD_ARN or _METHOD_ARN.fullmatch(arn) is None:
         raise MissingCredentials("event has no method ARN")
     raw = event.get("headers")
     headers: dict[str, str] = {}
@@ -138,7 +153,7 @@ def _basic(value: str) -> Presented:
 def _access_json(value: str) -> Presented:
     try:
         document = json.loads(value)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: deep nesting (Python < 3.13)
         raise InvalidCredentials("the Access JSON header is not JSON") from exc
     if not isinstance(document, dict):
         raise InvalidCredentials("the Access JSON header is not an object")
@@ -147,44 +162,88 @@ def _access_json(value: str) -> Presented:
     )
 
 
-def read_credentials(headers: Mapping[str, str], settings: AuthorizerSettings) -> Presented:
-    """The first accepted credential form present, by a fixed precedence. Forms switched off
-    are ignored; none at all is MissingCredentials; a malformed one fails without any I/O."""
-    for value in headers.values():
-        if len(value) > MAX_HEADER_VALUE:
-            raise InvalidCredentials("a header is longer than any credential")
+def _form(headers: Mapping[str, str], settings: AuthorizerSettings) -> tuple[str, set[str]]:
+    """The first accepted credential form present, by a fixed precedence, and the headers it
+    is read from; none is MissingCredentials."""
     accepted = settings.accepted
-    pairs = (
-        ("gatekey_headers", "gatekey-client-id", "gatekey-client-secret"),
-        ("access_headers", "cf-access-client-id", "cf-access-client-secret"),
-    )
-    for method, id_header, secret_header in pairs:
-        if method in accepted and (id_header in headers or secret_header in headers):
-            return _pair(method, headers.get(id_header), headers.get(secret_header))
-    json_header = headers.get(settings.access_json_header, "").strip()
-    if "access_json" in accepted and json_header.startswith("{"):
-        return _access_json(json_header)
-    scheme, _, value = headers.get("authorization", "").strip().partition(" ")
-    if scheme.lower() == "bearer" and "bearer" in accepted:
-        return Presented("bearer", jwt=value.strip())
-    if scheme.lower() == "basic" and "basic" in accepted:
-        return _basic(value.strip())
+    for form, pair in HEADER_PAIRS.items():
+        if form in accepted and any(name in headers for name in pair):
+            return form, set(pair)
+    json_header = settings.access_json_header
+    if "access_json" in accepted and headers.get(json_header, "").strip().startswith("{"):
+        return "access_json", {json_header}
+    scheme = headers.get("authorization", "").strip().partition(" ")[0].lower()
+    if scheme in accepted and scheme in ("bearer", "basic"):
+        return scheme, {"authorization"}
     raise MissingCredentials("no credentials in an accepted form")
+
+
+def read_credentials(headers: Mapping[str, str], settings: AuthorizerSettings) -> Presented:
+    """The credentials of the request, read without I/O. Forms switched off are ignored; none
+    at all is MissingCredentials; a malformed one fails, and so does any credential beside
+    another credential header (AmbiguousCredentials): API Gateway may cache the answer under
+    that other header, which would then let through whoever sends it alone."""
+    sent = [name for name in settings.credential_headers if name in headers]
+    if any(len(headers[name]) > MAX_HEADER_VALUE for name in sent):
+        raise InvalidCredentials("a credential header is longer than any credential")
+    form, used = _form(headers, settings)
+    stray = set(sent) - used
+    if not settings.refuse_ambiguous:
+        stray.discard("authorization")  # the API reads its own Authorization (config.py)
+    if stray:
+        raise AmbiguousCredentials(
+            f"{form} credentials beside the {', '.join(sorted(stray))} header(s)"
+        )
+    if form in HEADER_PAIRS:
+        id_header, secret_header = HEADER_PAIRS[form]
+        return _pair(form, headers.get(id_header), headers.get(secret_header))
+    if form == "access_json":
+        return _access_json(headers[settings.access_json_header].strip())
+    value = headers["authorization"].strip().partition(" ")[2].strip()
+    return Presented("bearer", jwt=value) if form == "bearer" else _basic(value)
 
 
 # -- routes and policies -----------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1024)
-def _glob(pattern: str) -> re.Pattern[str]:
-    """IAM's wildcards (`*` any run of characters, `?` one character), everything else literal."""
-    return re.compile(
-        "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+def arn_matches(pattern: str, arn: str) -> bool:
+    """IAM's wildcards: `*` any run of characters, `?` one character, the rest literal.
+
+    Each `*`-free segment is found at its leftmost place after the one before, which is enough
+    for `*` and never backtracks: the time is linear in the ARN per segment, whatever the
+    pattern (a regex of `.*`s backtracks for seconds on a few stars and a long path)."""
+    if "*" not in pattern:
+        return len(arn) == len(pattern) and _segment_at(pattern, arn, 0)
+    head, *middle, tail = pattern.split("*")
+    end = len(arn) - len(tail)
+    if end < len(head) or not _segment_at(head, arn, 0) or not _segment_at(tail, arn, end):
+        return False
+    position = len(head)
+    for segment in middle:
+        found = _find_segment(segment, arn, position, end)
+        if found < 0:
+            return False
+        position = found + len(segment)
+    return True
+
+
+def _segment_at(segment: str, text: str, at: int) -> bool:
+    if "?" not in segment:
+        return text.startswith(segment, at)
+    window = text[at : at + len(segment)]
+    return len(window) == len(segment) and all(
+        p in ("?", c) for p, c in zip(segment, window, strict=True)
     )
 
 
-def arn_matches(pattern: str, arn: str) -> bool:
-    return _glob(pattern).fullmatch(arn) is not None
+def _find_segment(segment: str, text: str, start: int, end: int) -> int:
+    """Where `segment` (whose `?` match any character) first lies within text[start:end]."""
+    if "?" not in segment:
+        return text.find(segment, start, end)
+    # A fixed-length pattern: no quantifier, so no backtracking.
+    regex = re.compile("".join("." if c == "?" else re.escape(c) for c in segment), re.DOTALL)
+    found = regex.search(text, start, end)
+    return -1 if found is None else found.start()
 
 
 def route_resources(method_arn: str, routes: Iterable[str]) -> list[str]:
@@ -222,6 +281,23 @@ def _policy(effect: str, resources: list[str]) -> dict[str, Any]:
         "Version": "2012-10-17",
         "Statement": [{"Action": "execute-api:Invoke", "Effect": effect, "Resource": resources}],
     }
+
+
+def _secret_valid_until(
+    token: ServiceToken, *, secret: ClientSecret, hasher: Hasher, now: int
+) -> int | None:
+    return token.authenticate(secret, hasher, now).valid_until
+
+
+def _access_token_valid_until(token: ServiceToken, *, version: int | None, now: int) -> int | None:
+    """Until when `token` accepts an access token minted with its secret `version`: one minted
+    with a secret that a rotation replaced (or whose grace ended) is refused. A token from before
+    versions were stamped is accepted only by a token never rotated."""
+    if version is None:
+        if token.client_secret_version == 1:
+            return token.expires_at
+        raise SecretRotated(f"access token predates the rotation of {token.client_id}")
+    return token.secret_valid_until(version, now)
 
 
 # -- caches --------------------------------------------------------------------------------------
@@ -308,6 +384,7 @@ class Authorizer:
         )
         self._jwts: TtlCache[str, dict[str, Any]] = TtlCache(settings.cache_size)
         self._last_seen: TtlCache[str, bool] = TtlCache(settings.cache_size)
+        self._rereads: TtlCache[str, bool] = TtlCache(settings.cache_size)
         self._answers: TtlCache[bytes, Outcome] = TtlCache(settings.cache_size)
 
     def authorize(self, event: object) -> Outcome:
@@ -337,13 +414,19 @@ class Authorizer:
         return outcome
 
     def _answer_key(self, request: AuthRequest) -> bytes:
-        """A digest of everything an answer depends on: the credentials as sent (never kept in
-        plaintext), and the API and stage, or the route when the answer is per route."""
+        """A digest of everything an answer depends on: the credential headers as sent, by
+        name (never kept in plaintext), and the API and stage, or the route when the answer is
+        per route."""
         simple = request.shape == "http" and self.settings.http_api_simple_responses
         scope = request.method_arn if simple else request.method_arn.rsplit("/", 2)[0]
+        headers = request.headers
         material = [request.shape, scope]
-        material += [request.headers.get(name, "") for name in _CREDENTIAL_HEADERS]
-        material.append(request.headers.get(self.settings.access_json_header, ""))
+        # Length-prefixed, so no value can pass for a run of other headers.
+        material += [
+            f"{n}:{len(headers[n])}:{headers[n]}"
+            for n in self.settings.credential_headers
+            if n in headers
+        ]
         return hashlib.sha256("\x00".join(material).encode("utf-8", "surrogatepass")).digest()
 
     def decide(self, request: AuthRequest) -> Decision:
@@ -362,21 +445,33 @@ class Authorizer:
             return Decision(False, reason, presented.method, client_id=presented.client_id)
 
     def _authenticate(self, presented: Presented, now: int) -> Decision:
+        check: Callable[[ServiceToken], int | None]
+        scopes: tuple[str, ...] | None = None  # an access token's own; else the token's
         if presented.jwt is not None:
             claims = self._verify_jwt(presented.jwt, now)
-            token, status_until = self._active_token(str(claims["client_id"]), now)
+            client_id = str(claims["client_id"])
+            version = claims.get(SECRET_VERSION_CLAIM)
+            check = partial(_access_token_valid_until, version=version, now=now)
             scopes = tuple(str(claims.get("scope", "")).split())
-            valid_until = min(status_until, claims["exp"])
+            expires = float(claims["exp"])
         elif presented.client_id is not None and presented.secret is not None:
-            token, status_until = self._active_token(presented.client_id, now)
-            secret_until = token.authenticate(presented.secret, self._hasher, now)
-            scopes = token.scopes
-            valid_until = status_until if secret_until is None else min(status_until, secret_until)
+            client_id = presented.client_id
+            check = partial(
+                _secret_valid_until, secret=presented.secret, hasher=self._hasher, now=now
+            )
+            expires = float("inf")
         else:
             raise InvalidCredentials("incomplete credentials")
+        token, valid_until = self._checked_token(client_id, now, check)
         self._note_last_seen(token.client_id, now)
         return Decision(
-            True, "allowed", presented.method, token, scopes, valid_until, token.client_id
+            True,
+            "allowed",
+            presented.method,
+            token,
+            token.scopes if scopes is None else scopes,
+            min(valid_until, expires),
+            token.client_id,
         )
 
     def _verify_jwt(self, jwt: str, now: int) -> dict[str, Any]:
@@ -394,15 +489,39 @@ class Authorizer:
         self._jwts.put(jwt, claims, float(claims["exp"]))
         return claims
 
-    def _active_token(self, client_id: str, now: int) -> tuple[ServiceToken, float]:
-        """The service token by id (status cache first), checked for revocation, enabled and
-        expiry, and until when that reading may be used. A JWT is worthless once its service
-        token is revoked or disabled."""
-        entry = self._status.get(client_id, now)
+    def _checked_token(
+        self, client_id: str, now: int, check: Callable[[ServiceToken], int | None]
+    ) -> tuple[ServiceToken, float]:
+        """The usable service token a credential belongs to, and until when the answer holds.
+        `check` raises unless the token accepts the credential, or says until when it does.
+        A credential a cached copy refuses is checked once more against a fresh read (at most
+        once per REREAD_INTERVAL per client id): it may be newer than the copy, as a rotated
+        secret is in the seconds after the rotation."""
+        token, status_until, fresh = self._active_token(client_id, now)
+        try:
+            accepted_until = check(token)
+        except InvalidCredentials:
+            if fresh or self._rereads.get(client_id, now):
+                raise
+            self._rereads.put(client_id, True, now + REREAD_INTERVAL)
+            token, status_until, _ = self._active_token(client_id, now, reread=True)
+            accepted_until = check(token)
+        if accepted_until is not None:
+            status_until = min(status_until, accepted_until)
+        return token, status_until
+
+    def _active_token(
+        self, client_id: str, now: int, *, reread: bool = False
+    ) -> tuple[ServiceToken, float, bool]:
+        """The service token by id (status cache first, unless `reread`), checked for
+        revocation, enabled and expiry; until when that reading may be used; and whether it was
+        read just now. A JWT is worthless once its service token is revoked or disabled."""
+        entry = None if reread else self._status.get(client_id, now)
+        fresh = entry is None
         if entry is None:
             token: ServiceToken | None
             try:
-                token = self._store.get(client_id)
+                token = self._store.get(client_id, consistent=reread)
             except NotFound:
                 token = None  # remembered too, so garbage ids cost one read per TTL
             entry = (token, now + self.settings.status_cache_ttl)
@@ -413,7 +532,7 @@ class Authorizer:
         token.ensure_usable(now)
         if token.expires_at is not None:
             status_until = min(status_until, token.expires_at)
-        return token, status_until
+        return token, status_until, fresh
 
     def _note_last_seen(self, client_id: str, now: int) -> None:
         interval = self.settings.last_seen_interval

@@ -116,6 +116,12 @@ class Config:
     accept_bearer: bool = _env("ACCEPT_BEARER", _boolean, default=True)
     access_json_header: str = _env("ACCESS_JSON_HEADER", _header_name, default="authorization")
     strict_mode: bool = _env("STRICT_MODE", _boolean, default=False)
+    # Refuse (403, ambiguous_credentials) credentials read from other headers while an
+    # Authorization header is present too: an authorizer cached on Authorization would keep
+    # their Allow under that header's value alone. Off only for uncached authorizers.
+    refuse_ambiguous_credentials: bool = _env(
+        "REFUSE_AMBIGUOUS_CREDENTIALS", _boolean, default=True
+    )
     status_cache_ttl_seconds: int = _env(
         "STATUS_CACHE_TTL_SECONDS", _bounded_int(0, 3600), default=30
     )

@@ -32,6 +32,13 @@ _CLIENT_SECRET_RANDOM_LEN: Final = 43  # 62**43 > 2**256
 _CLIENT_ID_BYTES: Final = 16
 _CLIENT_SECRET_BYTES: Final = 32
 
+# The two-header credential forms, by the name their switch and metrics use: (Client ID header,
+# Client Secret header), lower case. Gatekey's own, then Cloudflare Access's.
+HEADER_PAIRS: Final = {
+    "gatekey_headers": ("gatekey-client-id", "gatekey-client-secret"),
+    "access_headers": ("cf-access-client-id", "cf-access-client-secret"),
+}
+
 CLIENT_ID_LENGTH: Final = len(CLIENT_ID_PREFIX) + _CLIENT_ID_RANDOM_LEN + _CHECKSUM_LEN
 CLIENT_SECRET_LENGTH: Final = len(CLIENT_SECRET_PREFIX) + _CLIENT_SECRET_RANDOM_LEN + _CHECKSUM_LEN
 

@@ -69,6 +69,19 @@ class InvalidCredentials(AuthenticationError):
     reason = "invalid_credentials"
 
 
+class SecretRotated(InvalidCredentials):
+    """An access token obtained with a secret the service token no longer accepts."""
+
+    reason = "secret_rotated"
+
+
+class AmbiguousCredentials(AuthenticationError):
+    """Credentials in more than one place: the answer could depend on a header outside the
+    API's authorizer cache key, so none is given."""
+
+    reason = "ambiguous_credentials"
+
+
 class TokenExpired(AuthenticationError):
     reason = "token_expired"
 

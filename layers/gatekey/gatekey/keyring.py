@@ -15,9 +15,9 @@ The ring is one table item written with a version condition, so two rotation run
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from functools import cache
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_kms import KMSClient
     from mypy_boto3_secretsmanager import SecretsManagerClient
+
+logger = logging.getLogger(__name__)
 
 RING_KEY: Final = {"pk": {"S": "SIGNING_KEYS"}, "sk": {"S": "RING"}}
 RING_CACHE_TTL: Final = 60  # seconds; far below the publication delay (config.py)
@@ -102,6 +104,23 @@ class KeyRing:
 
     def without_retired(self, now: int) -> KeyRing:
         return replace(self, keys=tuple(k for k in self.keys if k not in self.retired(now)))
+
+    def verified(self, lookup: Callable[[str], PublicKey | None]) -> KeyRing:
+        """The ring with each key's public half taken from `lookup` (KMS), not from the item:
+        an entry whose key id KMS does not answer for, or whose stored JWK is not that key's,
+        is dropped, so whoever can write the table item cannot plant a key. No key left is a
+        ConfigurationError."""
+        keys = []
+        for key in self.keys:
+            public = lookup(key.key_id)
+            if public is not None and public.kid == key.kid:
+                keys.append(replace(key, public_key=public))
+            else:
+                logger.warning(
+                    "signing key ring entry ignored: KMS does not vouch for it",
+                    extra={"key_id": key.key_id, "kid": key.kid},
+                )
+        return replace(self, keys=tuple(keys))
 
 
 def _to_item(ring: KeyRing, version: int) -> dict[str, Any]:
@@ -221,6 +240,36 @@ class SigningKeys:
         return tuple(k.public_key for k in self.ring(now).published(now))
 
 
+class KmsPublicKeys:
+    """Public keys read from KMS by key id, each once for the container's life (a KMS key's
+    public half never changes). A key KMS says is unusable here (absent, untagged, another
+    account's, disabled) is None and asked again at the next ring load, since a new key's tag
+    may take minutes to authorize GetPublicKey; a failing KMS raises DependencyError."""
+
+    def __init__(self, client: KMSClient) -> None:
+        self._client = client
+        self._keys: dict[str, PublicKey] = {}
+
+    def get(self, key_id: str) -> PublicKey | None:
+        if key_id not in self._keys:
+            try:
+                self._keys[key_id] = kms_public_key(key_id, self._client)
+            except ConfigurationError as exc:
+                logger.warning(
+                    "KMS key not usable for verification",
+                    extra={"key_id": key_id, "reason": exc.message},
+                )
+                return None
+        return self._keys[key_id]
+
+    def require(self, key_id: str) -> PublicKey:
+        """The key, or ConfigurationError (the deployment's own key must be usable)."""
+        public = self.get(key_id)
+        if public is None:
+            raise ConfigurationError(f"KMS key {key_id} is not usable for verification")
+        return public
+
+
 class PublicKeyCache:
     """Verification keys by kid, for verifiers. Refetched every `ttl` seconds; a token naming an
     unknown kid triggers at most one refetch per `refetch_interval`, so a stream of garbage
@@ -271,11 +320,16 @@ def _ring_sources(
         ring = KeyRing.initial(local.public_key, config.signing_key_id, 0)
         return (lambda: ring), (lambda _: local)
     store = KeyRingStore(config.table_name, dynamodb)
-    initial = cache(lambda: kms_public_key(config.signing_key_id, kms))
+    public_keys = KmsPublicKeys(kms)
 
     def load() -> KeyRing:
         # Before the first rotation run there is no stored ring: the deployment's key signs.
-        return store.load() or KeyRing.initial(initial(), config.signing_key_id, 0)
+        ring = store.load()
+        if ring is None:
+            return KeyRing.initial(
+                public_keys.require(config.signing_key_id), config.signing_key_id, 0
+            )
+        return ring.verified(public_keys.get)
 
     return load, lambda key: KmsSigner(key.key_id, kms, key.public_key)
 

@@ -15,6 +15,7 @@ from gatekey.credentials import ClientSecret, generate_client_id, parse_client_i
 from gatekey.durations import DEFAULT_TOKEN_DURATION, Duration
 from gatekey.errors import (
     InvalidCredentials,
+    SecretRotated,
     TokenDisabled,
     TokenExpired,
     TokenRevoked,
@@ -33,7 +34,7 @@ _PATH = re.compile(r"/[A-Za-z0-9\-._~%!$&'()*+,;=:@/{}]{0,511}")
 _SECRET_ARN = re.compile(
     r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9_/+=.@-]{1,512}"
 )
-_OWNER = re.compile(r"[^\x00-\x1f\x7f]{1,254}")
+MAX_OWNER_LENGTH: Final = 254
 
 
 class TokenStatus(StrEnum):
@@ -61,12 +62,19 @@ class RotationPolicy:
             raise ValidationError("rotation.delivery_secret_arn", "must be a Secrets Manager ARN")
 
 
+def _printable(value: str) -> bool:
+    """No control, format (bidi overrides, zero-width), separator other than the ASCII space,
+    or unassigned characters, and no surrounding spaces: what a name or owner shows in a
+    table, a notification or an e-mail is what it is."""
+    return value.isprintable() and value == value.strip()
+
+
 def validate_name(value: object) -> str:
     if not isinstance(value, str):
         raise ValidationError("name", "must be a string")
     if not 1 <= len(value) <= MAX_NAME_LENGTH:
         raise ValidationError("name", f"must be 1 to {MAX_NAME_LENGTH} characters")
-    if not value.isprintable() or value != value.strip():
+    if not _printable(value):
         raise ValidationError(
             "name", "must be printable, without control characters or surrounding spaces"
         )
@@ -76,8 +84,14 @@ def validate_name(value: object) -> str:
 def validate_owner(value: object) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not _OWNER.fullmatch(value):
-        raise ValidationError("owner", "must be 1 to 254 characters without control characters")
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_OWNER_LENGTH:
+        raise ValidationError("owner", f"must be 1 to {MAX_OWNER_LENGTH} characters")
+    if not _printable(value):
+        raise ValidationError(
+            "owner",
+            "must be printable, without control, bidi or zero-width characters or surrounding "
+            "spaces",
+        )
     return value
 
 
@@ -146,6 +160,14 @@ class PendingNotice:
 
 
 @dataclass(frozen=True, slots=True)
+class SecretMatch:
+    """Which of a token's secrets a presented one matched, and until when it is accepted."""
+
+    version: int  # the token's client_secret_version, or the one before it within the grace
+    valid_until: int | None  # None: as long as the token (which never expires)
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceToken:
     client_id: str
     name: str
@@ -181,7 +203,8 @@ class ServiceToken:
     def __post_init__(self) -> None:
         parse_client_id(self.client_id)
         validate_name(self.name)
-        validate_owner(self.owner)
+        # The owner is checked where a person sets it (new_service_token, TokenAdmin.update),
+        # not here: a stored owner from before a stricter rule must not lock its bot out.
         # Normalised (deduplicated, tuples) so every copy of a token compares and stores alike.
         object.__setattr__(self, "routes", validate_routes(self.routes))
         object.__setattr__(self, "scopes", validate_scopes(self.scopes))
@@ -195,21 +218,43 @@ class ServiceToken:
     def is_expired(self, now: int) -> bool:
         return self.expires_at is not None and now >= self.expires_at
 
-    def authenticate(self, secret: ClientSecret, hasher: Hasher, now: int) -> int | None:
+    def authenticate(self, secret: ClientSecret, hasher: Hasher, now: int) -> SecretMatch:
         """Raise unless `secret` is this token's current secret (or its previous one, within
-        the grace) and the token is active, enabled and unexpired; return when this secret
-        stops being accepted (None: not before the token itself). Callers must not tell the
-        client which check failed; the reason is for logs and metrics."""
-        valid_until = self.expires_at
-        matches = hasher.verify(secret, self.secret_hash)
-        if not matches and self.previous_secret_hash is not None:
-            grace_ends = self.previous_client_secret_expires_at or 0
-            matches = now < grace_ends and hasher.verify(secret, self.previous_secret_hash)
-            valid_until = grace_ends if valid_until is None else min(valid_until, grace_ends)
-        if not matches:
+        the grace) and the token is active, enabled and unexpired; say which secret it was.
+        Callers must not tell the client which check failed; the reason is for logs and
+        metrics."""
+        grace_ends = self.previous_client_secret_expires_at or 0
+        if hasher.verify(secret, self.secret_hash):
+            version = self.client_secret_version
+        elif (
+            self.previous_secret_hash is not None
+            and now < grace_ends
+            and hasher.verify(secret, self.previous_secret_hash)
+        ):
+            version = self.client_secret_version - 1
+        else:
             raise InvalidCredentials(f"secret does not match service token {self.client_id}")
         self.ensure_usable(now)
-        return valid_until
+        return SecretMatch(version, self.secret_valid_until(version, now))
+
+    def secret_valid_until(self, version: int, now: int) -> int | None:
+        """Until when what secret `version` obtains (the secret itself, or an access token
+        minted with it) is accepted: the current secret's until the token expires (None:
+        never), the previous one's until its grace ends. Any other version is SecretRotated:
+        a rotation ends the access tokens of the secrets it replaced."""
+        if version == self.client_secret_version:
+            return self.expires_at
+        grace_ends = self.previous_client_secret_expires_at
+        if (
+            version == self.client_secret_version - 1
+            and self.previous_secret_hash is not None
+            and grace_ends is not None
+            and now < grace_ends
+        ):
+            return grace_ends if self.expires_at is None else min(grace_ends, self.expires_at)
+        raise SecretRotated(
+            f"service token {self.client_id} no longer accepts its secret version {version}"
+        )
 
     def ensure_usable(self, now: int) -> None:
         """Raise unless the token is active, enabled and unexpired: what any credential of it,
@@ -247,7 +292,7 @@ def new_service_token(
         updated_at=now,
         expires_at=duration.after(now),
         duration=duration,
-        owner=owner,
+        owner=validate_owner(owner),
         routes=routes,
         scopes=scopes,
         rotation=rotation or RotationPolicy(),

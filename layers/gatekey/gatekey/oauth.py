@@ -8,12 +8,14 @@ disabled or expired client are all ``invalid_client``.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
+from urllib.parse import parse_qs
 
 from gatekey.access_tokens import IssuedToken, granted_scopes, issue_access_token
-from gatekey.credentials import ClientSecret, decode_basic, parse_client_id
+from gatekey.credentials import HEADER_PAIRS, ClientSecret, decode_basic, parse_client_id
 from gatekey.errors import (
     AuthenticationError,
     GatekeyError,
@@ -28,11 +30,12 @@ from gatekey.keyring import SigningKeys
 from gatekey.store import TokenStore
 
 GRANT_TYPE: Final = "client_credentials"
+# The endpoint is unauthenticated, so what it does before authenticating must not grow with
+# the request: a token request is a few hundred bytes (a secret is 53 characters, a scope 128
+# at most), and nothing legitimate is near these limits.
+MAX_FORM_BYTES: Final = 4096
+MAX_FORM_FIELDS: Final = 16
 FORM_CONTENT_TYPE: Final = "application/x-www-form-urlencoded"
-HEADER_PAIRS: Final = (
-    ("gatekey-client-id", "gatekey-client-secret"),
-    ("cf-access-client-id", "cf-access-client-secret"),
-)
 AUTH_METHODS: Final = ("client_secret_basic", "client_secret_post")
 
 
@@ -41,6 +44,24 @@ class ClientAuthentication:
     client_id: str
     secret: ClientSecret = field(repr=False)
     method: str
+
+
+def parse_form(body: str | None, *, base64_encoded: bool = False) -> dict[str, list[str]]:
+    """The request's form (application/x-www-form-urlencoded), refused as invalid_request
+    before any parsing when it is larger or has more fields than a token request can have."""
+    raw = body or ""
+    # Base64 takes 4 characters for every 3 bytes.
+    if len(raw) > (MAX_FORM_BYTES * 4 // 3 + 4 if base64_encoded else MAX_FORM_BYTES):
+        raise ValidationError("body", f"must be at most {MAX_FORM_BYTES} bytes")
+    try:
+        text = base64.b64decode(raw, validate=True).decode("utf-8") if base64_encoded else raw
+        return parse_qs(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    except UnicodeDecodeError as exc:
+        raise ValidationError("body", "must be UTF-8") from exc
+    except ValueError as exc:  # binascii.Error, or over max_num_fields
+        raise ValidationError(
+            "body", f"must be a form of at most {MAX_FORM_FIELDS} fields"
+        ) from exc
 
 
 def _single(form: Mapping[str, Sequence[str]], name: str) -> str | None:
@@ -67,7 +88,7 @@ def read_client_authentication(
     form_id, form_secret = _single(form, "client_id"), _single(form, "client_secret")
     if form_secret is not None:
         found.append((form_id or "", form_secret, "client_secret_post"))
-    for id_header, secret_header in HEADER_PAIRS:
+    for id_header, secret_header in HEADER_PAIRS.values():
         if secret_header in headers:
             found.append((headers.get(id_header, ""), headers[secret_header], "service_token"))
     if not found:
@@ -119,7 +140,7 @@ class TokenEndpoint:
         auth = read_client_authentication(headers, form)
         now = self._clock()
         token = self._store.get(auth.client_id)
-        token.authenticate(auth.secret, self._hasher, now)
+        secret = token.authenticate(auth.secret, self._hasher, now)
         scopes = granted_scopes(token, requested_scope)
         issued = issue_access_token(
             token,
@@ -129,6 +150,7 @@ class TokenEndpoint:
             lifetime=self.lifetime,
             scopes=scopes,
             now=now,
+            secret=secret,
         )
         return issued, token.client_id
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gatekey.aws import error_code
-from gatekey.errors import ConcurrentModification, DependencyError
+from gatekey.errors import ConcurrentModification, ConfigurationError, DependencyError
 from gatekey.keyring import KeyRing, KeyRingStore
 from gatekey.signing import kms_public_key
 
@@ -102,7 +102,7 @@ class SigningKeyRotation:
             if new_key_id is not None:
                 self._schedule_deletion(new_key_id)
             return RotationReport(lost_race=True)
-        except DependencyError:
+        except (DependencyError, ConfigurationError):
             # A key the ring never got would sign nothing and cost $1 a month: take it back.
             if new_key_id is not None:
                 self._abandon(new_key_id)

@@ -155,11 +155,28 @@ class Signer(Protocol):
     def sign(self, signing_input: bytes) -> bytes: ...
 
 
+# GetPublicKey errors that say the key is not one Gatekey may use (absent, another account's
+# or untagged, disabled, pending deletion), as opposed to KMS failing.
+_UNUSABLE_KEY_ERRORS: Final = frozenset(
+    {
+        "AccessDeniedException",
+        "NotFoundException",
+        "InvalidArnException",
+        "ValidationException",
+        "DisabledException",
+        "KMSInvalidStateException",
+    }
+)
+
+
 def kms_public_key(key_id: str, client: KMSClient) -> PublicKey:
-    """Read a KMS signing key's public half and check it is one Gatekey can use."""
+    """Read a KMS signing key's public half and check it is one Gatekey can use: a key it may
+    not use is a ConfigurationError, a failure of KMS a DependencyError."""
     try:
         response = client.get_public_key(KeyId=key_id)
     except (BotoCoreError, ClientError) as exc:
+        if error_code(exc) in _UNUSABLE_KEY_ERRORS:
+            raise ConfigurationError(f"KMS key {key_id} is unusable: {error_code(exc)}") from exc
         raise DependencyError(f"KMS GetPublicKey failed: {error_code(exc)}") from exc
     if response.get("KeyUsage") != "SIGN_VERIFY":
         raise ConfigurationError(f"KMS key {key_id} is not a SIGN_VERIFY key")

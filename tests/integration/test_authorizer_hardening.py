@@ -1,0 +1,346 @@
+"""What an attacker's review of the authorizer found, each as the attack it was: credentials
+outside the cache key, access tokens outliving their secret, keys planted in the table, inputs
+that crashed the function, wildcards that backtracked, and the smaller holes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from conftest import (
+    ADMIN,
+    ISSUER,
+    NOW,
+    TABLE_NAME,
+    AuthorizerHarness,
+    AwsCallCounter,
+    Bot,
+    authorizer_event,
+    credential_headers,
+)
+from gatekey.access_tokens import issue_access_token
+from gatekey.admin import Actor, TokenAdmin
+from gatekey.authorizer import arn_matches, policy_allows
+from gatekey.credentials import ClientSecret
+from gatekey.errors import MissingCredentials
+from gatekey.keyring import KeyRing, KeyRingStore, RingKey
+from gatekey.signing import LocalKeySigner, b64url
+from gatekey_local.gateway import Answer, Functions, Gateway
+from gatekey_local.template import Authorizer, Route
+
+API = "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/v1"
+STATUS_TTL = 30  # the authorizer's default StatusCacheTtlSeconds
+
+
+def outcome(authorizer: AuthorizerHarness, headers: dict[str, str], **kwargs: Any) -> str:
+    """'allowed', the reason of a denial, or 'unauthorized' (401), as the handler decides for
+    GET /items/42 on a REST REQUEST authorizer."""
+    event = authorizer_event(
+        kwargs.pop("shape", "rest_request"), headers, method="GET", path="/items/42", **kwargs
+    )
+    try:
+        result = authorizer.handler.authorizer.authorize(event)
+    except MissingCredentials:
+        return "unauthorized"
+    return "allowed" if result.allowed else result.reason
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def bot(authorizer: AuthorizerHarness) -> Bot:
+    return authorizer.bot()
+
+
+# -- 1. an Allow may depend only on what API Gateway caches it under ---------------------------
+
+
+class CachedApi:
+    """One route behind the authorizer as API Gateway runs it (the local stack's gateway),
+    with the result cache keyed on `identity` headers."""
+
+    def __init__(self, authorizer: AuthorizerHarness, payload: str, identity: tuple[str, ...]):
+        def backend(event: dict[str, Any], _: Any) -> dict[str, Any]:
+            return {"statusCode": 200, "body": json.dumps(event["requestContext"]["authorizer"])}
+
+        spec = Authorizer("Cached", "Gatekey", payload, identity, ttl=300)
+        route = Route("Api", "GET", "/items/{id}", "Backend", "LAMBDA", spec)
+        functions = Functions({"Gatekey": authorizer.handler.lambda_handler, "Backend": backend})
+        self.gateway = Gateway(routes=[route], schedules={}, functions=functions, credentials={})
+
+    def get(self, headers: dict[str, str]) -> Answer:
+        return self.gateway.handle("GET", "/items/42", list(headers.items()), b"", "127.0.0.1")
+
+
+def test_an_allow_decided_on_other_headers_is_never_cached_under_authorization(
+    authorizer: AuthorizerHarness, bot: Bot
+) -> None:
+    # GIVEN a REQUEST authorizer cached on Authorization only (the shape the review attacked)
+    api = CachedApi(authorizer, "REQUEST", ("authorization",))
+    anything = {"Authorization": "Basic " + base64.b64encode(b"any:thing").decode()}
+    # WHEN valid Gatekey headers come with that Authorization value
+    assert api.get({**credential_headers("gatekey_headers", bot), **anything}).status == 403
+    # THEN the value alone is no Allow, for this token or anyone
+    assert api.get(anything).status == 403
+
+
+def test_credentials_beside_an_authorization_header_are_ambiguous(
+    authorizer: AuthorizerHarness, bot: Bot
+) -> None:
+    for form in ("gatekey_headers", "access_headers"):
+        sent = {**credential_headers(form, bot), "Authorization": "Bearer the-apis-own-token"}
+        assert outcome(authorizer, sent) == "ambiguous_credentials"
+    both = {
+        **credential_headers("gatekey_headers", bot),
+        **credential_headers("access_headers", bot),
+    }
+    assert outcome(authorizer, both) == "ambiguous_credentials"
+    # A header no accepted form reads does not count.
+    assert outcome(authorizer, {**credential_headers("basic", bot), "X-Other": "1"}) == "allowed"
+
+
+def test_the_switch_lets_an_apis_own_authorization_pass_beside_service_token_headers(
+    make_authorizer: Callable[..., AuthorizerHarness],
+) -> None:
+    authorizer = make_authorizer(REFUSE_AMBIGUOUS_CREDENTIALS="false")
+    bot = authorizer.bot()
+    own = {"Authorization": "Bearer the-apis-own-token"}
+    assert outcome(authorizer, {**credential_headers("gatekey_headers", bot), **own}) == "allowed"
+    # Two service-token forms at once stay ambiguous.
+    both = {
+        **credential_headers("gatekey_headers", bot),
+        **credential_headers("access_headers", bot),
+    }
+    assert outcome(authorizer, both) == "ambiguous_credentials"
+
+
+def test_a_token_authorizer_decides_on_authorization_alone(
+    authorizer: AuthorizerHarness, bot: Bot
+) -> None:
+    # The demo's cached route: API Gateway hands a TOKEN authorizer its one identity source.
+    api = CachedApi(authorizer, "TOKEN", ("authorization",))
+    anything = {"Authorization": "Basic " + base64.b64encode(b"any:thing").decode()}
+    assert api.get({**credential_headers("gatekey_headers", bot), **anything}).status == 403
+    assert api.get(anything).status == 403
+    assert api.get(credential_headers("basic", bot)).status == 200
+
+
+# -- 2. a rotation ends the access tokens of the secret it replaces -----------------------------
+
+
+def rotate(authorizer: AuthorizerHarness, bot: Bot, **grace: Any) -> ClientSecret:
+    admin = TokenAdmin(
+        store=authorizer.store, hasher=authorizer.hasher, clock=lambda: int(authorizer.clock[0])
+    )
+    return admin.rotate(Actor(ADMIN), bot.client_id, **grace).secret
+
+
+def test_a_rotation_without_grace_ends_the_old_secrets_access_tokens(
+    authorizer: AuthorizerHarness, bot: Bot
+) -> None:
+    token = authorizer.jwt(bot, lifetime=86_400)
+    assert outcome(authorizer, bearer(token)) == "allowed"
+    rotate(authorizer, bot)
+    authorizer.clock[0] += STATUS_TTL  # the status cache's copy expires
+    assert outcome(authorizer, bearer(token)) == "secret_rotated"
+
+
+def test_the_previous_secrets_access_tokens_end_with_its_grace(
+    authorizer: AuthorizerHarness, bot: Bot
+) -> None:
+    token = authorizer.jwt(bot, lifetime=86_400)
+    grace_ends = int(authorizer.clock[0]) + 3600
+    rotate(authorizer, bot, previous_expires_at=grace_ends)
+    authorizer.clock[0] += STATUS_TTL
+    assert outcome(authorizer, bearer(token)) == "allowed"
+    authorizer.clock[0] = grace_ends
+    assert outcome(authorizer, bearer(token)) == "secret_rotated"
+
+
+def test_an_access_token_without_a_secret_version_is_refused_once_the_token_was_rotated(
+    authorizer: AuthorizerHarness, bot: Bot
+) -> None:
+    # Access tokens minted before secret versions were stamped on them.
+    def legacy() -> str:
+        token = authorizer.jwt(bot)
+        head, body, _ = token.split(".")
+        claims = json.loads(base64.urlsafe_b64decode(body + "=="))
+        del claims["client_secret_version"]
+        signing_input = f"{head}.{b64url(json.dumps(claims).encode())}"
+        return f"{signing_input}.{b64url(authorizer.signer.sign(signing_input.encode()))}"
+
+    assert outcome(authorizer, bearer(legacy())) == "allowed"  # never rotated: version 1
+    rotate(authorizer, bot, previous_expires_at=int(authorizer.clock[0]) + 3600)
+    authorizer.clock[0] += STATUS_TTL
+    assert outcome(authorizer, bearer(legacy())) == "secret_rotated"
+
+
+# -- 3. a key planted in the table's ring item is not trusted ---------------------------------
+
+
+def test_a_key_planted_in_the_ring_item_cannot_sign_access_tokens(
+    aws_calls: AwsCallCounter, authorizer: AuthorizerHarness, bot: Bot
+) -> None:
+    # GIVEN someone who may write the table adds their own key to the ring, both as a new
+    # entry and as the public half of the deployment's real key id
+    attacker = LocalKeySigner(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    real = authorizer.signer.public_key
+    ring = KeyRing(
+        (
+            RingKey(authorizer.signer.key_id, real, NOW, active_from=0, managed=False),
+            RingKey("arn:aws:kms:us-east-1:123456789012:key/planted", attacker.public_key, NOW, 0),
+            RingKey(authorizer.signer.key_id, attacker.public_key, NOW, 0, managed=False),
+        )
+    )
+    KeyRingStore(TABLE_NAME, authorizer.store.client).save(ring)
+    before = aws_calls.calls["kms.GetPublicKey"]
+    # WHEN they sign an access token with it
+    forged = issue_access_token(
+        bot.token,
+        attacker,
+        issuer=ISSUER,
+        audience="gatekey",
+        lifetime=3600,
+        scopes=(),
+        now=int(authorizer.clock[0]),
+    ).access_token
+    # THEN it is refused, and the deployment's own key still verifies
+    assert outcome(authorizer, bearer(forged)) == "invalid_credentials"
+    assert outcome(authorizer, bearer(authorizer.jwt(bot))) == "allowed"
+    # Each ring key is read from KMS once for the container's life; one KMS refused is asked
+    # again at the next ring load (a new key's tag may not be honoured yet).
+    assert aws_calls.calls["kms.GetPublicKey"] - before == 2
+    authorizer.clock[0] += 300  # the verifier reloads the ring (PUBLIC_KEY_TTL)
+    assert outcome(authorizer, bearer(authorizer.jwt(bot))) == "allowed"
+    assert aws_calls.calls["kms.GetPublicKey"] - before == 3
+
+
+# -- 4. nothing a client sends is a 500 --------------------------------------------------------
+
+
+def test_non_ascii_bytes_in_an_access_token_after_a_published_kid_are_a_refusal(
+    authorizer: AuthorizerHarness, bot: Bot
+) -> None:
+    head, _, signature = authorizer.jwt(bot).split(".")
+    for body in ("é", "\x80\xff", "\udcff"):  # as API Gateway hands over latin-1 and odd bytes
+        assert outcome(authorizer, bearer(f"{head}.{body}.{signature}")) == "invalid_credentials"
+
+
+def test_deeply_nested_json_is_a_refusal(authorizer: AuthorizerHarness) -> None:
+    nested = "[" * 2_500 + "]" * 2_500  # deeper than Python's recursion limit, within 8 KB
+    access_json = {"Authorization": '{"cf-access-client-id": ' + nested + "}"}
+    assert outcome(authorizer, access_json) == "invalid_credentials"
+    header = b64url(('{"typ":"at+jwt","kid":' + nested + "}").encode())
+    assert outcome(authorizer, bearer(f"{header}.e30.AAAA")) == "invalid_credentials"
+
+
+# -- 6. route wildcards cannot backtrack -----------------------------------------------------
+
+
+@contextmanager
+def deadline(seconds: float = 60) -> Iterator[None]:
+    """Fail what does not end within a bound far beyond what it needs (milliseconds): a
+    liveness check, not a performance target (those are in `make bench`). A signal, not a
+    thread, because a backtracking regex never gives another thread the GIL; the regex engine
+    checks for signals, so it is interrupted."""
+
+    def expire(*_: object) -> None:
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_many_wildcards_against_a_long_path_answer_at_once() -> None:
+    pattern = f"{API}/GET/a*a*a*a*a*a*a*a*b"
+    subject = f"{API}/GET/" + "a" * 5_000
+    with deadline():
+        assert not arn_matches(pattern, subject)
+    assert arn_matches(pattern, subject + "b")
+
+
+def test_an_http_api_route_with_wildcards_and_a_long_path_is_decided(
+    make_authorizer: Callable[..., AuthorizerHarness],
+) -> None:
+    authorizer = make_authorizer(HTTP_API_SIMPLE_RESPONSES="true")
+    bot = authorizer.bot(routes=("GET /a*a*a*a*a*a*b",))
+    event = authorizer_event(
+        "http", credential_headers("basic", bot), method="GET", path="/" + "a" * 5_000
+    )
+    with deadline():
+        assert authorizer.invoke(event) == {"isAuthorized": False}
+
+
+def test_the_allow_policy_is_evaluated_with_the_same_matcher() -> None:
+    policy = {"Statement": [{"Effect": "Allow", "Resource": [f"{API}/GET/items/*/?x"]}]}
+    assert policy_allows(policy, f"{API}/GET/items/1/2/ax")
+    assert not policy_allows(policy, f"{API}/GET/items/1/2/x")
+
+
+# -- 7. smaller holes --------------------------------------------------------------------------
+
+
+def test_a_rotated_secret_works_at_once_not_after_the_status_cache(
+    authorizer: AuthorizerHarness, bot: Bot
+) -> None:
+    assert outcome(authorizer, credential_headers("gatekey_headers", bot)) == "allowed"
+    new = Bot(bot.token, rotate(authorizer, bot))  # the old copy is still in the status cache
+    assert outcome(authorizer, credential_headers("gatekey_headers", new)) == "allowed"
+
+
+def test_an_access_token_of_a_new_secret_works_at_once(
+    authorizer: AuthorizerHarness, bot: Bot
+) -> None:
+    assert outcome(authorizer, bearer(authorizer.jwt(bot))) == "allowed"
+    rotated = Bot(bot.token, rotate(authorizer, bot))
+    current = authorizer.store.get(bot.client_id, consistent=True)
+    assert current.client_secret_version == 2
+    assert outcome(authorizer, bearer(authorizer.jwt(Bot(current, rotated.secret)))) == "allowed"
+
+
+def test_wrong_secrets_re_read_the_token_at_most_once_per_interval(
+    aws_calls: AwsCallCounter, authorizer: AuthorizerHarness, bot: Bot
+) -> None:
+    assert outcome(authorizer, credential_headers("gatekey_headers", bot)) == "allowed"
+    before = aws_calls.calls["dynamodb.GetItem"]
+    for _ in range(50):
+        wrong = Bot(bot.token, ClientSecret.generate())
+        assert outcome(authorizer, credential_headers("gatekey_headers", wrong)) != "allowed"
+    assert aws_calls.calls["dynamodb.GetItem"] - before == 1
+    authorizer.clock[0] += 5  # REREAD_INTERVAL
+    wrong = Bot(bot.token, ClientSecret.generate())
+    assert outcome(authorizer, credential_headers("gatekey_headers", wrong)) != "allowed"
+    assert aws_calls.calls["dynamodb.GetItem"] - before == 2
+
+
+def test_a_large_cookie_does_not_deny_valid_credentials(
+    authorizer: AuthorizerHarness, bot: Bot
+) -> None:
+    big = {"Cookie": "session=" + "x" * 12_000, "X-Trace": "y" * 9_000}
+    for form in ("gatekey_headers", "basic"):
+        assert outcome(authorizer, {**credential_headers(form, bot), **big}) == "allowed"
+    too_long = {"Gatekey-Client-Id": bot.client_id, "Gatekey-Client-Secret": "x" * 9_000}
+    assert outcome(authorizer, too_long) == "invalid_credentials"
+
+
+def test_a_refusal_for_ambiguity_is_a_403_through_the_handler(
+    authorizer: AuthorizerHarness, bot: Bot
+) -> None:
+    sent = {**credential_headers("gatekey_headers", bot), "Authorization": "Basic Og=="}
+    response = authorizer.call("rest_request", sent)  # a 401 would raise Unauthorized
+    assert response["principalId"] == "anonymous"
+    assert not policy_allows(response["policyDocument"], f"{API}/GET/items/42")
