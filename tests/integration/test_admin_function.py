@@ -227,6 +227,7 @@ def test_events_name_the_actor_and_source_and_page(admin: AdminHarness) -> None:
         ({"name": 42}, 422, "name"),
         ({"name": "ok", "owner": "ops@example.com\u202e"}, 400, "owner"),
         ({"name": "ok", "owner": "ops\x85"}, 400, "owner"),
+        ({"name": "ok", "scopes": [f"{i:02d}" + "s" * 126 for i in range(9)]}, 400, "scopes"),
     ],
 )
 def test_bad_create_bodies_name_the_field_and_write_nothing(

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import boto3
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -29,9 +30,9 @@ from gatekey.access_tokens import issue_access_token
 from gatekey.admin import Actor, TokenAdmin
 from gatekey.authorizer import arn_matches, policy_allows
 from gatekey.credentials import ClientSecret
-from gatekey.errors import MissingCredentials
+from gatekey.errors import ConfigurationError, MissingCredentials
 from gatekey.keyring import KeyRing, KeyRingStore, RingKey
-from gatekey.signing import LocalKeySigner, b64url
+from gatekey.signing import LocalKeySigner, b64url, kms_public_key
 from gatekey_local.gateway import Answer, Functions, Gateway
 from gatekey_local.template import Authorizer, Route
 
@@ -222,6 +223,110 @@ def test_a_key_planted_in_the_ring_item_cannot_sign_access_tokens(
     authorizer.clock[0] += 300  # the verifier reloads the ring (PUBLIC_KEY_TTL)
     assert outcome(authorizer, bearer(authorizer.jwt(bot))) == "allowed"
     assert aws_calls.calls["kms.GetPublicKey"] - before == 3
+
+
+def ring_item(authorizer: AuthorizerHarness, *entries: dict[str, Any]) -> None:
+    """Write the ring item as a table writer could, entries as given (DynamoDB JSON maps)."""
+    real = authorizer.signer.public_key
+    genuine = {
+        "key_id": {"S": authorizer.signer.key_id},
+        "jwk": {"S": json.dumps(real.jwk())},
+        "created_at": {"N": str(NOW)},
+        "active_from": {"N": "0"},
+        "managed": {"BOOL": False},
+    }
+    authorizer.store.client.put_item(
+        TableName=TABLE_NAME,
+        Item={
+            "pk": {"S": "SIGNING_KEYS"},
+            "sk": {"S": "RING"},
+            "keys": {"L": [{"M": e} for e in (*entries, genuine)]},
+            "version": {"N": "1"},
+        },
+    )
+
+
+def test_damaged_ring_entries_cost_only_themselves(
+    aws_calls: AwsCallCounter, authorizer: AuthorizerHarness, bot: Bot
+) -> None:
+    # GIVEN a ring with an empty key id, an unreadable entry and 20 keys of no one
+    attacker = LocalKeySigner(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    bogus = [
+        {
+            "key_id": {"S": f"arn:aws:kms:us-east-1:123456789012:key/bogus-{i}"},
+            "jwk": {"S": json.dumps(attacker.public_key.jwk())},
+            "created_at": {"N": "0"},
+            "active_from": {"N": "0"},
+            "managed": {"BOOL": True},
+        }
+        for i in range(20)
+    ]
+    empty = {**bogus[0], "key_id": {"S": ""}}
+    ring_item(authorizer, empty, {"key_id": {"S": "x"}}, *bogus[:5])
+    before = dict(aws_calls.calls)
+    # THEN genuine access tokens verify, and garbage ones are refused without further I/O
+    assert outcome(authorizer, bearer(authorizer.jwt(bot))) == "allowed"
+    for _ in range(20):
+        garbage = b64url(json.dumps({"typ": "at+jwt", "alg": "RS256", "kid": "nope"}).encode())
+        assert outcome(authorizer, bearer(f"{garbage}.e30.AAAA")) == "invalid_credentials"
+    reads = {k: v - before.get(k, 0) for k, v in aws_calls.calls.items()}
+    # One ring load; KMS asked for the real key and the five bogus ARNs (the empty and the
+    # malformed ids never reach KMS), none again within the refetch interval.
+    assert (reads["dynamodb.GetItem"], reads["kms.GetPublicKey"]) == (2, 6)
+
+
+def test_a_ring_that_cannot_be_used_fails_closed_without_a_read_per_request(
+    aws_calls: AwsCallCounter, authorizer: AuthorizerHarness, bot: Bot
+) -> None:
+    authorizer.store.client.put_item(
+        TableName=TABLE_NAME,
+        Item={"pk": {"S": "SIGNING_KEYS"}, "sk": {"S": "RING"}, "keys": {"L": []}},
+    )
+    token = authorizer.jwt(bot)
+    before = aws_calls.calls["dynamodb.GetItem"]
+    for _ in range(10):
+        with pytest.raises(ConfigurationError):
+            outcome(authorizer, bearer(token))
+    assert aws_calls.calls["dynamodb.GetItem"] - before == 1  # then one try per 30 s
+
+
+def test_a_key_taken_out_of_the_ring_stops_its_tokens_in_warm_containers(
+    authorizer: AuthorizerHarness, bot: Bot
+) -> None:
+    # GIVEN a token verified with a key that the ring then replaces (say it was compromised)
+    token = authorizer.jwt(bot, lifetime=86_400)
+    assert outcome(authorizer, bearer(token)) == "allowed"
+    kms = boto3.client("kms", region_name="us-east-1")
+    tag = [{"TagKey": "gatekey-signing-key", "TagValue": "gatekey"}]
+    successor = kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY", Tags=tag)
+    arn = successor["KeyMetadata"]["Arn"]
+    public = kms_public_key(arn, kms)
+    KeyRingStore(TABLE_NAME, authorizer.store.client).save(
+        KeyRing((RingKey(arn, public, NOW, active_from=0),))
+    )
+    # THEN a warm container stops accepting it once its keys are refetched, not at its exp
+    authorizer.clock[0] += 300
+    assert outcome(authorizer, bearer(token)) == "invalid_credentials"
+
+
+def test_an_access_token_longer_lived_than_any_issued_is_refused(
+    authorizer: AuthorizerHarness, bot: Bot
+) -> None:
+    token = authorizer.jwt(bot, lifetime=86_400 + 1)  # well signed, by the real key
+    assert outcome(authorizer, bearer(token)) == "invalid_credentials"
+
+
+def test_a_pair_this_stack_does_not_accept_is_still_a_credential_header(
+    make_authorizer: Callable[..., AuthorizerHarness],
+) -> None:
+    # An API may cache on the Gatekey pair while the stack accepts only Basic and Bearer: an
+    # Allow decided on Basic must not be left under the pair's values.
+    authorizer = make_authorizer(ACCEPT_GATEKEY_HEADERS="false")
+    bot = authorizer.bot()
+    api = CachedApi(authorizer, "REQUEST", ("gatekey-client-id", "gatekey-client-secret"))
+    chosen = {"Gatekey-Client-Id": "anything", "Gatekey-Client-Secret": "at-all"}
+    assert api.get({**credential_headers("basic", bot), **chosen}).status == 403
+    assert api.get(chosen).status == 403
 
 
 # -- 4. nothing a client sends is a 500 --------------------------------------------------------

@@ -190,24 +190,29 @@ def test_new_key_signs_only_after_the_publication_delay(
     assert keys.signer(clock.now + DELAY).public_key.kid == report.added
 
 
-def test_a_retired_keys_tokens_are_rejected_even_with_a_long_exp(
+def test_a_retired_keys_tokens_are_rejected_and_none_may_outlive_its_retirement(
     rotation: SigningKeyRotation,
     signing_keys: SigningKeys,
     service_token: ServiceToken,
     clock: Clock,
 ) -> None:
     rotation.run()
-    # A token with an exp far beyond any lifetime Gatekey issues, signed by the first key.
-    forged_lifetime = 90 * DAY
-    old_token = issue(signing_keys, service_token, clock.now, lifetime=forged_lifetime)
+    first = signing_keys.signer(clock.now)
+    # A token claiming a life beyond any Gatekey issues (which would outlive the key's
+    # retirement, a day after its last signature) is refused while the key is published.
+    forged = issue(signing_keys, service_token, clock.now, lifetime=90 * DAY)
+    with pytest.raises(InvalidCredentials, match="lives longer"):
+        verify(signing_keys, forged, clock.now + 60)
     clock.now += CADENCE
     rotation.run()  # adds key 2; key 1 retires at switch + RETIRE_AFTER
-    verify(signing_keys, old_token, clock.now + DELAY + RETIRE_AFTER - 61)
     clock.now += DELAY + RETIRE_AFTER
-    report = rotation.run()
-    assert len(report.retired) == 1
+    assert len(rotation.run().retired) == 1
+    # Whoever still holds key 1 can sign nothing a verifier accepts.
+    late = issue_access_token(
+        service_token, first, issuer=ISSUER, audience="api", lifetime=60, scopes=(), now=clock.now
+    ).access_token
     with pytest.raises(InvalidCredentials, match="unknown key"):
-        verify(signing_keys, old_token, clock.now + 60)
+        verify(signing_keys, late, clock.now + 1)
 
 
 def test_an_expired_token_is_rejected_while_its_key_is_still_published(

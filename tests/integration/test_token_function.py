@@ -30,11 +30,13 @@ from gatekey.credentials import ClientSecret
 from gatekey.durations import Duration
 from gatekey.hashing import Hasher
 from gatekey.model import AuditAction, AuditEvent, ServiceToken, TokenStatus, new_service_token
+from gatekey.signing import kms_public_key
 from gatekey.store import DynamoDBTokenStore
 
 API_URL = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/v1"
 ADMIN = "arn:aws:iam::123456789012:user/admin"
 FORM = "application/x-www-form-urlencoded"
+GRANT = "client_credentials"
 
 
 class Bot:
@@ -420,6 +422,64 @@ def test_an_oversized_form_is_refused_before_anything_is_parsed_or_read(
     assert response["statusCode"] == 400
     assert json.loads(response["body"])["error"] == "invalid_request"
     assert aws_calls.calls == {}
+
+
+def test_the_largest_legitimate_form_is_read(
+    rsa_handler: ModuleType, store: DynamoDBTokenStore, hasher: Hasher
+) -> None:
+    # As many scope characters as a token may hold, every one of them percent-encoded.
+    scopes = [f"{i}" + "!" * 127 for i in range(8)]  # 8 x 128 + 7 spaces = 1,031 characters
+    scopes[-1] = scopes[-1][:-7]
+    wide = make_bot(store, hasher, scopes=tuple(scopes))
+    asked = " ".join(wide.token.scopes)
+    assert len(asked) == 1024
+    body = request_token(rsa_handler, wide, form={"grant_type": GRANT, "scope": asked})
+    assert body["statusCode"] == 200, body["json"]
+    assert body["json"]["scope"] == asked
+
+
+def test_a_token_with_more_scopes_than_fit_in_an_access_token_gets_an_oauth_error(
+    rsa_handler: ModuleType, store: DynamoDBTokenStore, hasher: Hasher
+) -> None:
+    # Tokens created before scopes were limited in all may hold more than a JWT can carry.
+    scopes = tuple(f"{i:02d}" + "s" * 126 for i in range(50))
+    bot = make_bot(store, hasher)
+    store.update(
+        bot.token.with_changes(NOW, scopes=scopes),
+        AuditEvent(bot.token.client_id, AuditAction.UPDATED, ADMIN, NOW),
+    )
+    everything = request_token(rsa_handler, bot)
+    assert (everything["statusCode"], everything["json"]["error"]) == (400, "invalid_scope")
+    some = request_token(rsa_handler, bot, form={"grant_type": GRANT, "scope": scopes[0]})
+    assert some["statusCode"] == 200
+
+
+def test_a_damaged_ring_entry_does_not_stop_the_endpoint(
+    environment: pytest.MonkeyPatch, dynamodb: Any, bot: Bot
+) -> None:
+    key = kms_key()
+    public = kms_public_key(key, boto3.client("kms", region_name=REGION))
+    entry = {
+        "key_id": {"S": key},
+        "jwk": {"S": json.dumps(public.jwk())},
+        "created_at": {"N": "0"},
+        "active_from": {"N": "0"},
+        "managed": {"BOOL": False},
+    }
+    damaged = {**entry, "key_id": {"S": ""}}
+    dynamodb.put_item(
+        TableName=TABLE_NAME,
+        Item={
+            "pk": {"S": "SIGNING_KEYS"},
+            "sk": {"S": "RING"},
+            "keys": {"L": [{"M": damaged}, {"M": {"jwk": {"S": "{"}}}, {"M": entry}]},
+            "version": {"N": "1"},
+        },
+    )
+    environment.setenv("SIGNING_KEY_ID", key)
+    handler = load_handler("token")
+    assert request_token(handler, bot)["statusCode"] == 200
+    assert [k["kid"] for k in jwks(handler)["keys"]] == [public.kid]
 
 
 def test_a_base64_form_of_an_ordinary_size_is_read(rsa_handler: ModuleType, bot: Bot) -> None:

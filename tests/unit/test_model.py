@@ -52,6 +52,10 @@ def test_token_is_expired_from_its_expiry_second_on(unit_hasher: Hasher) -> None
         ({"owner": "ops\u200bteam"}, "owner"),  # zero-width
         ({"owner": "x" * 255}, "owner"),
         ({"name": "bot\u2066x"}, "name"),  # a bidi isolate
+        ({"name": "ci-bot\ufe0f"}, "name"),  # a variation selector
+        ({"name": "ci\u3164bot"}, "name"),  # a Hangul filler
+        ({"owner": "ops\u034f"}, "owner"),  # the combining grapheme joiner
+        ({"owner": "ops\U000e0100"}, "owner"),
         ({"routes": ()}, "routes"),
         ({"routes": ("GET items",)}, "routes"),
         ({"routes": ("FETCH /items",)}, "routes"),
@@ -102,8 +106,9 @@ def test_auto_rotation_takes_a_delivery_secret() -> None:
     assert RotationPolicy(RotationMode.AUTO, DELIVERY).delivery_secret_arn == DELIVERY
 
 
-def test_an_owner_stored_before_the_stricter_rule_still_loads(unit_hasher: Hasher) -> None:
-    # Validated where a person sets it, not when a stored token is read: an old item with
-    # such an owner must not lock its bot out.
+def test_a_name_or_owner_stored_before_the_stricter_rule_still_loads(unit_hasher: Hasher) -> None:
+    # Validated where a person sets them, not when a stored token is read: an old item with
+    # such a name or owner must not lock its bot out.
     token, _ = new_service_token(name="n", hasher=unit_hasher, now=NOW, owner="ops")
-    assert replace(token, owner="ops\x85").owner == "ops\x85"
+    old = replace(token, name="bot \u2764\ufe0f", owner="ops\x85")
+    assert (old.name, old.owner) == ("bot \u2764\ufe0f", "ops\x85")

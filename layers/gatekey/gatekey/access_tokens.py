@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+from gatekey.config import MAX_ACCESS_TOKEN_LIFETIME
 from gatekey.errors import InvalidCredentials, InvalidScope, TokenExpired
 from gatekey.model import SecretMatch, ServiceToken
-from gatekey.signing import PublicKey, Signer, b64url
+from gatekey.signing import KMS_RAW_LIMIT, PublicKey, Signer, b64url
 
 TOKEN_TYPE: Final = "at+jwt"
 # The version of the Client Secret that obtained the token: a rotation ends the access tokens
@@ -82,6 +83,8 @@ def issue_access_token(
         "common_name": token.client_id,
     }
     signing_input = f"{_segment(header)}.{_segment(claims)}"
+    if len(signing_input) > KMS_RAW_LIMIT:  # only a token from before MAX_SCOPES_LENGTH
+        raise InvalidScope("scope", "asks for more scopes than fit in an access token")
     signature = signer.sign(signing_input.encode("ascii"))
     return IssuedToken(f"{signing_input}.{b64url(signature)}", expires_at - now, scopes)
 
@@ -181,6 +184,8 @@ def _check_claims(
     if aud != audience and not (isinstance(aud, list) and audience in aud):
         raise InvalidCredentials("access token has the wrong audience")
     exp, nbf, iat = times
+    if exp - iat > MAX_ACCESS_TOKEN_LIFETIME:  # none is issued longer: a forged token
+        raise InvalidCredentials("access token lives longer than any Gatekey issues")
     if now >= exp + leeway:
         raise TokenExpired("access token has expired")
     if now + leeway < nbf or now + leeway < iat:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import chain
 from typing import Any, Final, Generic, TypeVar
 
 from gatekey.access_tokens import SECRET_VERSION_CLAIM, verify_access_token
@@ -41,7 +42,7 @@ from gatekey.errors import (
     ValidationError,
 )
 from gatekey.hashing import Hasher
-from gatekey.keyring import PublicKeyCache
+from gatekey.keyring import PUBLIC_KEY_TTL, PublicKeyCache
 from gatekey.model import ALL_ROUTES, ServiceToken, rfc3339
 from gatekey.store import TokenStore
 
@@ -75,18 +76,23 @@ class AuthorizerSettings:
     # Refuse credentials beside an Authorization header they did not come from (config.py).
     refuse_ambiguous: bool = True
     cache_size: int = 10_000
-    # Every header a credential may be read from (sorted): Authorization, the pairs accepted,
-    # and the Access JSON header. Only these count towards MAX_HEADER_VALUE and ambiguity.
+    # Headers a credential is read from (sorted): Authorization, the pairs accepted and the
+    # Access JSON header if accepted. Only these count towards MAX_HEADER_VALUE.
     credential_headers: tuple[str, ...] = field(init=False)
+    # Every header any credential form uses, switched off or not: what counts for ambiguity
+    # (an API may cache on a pair this stack does not accept) and for remembered answers.
+    known_headers: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        names = {"authorization"}
+        accepted = {"authorization"}
         for form, pair in HEADER_PAIRS.items():
             if form in self.accepted:
-                names.update(pair)
+                accepted.update(pair)
         if "access_json" in self.accepted:
-            names.add(self.access_json_header)
-        object.__setattr__(self, "credential_headers", tuple(sorted(names)))
+            accepted.add(self.access_json_header)
+        known = {"authorization", self.access_json_header, *chain(*HEADER_PAIRS.values())}
+        object.__setattr__(self, "credential_headers", tuple(sorted(accepted)))
+        object.__setattr__(self, "known_headers", tuple(sorted(known)))
 
 
 # -- the request ---------------------------------------------------------------------------
@@ -183,13 +189,14 @@ def read_credentials(headers: Mapping[str, str], settings: AuthorizerSettings) -
     at all is MissingCredentials; a malformed one fails, and so does any credential beside
     another credential header (AmbiguousCredentials): API Gateway may cache the answer under
     that other header, which would then let through whoever sends it alone."""
-    sent = [name for name in settings.credential_headers if name in headers]
-    if any(len(headers[name]) > MAX_HEADER_VALUE for name in sent):
+    if any(len(headers.get(n, "")) > MAX_HEADER_VALUE for n in settings.credential_headers):
         raise InvalidCredentials("a credential header is longer than any credential")
     form, used = _form(headers, settings)
-    stray = set(sent) - used
-    if not settings.refuse_ambiguous:
-        stray.discard("authorization")  # the API reads its own Authorization (config.py)
+    if settings.refuse_ambiguous:
+        stray = {name for name in settings.known_headers if name in headers} - used
+    else:  # Authorization and the forms switched off pass to the API (config.py)
+        stray = {name for name in settings.credential_headers if name in headers} - used
+        stray.discard("authorization")
     if stray:
         raise AmbiguousCredentials(
             f"{form} credentials beside the {', '.join(sorted(stray))} header(s)"
@@ -424,7 +431,7 @@ class Authorizer:
         # Length-prefixed, so no value can pass for a run of other headers.
         material += [
             f"{n}:{len(headers[n])}:{headers[n]}"
-            for n in self.settings.credential_headers
+            for n in self.settings.known_headers
             if n in headers
         ]
         return hashlib.sha256("\x00".join(material).encode("utf-8", "surrogatepass")).digest()
@@ -485,8 +492,9 @@ class Authorizer:
             audience=self.settings.audience,
             now=now,
         )
-        # Never past exp: a cached token stops at the second the token itself stops.
-        self._jwts.put(jwt, claims, float(claims["exp"]))
+        # Never past exp, and verified again once the keys may have changed: a key taken out
+        # of the ring stops its tokens in warm containers too.
+        self._jwts.put(jwt, claims, float(min(claims["exp"], now + PUBLIC_KEY_TTL)))
         return claims
 
     def _checked_token(

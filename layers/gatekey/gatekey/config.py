@@ -116,9 +116,11 @@ class Config:
     accept_bearer: bool = _env("ACCEPT_BEARER", _boolean, default=True)
     access_json_header: str = _env("ACCESS_JSON_HEADER", _header_name, default="authorization")
     strict_mode: bool = _env("STRICT_MODE", _boolean, default=False)
-    # Refuse (403, ambiguous_credentials) credentials read from other headers while an
-    # Authorization header is present too: an authorizer cached on Authorization would keep
-    # their Allow under that header's value alone. Off only for uncached authorizers.
+    # Refuse (403, ambiguous_credentials) a request with credential headers besides those it
+    # is decided on (an Authorization header beside Gatekey's, a pair this stack does not
+    # accept): an authorizer cached on them would keep the Allow under their values alone.
+    # false lets Authorization and the headers of forms switched off pass to the API: only for
+    # uncached authorizers.
     refuse_ambiguous_credentials: bool = _env(
         "REFUSE_AMBIGUOUS_CREDENTIALS", _boolean, default=True
     )

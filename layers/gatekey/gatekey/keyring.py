@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
@@ -24,7 +25,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from gatekey.aws import error_code
 from gatekey.config import Config
-from gatekey.errors import ConcurrentModification, ConfigurationError, DependencyError
+from gatekey.errors import (
+    ConcurrentModification,
+    ConfigurationError,
+    DependencyError,
+    GatekeyError,
+)
 from gatekey.signing import KmsSigner, LocalKeySigner, PublicKey, Signer, kms_public_key
 
 if TYPE_CHECKING:
@@ -40,6 +46,12 @@ RING_CACHE_TTL: Final = 60  # seconds; far below the publication delay (config.p
 # an unknown kid may cause one refetch per 30 s; both far below the publication delay.
 PUBLIC_KEY_TTL: Final = 300
 PUBLIC_KEY_REFETCH_INTERVAL: Final = 30
+# A ring holds two or three keys (the signing one, the next, one retiring); more entries than
+# this are not Gatekey's doing, and only the newest are read.
+MAX_RING_KEYS: Final = 8
+_KMS_KEY_ARN: Final = re.compile(
+    r"(?P<prefix>arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/)[A-Za-z0-9-]{1,64}"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,20 +156,30 @@ def _to_item(ring: KeyRing, version: int) -> dict[str, Any]:
 
 
 def _from_item(item: Mapping[str, Any]) -> KeyRing:
+    """The ring as stored. Each entry is read on its own: one that cannot be read is left out
+    (and logged), so a damaged entry costs only itself; none readable is a ConfigurationError."""
+    try:
+        entries, version = item["keys"]["L"][-MAX_RING_KEYS:], int(item["version"]["N"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigurationError("the signing key ring item is malformed") from exc
     keys = []
-    for raw in item["keys"]["L"]:
-        value = raw["M"]
-        keys.append(
-            RingKey(
-                key_id=value["key_id"]["S"],
-                public_key=PublicKey.from_jwk(json.loads(value["jwk"]["S"])),
-                created_at=int(value["created_at"]["N"]),
-                active_from=int(value["active_from"]["N"]),
-                unpublish_at=int(value["unpublish_at"]["N"]) if "unpublish_at" in value else None,
-                managed=value["managed"]["BOOL"],
-            )
-        )
-    return KeyRing(tuple(keys), int(item["version"]["N"]))
+    for raw in entries:
+        try:
+            keys.append(_ring_key(raw["M"]))
+        except (KeyError, TypeError, ValueError, AttributeError, ConfigurationError) as exc:
+            logger.warning("signing key ring entry unreadable", extra={"error": repr(exc)[:200]})
+    return KeyRing(tuple(keys), version)
+
+
+def _ring_key(value: Mapping[str, Any]) -> RingKey:
+    return RingKey(
+        key_id=str(value["key_id"]["S"]),
+        public_key=PublicKey.from_jwk(json.loads(value["jwk"]["S"])),
+        created_at=int(value["created_at"]["N"]),
+        active_from=int(value["active_from"]["N"]),
+        unpublish_at=int(value["unpublish_at"]["N"]) if "unpublish_at" in value else None,
+        managed=bool(value["managed"]["BOOL"]),
+    )
 
 
 def _json(value: Mapping[str, str]) -> str:
@@ -226,8 +248,17 @@ class SigningKeys:
         self._loaded_at = clock()
 
     def ring(self, now: int) -> KeyRing:
+        """The ring, reloaded every `ttl`. A reload that fails keeps the ring it has (its keys
+        are valid for a publication delay, far longer) and is tried again a `ttl` later."""
         if now - self._loaded_at >= self._ttl:
-            self._ring, self._loaded_at = self._load(), now
+            self._loaded_at = now
+            try:
+                self._ring = self._load()
+            except GatekeyError as exc:
+                logger.error(
+                    "signing key ring not reloaded; signing with the ring already loaded",
+                    extra={"reason": exc.reason, "detail": exc.message},
+                )
         return self._ring
 
     def signer(self, now: int) -> Signer:
@@ -242,25 +273,48 @@ class SigningKeys:
 
 class KmsPublicKeys:
     """Public keys read from KMS by key id, each once for the container's life (a KMS key's
-    public half never changes). A key KMS says is unusable here (absent, untagged, another
-    account's, disabled) is None and asked again at the next ring load, since a new key's tag
-    may take minutes to authorize GetPublicKey; a failing KMS raises DependencyError."""
+    public half never changes). Only key ARNs in the deployment key's account and region are
+    asked for. A key KMS says is unusable here (absent, untagged, another account's, disabled)
+    is None, and asked again after `retry_after` seconds, since a new key's tag may take
+    minutes to authorize GetPublicKey; a failing KMS raises DependencyError."""
 
-    def __init__(self, client: KMSClient) -> None:
+    def __init__(
+        self,
+        client: KMSClient,
+        deployment_key_id: str,
+        *,
+        clock: Callable[[], float],
+        retry_after: int = PUBLIC_KEY_TTL,
+    ) -> None:
         self._client = client
+        arn = _KMS_KEY_ARN.fullmatch(deployment_key_id)
+        self._prefix = arn["prefix"] if arn else None
+        self._clock = clock
+        self._retry_after = retry_after
         self._keys: dict[str, PublicKey] = {}
+        self._refused: dict[str, float] = {}  # key id -> when it may be asked again
 
     def get(self, key_id: str) -> PublicKey | None:
-        if key_id not in self._keys:
+        if key_id in self._keys:
+            return self._keys[key_id]
+        now = self._clock()
+        if now < self._refused.get(key_id, 0):
+            return None
+        arn = _KMS_KEY_ARN.fullmatch(key_id)
+        reason = None
+        if arn is None or (self._prefix is not None and arn["prefix"] != self._prefix):
+            reason = "not a KMS key ARN of this account and region"
+        else:
             try:
                 self._keys[key_id] = kms_public_key(key_id, self._client)
+                return self._keys[key_id]
             except ConfigurationError as exc:
-                logger.warning(
-                    "KMS key not usable for verification",
-                    extra={"key_id": key_id, "reason": exc.message},
-                )
-                return None
-        return self._keys[key_id]
+                reason = exc.message
+        logger.warning("KMS key not usable for verification", extra={"reason": reason[:200]})
+        if len(self._refused) >= 1_000:  # bounded: a ring holds MAX_RING_KEYS entries
+            self._refused.clear()
+        self._refused[key_id] = now + self._retry_after
+        return None
 
     def require(self, key_id: str) -> PublicKey:
         """The key, or ConfigurationError (the deployment's own key must be usable)."""
@@ -273,7 +327,9 @@ class KmsPublicKeys:
 class PublicKeyCache:
     """Verification keys by kid, for verifiers. Refetched every `ttl` seconds; a token naming an
     unknown kid triggers at most one refetch per `refetch_interval`, so a stream of garbage
-    tokens cannot become a stream of reads (aws-jwt-verify's "penalty box")."""
+    tokens cannot become a stream of reads (aws-jwt-verify's "penalty box"). A fetch that fails
+    is not tried again for `refetch_interval` either: meanwhile the keys already fetched are
+    used, or, if there are none, the failure is raised again without any I/O."""
 
     def __init__(
         self,
@@ -289,20 +345,37 @@ class PublicKeyCache:
         self._clock = clock
         self._keys: Mapping[str, PublicKey] = {}
         self._fetched_at: float | None = None
+        self._tried_at: float | None = None
+        self._failure: GatekeyError | None = None
 
     def get(self, kid: str) -> PublicKey | None:
         now = self._clock()
         stale = self._fetched_at is None or now - self._fetched_at >= self._ttl
         unknown = kid not in self._keys
-        may_refetch = self._fetched_at is None or now - self._fetched_at >= self._refetch_interval
-        if stale or (unknown and may_refetch):
-            self._keys, self._fetched_at = self._fetch(), now
+        may_refetch = self._tried_at is None or now - self._tried_at >= self._refetch_interval
+        if (stale or unknown) and may_refetch:
+            self._refresh(now)
+        elif self._fetched_at is None and self._failure is not None:
+            raise self._failure
         return self._keys.get(kid)
+
+    def _refresh(self, now: float) -> None:
+        self._tried_at = now
+        try:
+            self._keys, self._fetched_at, self._failure = self._fetch(), now, None
+        except GatekeyError as exc:
+            self._failure = exc
+            if self._fetched_at is None:
+                raise
+            logger.error(
+                "signing keys not refetched; verifying with the keys already fetched",
+                extra={"reason": exc.reason, "detail": exc.message},
+            )
 
     def keys(self) -> Mapping[str, PublicKey]:
         """The keys as last fetched (fetching once if never fetched)."""
         if self._fetched_at is None:
-            self._keys, self._fetched_at = self._fetch(), self._clock()
+            self._refresh(self._clock())
         return self._keys
 
 
@@ -312,6 +385,7 @@ def _ring_sources(
     dynamodb: DynamoDBClient,
     kms: KMSClient,
     secretsmanager: SecretsManagerClient,
+    clock: Callable[[], float],
 ) -> tuple[Callable[[], KeyRing], Callable[[RingKey], Signer]]:
     """How to load the ring and make a signer for one of its keys: the KMS key ring kept by
     the rotation function, or the one Secrets Manager key (rotated by its owner, not Gatekey)."""
@@ -320,7 +394,7 @@ def _ring_sources(
         ring = KeyRing.initial(local.public_key, config.signing_key_id, 0)
         return (lambda: ring), (lambda _: local)
     store = KeyRingStore(config.table_name, dynamodb)
-    public_keys = KmsPublicKeys(kms)
+    public_keys = KmsPublicKeys(kms, config.signing_key_id, clock=clock)
 
     def load() -> KeyRing:
         # Before the first rotation run there is no stored ring: the deployment's key signs.
@@ -344,7 +418,7 @@ def signing_keys_from_config(
 ) -> SigningKeys:
     """The token function's signing keys."""
     load, make_signer = _ring_sources(
-        config, dynamodb=dynamodb, kms=kms, secretsmanager=secretsmanager
+        config, dynamodb=dynamodb, kms=kms, secretsmanager=secretsmanager, clock=clock
     )
     return SigningKeys(load, make_signer, ttl=RING_CACHE_TTL, clock=clock)
 
@@ -359,7 +433,9 @@ def public_keys_from_config(
 ) -> PublicKeyCache:
     """A verifier's keys: those the ring publishes now, refetched every PUBLIC_KEY_TTL, and on
     an unknown kid at most once per PUBLIC_KEY_REFETCH_INTERVAL."""
-    load, _ = _ring_sources(config, dynamodb=dynamodb, kms=kms, secretsmanager=secretsmanager)
+    load, _ = _ring_sources(
+        config, dynamodb=dynamodb, kms=kms, secretsmanager=secretsmanager, clock=clock
+    )
 
     def fetch() -> dict[str, PublicKey]:
         return {key.kid: key.public_key for key in load().published(int(clock()))}

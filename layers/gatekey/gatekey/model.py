@@ -26,6 +26,9 @@ from gatekey.hashing import Hasher, SecretHash
 MAX_NAME_LENGTH: Final = 128
 MAX_ROUTES: Final = 100
 MAX_SCOPES: Final = 50
+# The scopes of a token, space-separated, at most: an access token carrying all of them stays
+# within KMS's 4096-byte limit on what it signs (and the authorizer's 8 KB token limit).
+MAX_SCOPES_LENGTH: Final = 1024
 ALL_ROUTES: Final = "*"
 HTTP_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"})
 # RFC 6749 appendix A.4: scope-token = 1*NQCHAR (printable ASCII but space, '"' and '\').
@@ -62,11 +65,21 @@ class RotationPolicy:
             raise ValidationError("rotation.delivery_secret_arn", "must be a Secrets Manager ARN")
 
 
+# Unicode's Default_Ignorable_Code_Point characters (DerivedCoreProperties.txt), which render
+# as nothing, and the blank braille pattern: isprintable() lets some of them through (Hangul
+# fillers, variation selectors, the combining grapheme joiner).
+_INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
+)
+
+
 def _printable(value: str) -> bool:
-    """No control, format (bidi overrides, zero-width), separator other than the ASCII space,
-    or unassigned characters, and no surrounding spaces: what a name or owner shows in a
-    table, a notification or an e-mail is what it is."""
-    return value.isprintable() and value == value.strip()
+    """No control, format (bidi overrides, zero-width), invisible, separator other than the
+    ASCII space, or unassigned characters, and no surrounding spaces: what a name or owner
+    shows in a table, a notification or an e-mail is what it is."""
+    return value.isprintable() and value == value.strip() and not _INVISIBLE.search(value)
 
 
 def validate_name(value: object) -> str:
@@ -125,6 +138,16 @@ def validate_routes(value: object) -> tuple[str, ...]:
 
 
 def validate_scopes(value: object) -> tuple[str, ...]:
+    """Scopes a person sets: valid one by one, and few enough to fit in an access token."""
+    scopes = _scopes(value)
+    if len(" ".join(scopes)) > MAX_SCOPES_LENGTH:
+        raise ValidationError(
+            "scopes", f"must be at most {MAX_SCOPES_LENGTH} characters in all, with spaces"
+        )
+    return scopes
+
+
+def _scopes(value: object) -> tuple[str, ...]:
     scopes = _validate_list(value, "scopes", MAX_SCOPES)
     for scope in scopes:
         if not isinstance(scope, str) or not _SCOPE.fullmatch(scope):
@@ -202,12 +225,12 @@ class ServiceToken:
 
     def __post_init__(self) -> None:
         parse_client_id(self.client_id)
-        validate_name(self.name)
-        # The owner is checked where a person sets it (new_service_token, TokenAdmin.update),
-        # not here: a stored owner from before a stricter rule must not lock its bot out.
+        # Name and owner are checked where a person sets them (new_service_token,
+        # TokenAdmin.update), not here: one stored before a stricter rule must not lock its
+        # bot out.
         # Normalised (deduplicated, tuples) so every copy of a token compares and stores alike.
         object.__setattr__(self, "routes", validate_routes(self.routes))
-        object.__setattr__(self, "scopes", validate_scopes(self.scopes))
+        object.__setattr__(self, "scopes", _scopes(self.scopes))
         if not self.idle_since:
             object.__setattr__(self, "idle_since", self.created_at)
 
@@ -286,7 +309,7 @@ def new_service_token(
     secret = ClientSecret.generate()
     token = ServiceToken(
         client_id=generate_client_id(),
-        name=name,
+        name=validate_name(name),
         secret_hash=hasher.hash(secret),
         created_at=now,
         updated_at=now,
@@ -294,7 +317,7 @@ def new_service_token(
         duration=duration,
         owner=validate_owner(owner),
         routes=routes,
-        scopes=scopes,
+        scopes=validate_scopes(scopes),
         rotation=rotation or RotationPolicy(),
     )
     return token, secret

@@ -31,8 +31,9 @@ from gatekey.store import TokenStore
 
 GRANT_TYPE: Final = "client_credentials"
 # The endpoint is unauthenticated, so what it does before authenticating must not grow with
-# the request: a token request is a few hundred bytes (a secret is 53 characters, a scope 128
-# at most), and nothing legitimate is near these limits.
+# the request. The largest legitimate form asks for all of a token's scopes: MAX_SCOPES_LENGTH
+# (1,024) characters, each percent-encoded in 3 bytes at worst, plus grant_type, client_id
+# and client_secret (about 150 bytes): 3.2 KB.
 MAX_FORM_BYTES: Final = 4096
 MAX_FORM_FIELDS: Final = 16
 FORM_CONTENT_TYPE: Final = "application/x-www-form-urlencoded"

@@ -48,7 +48,7 @@ KMS_SIGNING_ALGORITHM: Final = {
 KEY_SPEC_ALGORITHM: Final = {"RSA_2048": Algorithm.RS256, "ECC_NIST_P256": Algorithm.ES256}
 _ES256_COORDINATE: Final = 32
 # KMS accepts at most 4096 bytes with MessageType=RAW; a JWT's signing input is far smaller.
-_KMS_RAW_LIMIT: Final = 4096
+KMS_RAW_LIMIT: Final = 4096
 
 PublicKeyType = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
@@ -197,7 +197,7 @@ class KmsSigner:
         self.public_key = public_key or kms_public_key(key_id, client)
 
     def sign(self, signing_input: bytes) -> bytes:
-        if len(signing_input) > _KMS_RAW_LIMIT:
+        if len(signing_input) > KMS_RAW_LIMIT:
             raise ValueError("signing input exceeds KMS's 4096-byte RAW limit")
         alg = self.public_key.alg
         try:
