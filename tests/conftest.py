@@ -350,10 +350,6 @@ class AuthorizerHarness:
             raise
         return response
 
-    def drain(self) -> None:
-        """Wait for the authorizer's background writes (last_seen_at)."""
-        self.handler.background.submit(lambda: None).result(timeout=10)
-
 
 def authorizer_event(
     shape: str, headers: dict[str, str], *, method: str, path: str, token: str | None = None

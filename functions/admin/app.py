@@ -7,13 +7,13 @@ import logging
 import time
 from typing import Annotated, Any
 
-import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from gatekey import aws
 from gatekey.admin import Actor, TokenAdmin, parse_grace
 from gatekey.admin_api import (
     CreateTokenRequest,
@@ -43,8 +43,8 @@ logger = Logger()
 logging.getLogger("aws_lambda_powertools.event_handler").setLevel(logging.INFO)
 config = Config.from_env()
 admin = TokenAdmin(
-    store=DynamoDBTokenStore.from_config(config),
-    hasher=load_hasher(config.pepper_secret_arn, boto3.client("secretsmanager")),
+    store=DynamoDBTokenStore.from_config(config, aws.client("dynamodb", aws.API)),
+    hasher=load_hasher(config.pepper_secret_arn, aws.client("secretsmanager", aws.API)),
     clock=lambda: int(time.time()),
 )
 app = APIGatewayRestResolver(enable_validation=True)

@@ -7,14 +7,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from gatekey import aws
 from gatekey.authorizer import Authorizer, AuthorizerSettings
 from gatekey.config import Config
 from gatekey.errors import GatekeyError, MissingCredentials
@@ -27,17 +26,19 @@ METRICS_INTERVAL = 60  # seconds between EMF emissions of the aggregated counts
 
 logger = Logger()
 config = Config.from_env()
-store = DynamoDBTokenStore.from_config(config)
-# last_seen_at is written off the answer's path; a frozen container resumes it next time.
-background = ThreadPoolExecutor(max_workers=1)
+store = DynamoDBTokenStore.from_config(config, aws.client("dynamodb", aws.AUTHORIZER))
+secrets = aws.client("secretsmanager", aws.AUTHORIZER)
+# What the answer can do without (the last-seen write, a refresh of the signing keys) gets
+# one short attempt: a slow dependency costs the answer at most BOOKKEEPING's worst case.
+bookkeeping = DynamoDBTokenStore.from_config(config, aws.client("dynamodb", aws.BOOKKEEPING))
 authorizer = Authorizer(
     store=store,
-    hasher=load_hasher(config.pepper_secret_arn, boto3.client("secretsmanager")),
+    hasher=load_hasher(config.pepper_secret_arn, secrets),
     public_keys=public_keys_from_config(
         config,
-        dynamodb=store.client,
-        kms=boto3.client("kms"),
-        secretsmanager=boto3.client("secretsmanager"),
+        dynamodb=bookkeeping.client,
+        kms=aws.client("kms", aws.BOOKKEEPING),
+        secretsmanager=secrets,
         clock=time.time,
     ),
     settings=AuthorizerSettings(
@@ -52,25 +53,41 @@ authorizer = Authorizer(
         refuse_ambiguous=config.refuse_ambiguous_credentials,
     ),
     clock=time.time,
-    background=background,
+    record_last_seen=bookkeeping.record_last_seen,
+    last_seen_failed=lambda exc: counters.add("LastSeenWriteFailed", exc.reason, "none"),
 )
 
 
+# Totals under one fixed dimension (function=authorizer), for the alarms: an alarm cannot sum
+# over dimension values it does not know.
+TOTALS = {
+    "Failed": "AuthorizerFailures",
+    "Denied": "AuthorizerDenials",
+    "Allowed": "AuthorizerAllows",
+    "LastSeenWriteFailed": "LastSeenWriteFailures",
+}
+
+
 def emit(counts: Mapping[tuple[str, ...], int]) -> None:
-    """Allowed / Denied / Unauthorized / Failed counts by reason and auth method, as EMF, and
-    the failures' total under one fixed dimension, which the AuthorizerFailures alarm watches
-    (an alarm cannot sum over dimension values it does not know)."""
+    """The counts by name, reason and auth method, as EMF, and their totals (TOTALS)."""
+    namespace = config.metrics_namespace
+    totals: dict[str, int] = {}
     for (name, reason, auth_method), count in counts.items():
-        with single_metric(name=name, unit=MetricUnit.Count, value=count) as metric:
+        with single_metric(
+            name=name, unit=MetricUnit.Count, value=count, namespace=namespace
+        ) as metric:
             metric.add_dimension("reason", reason)
             metric.add_dimension("auth_method", auth_method)
-    failures = sum(count for (name, *_), count in counts.items() if name == "Failed")
-    if failures:
-        with single_metric(name="AuthorizerFailures", unit=MetricUnit.Count, value=failures) as m:
-            m.add_dimension("function", "authorizer")
+        if name in TOTALS:
+            totals[TOTALS[name]] = totals.get(TOTALS[name], 0) + count
+    for name, total in totals.items():
+        with single_metric(
+            name=name, unit=MetricUnit.Count, value=total, namespace=namespace
+        ) as metric:
+            metric.add_dimension("function", "authorizer")
 
 
-counters = Counters(emit, interval=METRICS_INTERVAL, clock=time.monotonic)
+counters: Counters = Counters(emit, interval=METRICS_INTERVAL, clock=time.monotonic)
 
 
 # The Lambda context's fields are added to the logger once, not per invocation (Powertools'

@@ -9,11 +9,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from gatekey import aws
 from gatekey.config import Config
 from gatekey.errors import DependencyError
 from gatekey.hashing import load_hasher
@@ -23,13 +23,13 @@ from gatekey.store import DynamoDBTokenStore
 logger = Logger()
 metrics = Metrics()
 config = Config.from_env()
-secrets = boto3.client("secretsmanager")
+secrets = aws.client("secretsmanager", aws.LIFECYCLE)
 lifecycle = Lifecycle(
-    store=DynamoDBTokenStore.from_config(config),
+    store=DynamoDBTokenStore.from_config(config, aws.client("dynamodb", aws.LIFECYCLE)),
     hasher=load_hasher(config.pepper_secret_arn, secrets),
     notifier=AwsNotifier(
-        sns=boto3.client("sns"),
-        events=boto3.client("events"),
+        sns=aws.client("sns", aws.LIFECYCLE),
+        events=aws.client("events", aws.LIFECYCLE),
         topic_arn=config.notification_topic_arn,
     ),
     delivery=SecretsManagerDelivery(secrets),

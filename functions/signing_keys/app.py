@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from gatekey import aws
 from gatekey.access_tokens import DEFAULT_LEEWAY
 from gatekey.config import MAX_ACCESS_TOKEN_LIFETIME, Config
 from gatekey.keyring import KeyRingStore
@@ -21,8 +21,8 @@ logger = Logger()
 metrics = Metrics()
 config = Config.from_env()
 rotation = SigningKeyRotation(
-    ring_store=KeyRingStore(config.table_name, boto3.client("dynamodb")),
-    kms=boto3.client("kms"),
+    ring_store=KeyRingStore(config.table_name, aws.client("dynamodb", aws.ROTATION)),
+    kms=aws.client("kms", aws.ROTATION),
     initial_key_id=config.signing_key_id,
     key_spec=config.signing_key_spec,
     stack_tag=config.stack_name,

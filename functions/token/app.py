@@ -9,12 +9,12 @@ import json
 import time
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from gatekey import aws
 from gatekey.config import Config
 from gatekey.errors import GatekeyError
 from gatekey.hashing import load_hasher
@@ -36,10 +36,17 @@ def clock() -> int:
     return int(time.time())
 
 
-_secrets = boto3.client("secretsmanager")
-store = DynamoDBTokenStore.from_config(config)
+_secrets = aws.client("secretsmanager", aws.API)
+store = DynamoDBTokenStore.from_config(config, aws.client("dynamodb", aws.API))
+# The ring is refreshed with one short attempt (a failed refresh keeps the ring loaded);
+# signing, like the token's read, may retry once.
 signing_keys = signing_keys_from_config(
-    config, dynamodb=store.client, kms=boto3.client("kms"), secretsmanager=_secrets, clock=clock
+    config,
+    dynamodb=aws.client("dynamodb", aws.BOOKKEEPING),
+    kms=aws.client("kms", aws.BOOKKEEPING),
+    signing_kms=aws.client("kms", aws.API),
+    secretsmanager=_secrets,
+    clock=clock,
 )
 endpoint = TokenEndpoint(
     store=store,

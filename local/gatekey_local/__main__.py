@@ -27,20 +27,30 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PORT = 3000
 
 
-def load_function(path: Path, name: str, environment: dict[str, str]) -> ModuleType:
-    """Import a handler as a cold start would, with its own environment variables."""
-    saved = dict(os.environ)
-    os.environ.update(environment)
-    try:
-        spec = importlib.util.spec_from_file_location(f"local_{name}", path / "app.py")
-        if spec is None or spec.loader is None:
-            raise RuntimeError(f"cannot load {path}")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+def load_function(path: Path, name: str) -> ModuleType:
+    """Import a handler as a cold start would (its environment is already in os.environ)."""
+    spec = importlib.util.spec_from_file_location(f"local_{name}", path / "app.py")
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def shared_environment(environments: dict[str, dict[str, str]]) -> dict[str, str]:
+    """One environment holding every function's own variables: the functions share this
+    process, and libraries read variables at any time, not only at import (Powertools reads
+    the metrics namespace and service at each metric). Two functions setting one variable to
+    different values could not share it: that is refused, naming the variable."""
+    shared: dict[str, str] = {}
+    for function, environment in environments.items():
+        for name, value in environment.items():
+            if shared.setdefault(name, value) != value:
+                raise RuntimeError(
+                    f"{function} sets {name} to another value than a function before it: the "
+                    "local stack runs every function in one process with one environment"
+                )
+    return shared
 
 
 def start(port: int, overrides: str) -> tuple[Any, dict[str, Any]]:
@@ -76,12 +86,12 @@ def start(port: int, overrides: str) -> tuple[Any, dict[str, Any]]:
         },
         attributes={"SigningKey.Arn": made.signing_key_arn, "Table.Arn": "local-table-arn"},
     )
-    handlers = {}
-    for function in stack.functions():
-        module = load_function(
-            ROOT / stack.code_path(function), function, stack.environment(function)
-        )
-        handlers[function] = module.lambda_handler
+    # Every function's variables stay set for the life of the process, as in its container.
+    os.environ.update(shared_environment({f: stack.environment(f) for f in stack.functions()}))
+    handlers = {
+        function: load_function(ROOT / stack.code_path(function), function).lambda_handler
+        for function in stack.functions()
+    }
     credentials = {os.environ["AWS_ACCESS_KEY_ID"]: os.environ["AWS_SECRET_ACCESS_KEY"]}
     gateway = Gateway(
         routes=stack.routes(),

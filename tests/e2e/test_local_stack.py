@@ -314,3 +314,12 @@ def test_ctrl_c_or_sigterm_stops_everything_it_started(signal_name: str) -> None
 def tampered(secret: str) -> str:
     """The secret with its last character changed (to one it is not already)."""
     return secret[:-1] + ("x" if secret[-1] != "x" else "y")
+
+
+def test_a_request_after_a_quiet_minute_is_answered(stack: LocalStack, bot: dict[str, Any]) -> None:
+    # The authorizer emits its counts with the first request a minute after the last emission:
+    # telemetry must never change the answer (nor lack the function's own environment).
+    headers = forms(bot)["gatekey_headers"]
+    assert whoami(stack, headers).status_code == 200
+    time.sleep(61)
+    assert whoami(stack, headers).status_code == 200

@@ -11,7 +11,7 @@ VALID = {
     "SIGNING_KEY_ID": "arn:aws:kms:us-east-1:1:key/k",
 }
 # Variables that Powertools reads itself; they are not part of Gatekey's Config.
-POWERTOOLS = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
+POWERTOOLS = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_LOG_LEVEL"}
 
 
 def test_config_is_read_from_the_environment_with_defaults() -> None:

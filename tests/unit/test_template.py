@@ -2,12 +2,16 @@
 
 from typing import Any
 
+import pytest
+
 from conftest import ROOT, item_actions, policy_actions
 from gatekey.credentials import HEADER_PAIRS
 from gatekey.hashing import Hasher
 from gatekey.model import AuditAction, AuditEvent, new_service_token
 from gatekey.store import items
+from gatekey_local.__main__ import shared_environment
 from gatekey_local.provision import load_template
+from gatekey_local.template import Stack, parameters
 
 
 def resource(template: dict[str, Any], name: str) -> dict[str, Any]:
@@ -239,3 +243,19 @@ def test_writers_may_perform_every_part_of_their_transactions(template: dict[str
         allowed = policy_actions(template, function, resource=TABLE_ARN)
         assert needed <= allowed, (function, needed - allowed)
         assert "dynamodb:TransactWriteItems" not in allowed
+
+
+def test_the_local_stack_gives_every_function_its_own_environment_for_good() -> None:
+    # As `make run` resolves the template: the issuer is the local URL.
+    values = {**parameters(), "Issuer": "http://127.0.0.1:3000"}
+    physical = dict.fromkeys(
+        ("Table", "PepperSecret", "SigningKey", "GatekeyApi", "AdminApi", "DemoApi"), "local"
+    )
+    physical |= {"CoreLayer": "layer", "ReminderTopic": "topic"}
+    attributes = {"SigningKey.Arn": "arn:key", "Table.Arn": "arn:table"}
+    stack = Stack(parameters=values, physical=physical, attributes=attributes)
+    shared = shared_environment({f: stack.environment(f) for f in stack.functions()})
+    for function in stack.functions():
+        assert stack.environment(function).items() <= shared.items(), function
+    with pytest.raises(RuntimeError, match="sets ISSUER to another value"):
+        shared_environment({"A": {"ISSUER": "https://a"}, "B": {"ISSUER": "https://b"}})

@@ -23,7 +23,6 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import chain
@@ -378,14 +377,18 @@ class Authorizer:
         public_keys: PublicKeyCache,
         settings: AuthorizerSettings,
         clock: Callable[[], float],
-        background: Executor | None = None,
+        record_last_seen: Callable[[str, int, int], bool] | None = None,
+        last_seen_failed: Callable[[GatekeyError], None] | None = None,
     ) -> None:
         self._store = store
         self._hasher = hasher
         self._public_keys = public_keys
         self.settings = settings
         self._clock = clock
-        self._background = background
+        # The last-seen write, by default the store's; the handler gives it a client whose
+        # budget leaves the answer its time, and counts its failures.
+        self._record_last_seen = record_last_seen or store.record_last_seen
+        self._last_seen_failed = last_seen_failed
         self._status: TtlCache[str, tuple[ServiceToken | None, float]] = TtlCache(
             settings.cache_size
         )
@@ -470,7 +473,7 @@ class Authorizer:
         else:
             raise InvalidCredentials("incomplete credentials")
         token, valid_until = self._checked_token(client_id, now, check)
-        self._note_last_seen(token.client_id, now)
+        self._note_last_seen(token, now)
         return Decision(
             True,
             "allowed",
@@ -542,24 +545,29 @@ class Authorizer:
             status_until = min(status_until, token.expires_at)
         return token, status_until, fresh
 
-    def _note_last_seen(self, client_id: str, now: int) -> None:
+    def _note_last_seen(self, token: ServiceToken, now: int) -> None:
+        """Record the use, at most once per interval per token: not when this container wrote
+        it lately, nor when the item read shows a recent write (another container's). The
+        write is made before the answer, not in a thread a frozen container may never run
+        again: a lost write could let the idle policy disable a token in use. It is
+        bookkeeping, not a decision: a failure is logged and counted, the answer stands."""
         interval = self.settings.last_seen_interval
+        client_id = token.client_id
         if self._last_seen.get(client_id, now):
             return
-        self._last_seen.put(client_id, True, now + interval)
-        if self._background is None:
-            self._record_last_seen(client_id, now, interval)
-        else:
-            self._background.submit(self._record_last_seen, client_id, now, interval)
-
-    def _record_last_seen(self, client_id: str, now: int, interval: int) -> None:
-        # Bookkeeping, not a decision: a failed write is logged and changes no answer.
+        recent = token.last_seen_at is not None and now - token.last_seen_at < interval
+        written_until = (token.last_seen_at or 0) + interval if recent else now + interval
+        self._last_seen.put(client_id, True, written_until)
+        if recent:
+            return
         try:
-            self._store.record_last_seen(client_id, now, interval)
+            self._record_last_seen(client_id, now, interval)
         except GatekeyError as exc:
             logger.warning(
                 "last_seen_at not written", extra={"client_id": client_id, "reason": exc.reason}
             )
+            if self._last_seen_failed is not None:
+                self._last_seen_failed(exc)
 
     def respond(self, request: AuthRequest, decision: Decision) -> dict[str, Any]:
         """The API Gateway answer for a decision: the one place decisions become responses

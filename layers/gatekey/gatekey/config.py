@@ -108,6 +108,8 @@ class Config:
         "SIGNING_KEY_PUBLICATION_DELAY_SECONDS", _bounded_int(600, 7 * 86_400), default=3600
     )
     stack_name: str = _env("STACK_NAME", _non_empty, default="gatekey")
+    # Powertools reads it too, but at each metric; read here once, a metric cannot lack it.
+    metrics_namespace: str = _env("POWERTOOLS_METRICS_NAMESPACE", _non_empty, default="Gatekey")
     # The authorizer: which credential forms it accepts (one switch each), and its caches.
     accept_gatekey_headers: bool = _env("ACCEPT_GATEKEY_HEADERS", _boolean, default=True)
     accept_access_headers: bool = _env("ACCEPT_ACCESS_HEADERS", _boolean, default=True)

@@ -386,9 +386,11 @@ def _ring_sources(
     kms: KMSClient,
     secretsmanager: SecretsManagerClient,
     clock: Callable[[], float],
+    signing_kms: KMSClient | None = None,
 ) -> tuple[Callable[[], KeyRing], Callable[[RingKey], Signer]]:
     """How to load the ring and make a signer for one of its keys: the KMS key ring kept by
-    the rotation function, or the one Secrets Manager key (rotated by its owner, not Gatekey)."""
+    the rotation function, or the one Secrets Manager key (rotated by its owner, not Gatekey).
+    `kms` reads public keys; `signing_kms` (by default `kms`) signs."""
     if config.signing_backend == "secretsmanager":
         local = LocalKeySigner.from_secret(config.signing_key_id, secretsmanager)
         ring = KeyRing.initial(local.public_key, config.signing_key_id, 0)
@@ -405,7 +407,7 @@ def _ring_sources(
             )
         return ring.verified(public_keys.get)
 
-    return load, lambda key: KmsSigner(key.key_id, kms, key.public_key)
+    return load, lambda key: KmsSigner(key.key_id, signing_kms or kms, key.public_key)
 
 
 def signing_keys_from_config(
@@ -415,10 +417,16 @@ def signing_keys_from_config(
     kms: KMSClient,
     secretsmanager: SecretsManagerClient,
     clock: Callable[[], int],
+    signing_kms: KMSClient | None = None,
 ) -> SigningKeys:
-    """The token function's signing keys."""
+    """The token function's signing keys (`signing_kms`, by default `kms`, signs)."""
     load, make_signer = _ring_sources(
-        config, dynamodb=dynamodb, kms=kms, secretsmanager=secretsmanager, clock=clock
+        config,
+        dynamodb=dynamodb,
+        kms=kms,
+        secretsmanager=secretsmanager,
+        clock=clock,
+        signing_kms=signing_kms,
     )
     return SigningKeys(load, make_signer, ttl=RING_CACHE_TTL, clock=clock)
 

@@ -4,12 +4,18 @@ An EMF document per request costs more than the authorization it describes (`mak
 the authorizer adds to a counter per request and emits totals when `interval` seconds have
 passed. The price: counts since the last emit are lost if the container is shut down, at most
 one interval's worth.
+
+Telemetry never decides: an emission that fails is logged and its counts are kept for the
+next one; the request that triggered it is answered as if nothing happened.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
+
+logger = logging.getLogger(__name__)
 
 
 class Counters:
@@ -35,5 +41,12 @@ class Counters:
     def flush(self) -> None:
         counts, self._counts = self._counts, Counter()
         self._last_emit = self._clock()
-        if counts:
+        if not counts:
+            return
+        try:
             self._emit(counts)
+        except Exception as exc:  # noqa: BLE001 - whatever breaks, the answer stands
+            self._counts.update(counts)  # bounded: one entry per metric, reason and method
+            logger.warning(
+                "metrics not emitted; kept for the next try", extra={"error": repr(exc)[:200]}
+            )

@@ -7,10 +7,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-import boto3
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from gatekey import aws
 from gatekey.aws import error_code
 from gatekey.config import Config
 from gatekey.credentials import parse_client_id
@@ -33,8 +32,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# botocore's standard mode retries throttling and transient errors with backoff.
-_BOTO_CONFIG: Final = BotoConfig(retries={"mode": "standard", "max_attempts": 3})
 _NAME_INDEX_KEYS: Final = frozenset({"pk", "sk", "entity", "name"})
 _EVENT_KEYS: Final = frozenset({"pk", "sk"})
 
@@ -62,7 +59,7 @@ class DynamoDBTokenStore(TokenStore):
     @property
     def client(self) -> DynamoDBClient:
         if self._client is None:
-            self._client = boto3.client("dynamodb", config=_BOTO_CONFIG)
+            self._client = aws.client("dynamodb", aws.API)
         return self._client
 
     # -- reads -------------------------------------------------------------------------------

@@ -1,0 +1,89 @@
+"""Dependencies that fail or stall, injected behind real boto3 clients: each function gives up
+within its budget (gatekey.aws), fails closed, and counts the failure."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import boto3
+import pytest
+
+from conftest import REGION, AuthorizerHarness, credential_headers
+from gatekey import aws
+
+THROTTLED = {
+    "__type": "com.amazonaws.dynamodb.v20120810#ThrottlingException",
+    "message": "Rate of requests exceeds the allowed throughput.",
+}
+
+
+class FaultyDynamoDB:
+    """A DynamoDB endpoint on 127.0.0.1 that throttles every request, or never answers."""
+
+    def __init__(self, *, stall: bool) -> None:
+        self.requests = 0
+        self._release = threading.Event()
+        fault = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                fault.requests += 1
+                if stall:
+                    fault._release.wait(30)  # longer than any budget's read timeout
+                    return
+                body = json.dumps(THROTTLED).encode()
+                self.send_response(400)
+                self.send_header("Content-Type", "application/x-amz-json-1.0")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def client(self, budget: aws.CallBudget) -> Any:
+        return boto3.client(
+            "dynamodb", region_name=REGION, endpoint_url=self.url, config=budget.boto_config()
+        )
+
+    def close(self) -> None:
+        self._release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(params=["throttled", "stalled"])
+def faulty(request: pytest.FixtureRequest) -> Iterator[FaultyDynamoDB]:
+    fault = FaultyDynamoDB(stall=request.param == "stalled")
+    yield fault
+    fault.close()
+
+
+def test_the_authorizer_gives_up_after_its_budgets_attempts_and_counts_the_failure(
+    authorizer: AuthorizerHarness,
+    faulty: FaultyDynamoDB,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN the table throttles (or never answers) every read of the authorizer
+    bot = authorizer.bot()
+    authorizer.handler.store._client = faulty.client(aws.AUTHORIZER)
+    capsys.readouterr()
+    # WHEN a request needs the token's status
+    with pytest.raises(Exception, match="DynamoDB request failed") as failed:
+        authorizer.call("rest_request", credential_headers("gatekey_headers", bot))
+    # THEN it failed closed after exactly the budget's attempts, bounded by its worst case
+    # (2.6 s, within the authorizer's 5 s), and the failure was counted for the alarm
+    assert type(failed.value).__name__ == "DependencyError"
+    assert faulty.requests == aws.AUTHORIZER.attempts
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "{" in line]
+    assert any(doc.get("AuthorizerFailures") == [1.0] for doc in emitted)

@@ -1,0 +1,102 @@
+"""last_seen_at, which the idle policy disables tokens by: written before the answer, at most
+once per interval, never lost to a container that Lambda freezes, never a reason to refuse."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import EndpointConnectionError
+
+from conftest import NOW, REGION, AuthorizerHarness, credential_headers
+from gatekey.hashing import Hasher
+from gatekey.lifecycle import DAY, AwsNotifier, Lifecycle, SecretsManagerDelivery
+from gatekey.store import DynamoDBTokenStore
+
+
+def frozen_after_each_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lambda freezes a container once it has answered, and may never thaw it: work handed to
+    a thread then never runs. (The authorizer starts none; this makes sure.)"""
+
+    def never_runs(self: ThreadPoolExecutor, fn: Callable[..., Any], /, *a: Any, **k: Any) -> Any:
+        return Future()
+
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", never_runs)
+
+
+def test_a_token_used_every_ten_days_by_freezing_containers_is_not_disabled_as_idle(
+    make_authorizer: Callable[..., AuthorizerHarness],
+    store: DynamoDBTokenStore,
+    hasher: Hasher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a token used on days 10, 20 and 30, each time by a new container that is frozen
+    # right after its answer
+    frozen_after_each_answer(monkeypatch)
+    first = make_authorizer()
+    bot = first.bot()
+    for day in (10, 20, 30):
+        first.clock[0] = NOW + day * DAY
+        container = make_authorizer()
+        response = container.call("rest_request", credential_headers("gatekey_headers", bot))
+        assert response["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+    # WHEN the lifecycle runs on day 31 with IdleDisableDays=30
+    first.clock[0] = NOW + 31 * DAY
+    sns = boto3.client("sns", region_name=REGION)
+    lifecycle = Lifecycle(
+        store=store,
+        hasher=hasher,
+        notifier=AwsNotifier(
+            sns=sns,
+            events=boto3.client("events", region_name=REGION),
+            topic_arn=sns.create_topic(Name="gatekey-reminders")["TopicArn"],
+        ),
+        delivery=SecretsManagerDelivery(boto3.client("secretsmanager", region_name=REGION)),
+        reminder_days=(30, 7, 1),
+        grace_seconds=DAY,
+        idle_days=30,
+        clock=lambda: int(first.clock[0]),
+    )
+    # THEN the token is still enabled: its last use (day 30) was recorded
+    assert lifecycle.run().disabled == []
+    token = store.get(bot.client_id, consistent=True)
+    assert token.enabled
+    assert token.last_seen_at == NOW + 30 * DAY
+
+
+def test_a_recent_use_already_on_the_item_is_not_written_again(
+    authorizer: AuthorizerHarness, store: DynamoDBTokenStore
+) -> None:
+    bot = authorizer.bot()
+    store.record_last_seen(bot.client_id, NOW, min_interval=900)  # another container, just now
+    calls: list[str] = []
+    authorizer.store.client.meta.events.register(
+        "before-call.dynamodb.UpdateItem", lambda **_: calls.append("UpdateItem")
+    )
+    authorizer.handler.bookkeeping.client.meta.events.register(
+        "before-call.dynamodb.UpdateItem", lambda **_: calls.append("UpdateItem")
+    )
+    authorizer.call("rest_request", credential_headers("gatekey_headers", bot))
+    assert calls == []  # the item read shows a use within the interval
+    assert store.get(bot.client_id, consistent=True).last_seen_at == NOW
+
+
+def test_a_failed_write_is_counted_and_the_answer_stands(
+    authorizer: AuthorizerHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bot = authorizer.bot()
+    client = authorizer.handler.bookkeeping.client
+
+    def unreachable(**_: Any) -> None:
+        raise EndpointConnectionError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com")
+
+    client.meta.events.register("before-call.dynamodb.UpdateItem", unreachable)
+    response = authorizer.call("rest_request", credential_headers("gatekey_headers", bot))
+    assert response["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+    authorizer.handler.counters.flush()  # what the next emission, a minute on, sends
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "{" in line]
+    assert any(doc.get("LastSeenWriteFailures") == [1.0] for doc in emitted)
