@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -25,37 +26,58 @@ from gatekey.telemetry import Counters
 METRICS_INTERVAL = 60  # seconds between EMF emissions of the aggregated counts
 
 logger = Logger()
-config = Config.from_env()
-store = DynamoDBTokenStore.from_config(config, aws.client("dynamodb", aws.AUTHORIZER))
-secrets = aws.client("secretsmanager", aws.AUTHORIZER)
-# What the answer can do without (the last-seen write, a refresh of the signing keys) gets
-# one short attempt: a slow dependency costs the answer at most BOOKKEEPING's worst case.
-bookkeeping = DynamoDBTokenStore.from_config(config, aws.client("dynamodb", aws.BOOKKEEPING))
-authorizer = Authorizer(
-    store=store,
-    hasher=load_hasher(config.pepper_secret_arn, secrets),
-    public_keys=public_keys_from_config(
-        config,
-        dynamodb=bookkeeping.client,
-        kms=aws.client("kms", aws.BOOKKEEPING),
-        secretsmanager=secrets,
+
+
+@contextmanager
+def counted_cold_start() -> Iterator[None]:
+    """A cold start that fails is a Lambda initialization error, which its Errors metric mixes
+    with every 401 (raised as "Unauthorized"): it is counted on a metric of its own
+    (AuthorizerInitFailures), which an alarm watches, then raised."""
+    try:
+        yield
+    except Exception as exc:
+        reason = exc.reason if isinstance(exc, GatekeyError) else "internal_error"
+        logger.error("authorizer cold start failed", reason=reason, error=type(exc).__name__)
+        try:
+            with single_metric(name="AuthorizerInitFailures", unit=MetricUnit.Count, value=1) as m:
+                m.add_dimension("function", "authorizer")
+        except Exception as metric_error:  # noqa: BLE001 - the cold start's error is the one
+            logger.error("cold start failure not counted", error=type(metric_error).__name__)
+        raise
+
+
+with counted_cold_start():
+    config = Config.from_env()
+    store = DynamoDBTokenStore.from_config(config, aws.client("dynamodb", aws.AUTHORIZER))
+    secrets = aws.client("secretsmanager", aws.AUTHORIZER)
+    # What the answer can do without (the last-seen write, a refresh of the signing keys) gets
+    # one short attempt: a slow dependency costs the answer at most BOOKKEEPING's worst case.
+    bookkeeping = DynamoDBTokenStore.from_config(config, aws.client("dynamodb", aws.BOOKKEEPING))
+    authorizer = Authorizer(
+        store=store,
+        hasher=load_hasher(config.pepper_secret_arn, secrets),
+        public_keys=public_keys_from_config(
+            config,
+            dynamodb=bookkeeping.client,
+            kms=aws.client("kms", aws.BOOKKEEPING),
+            secretsmanager=secrets,
+            clock=time.time,
+        ),
+        settings=AuthorizerSettings(
+            accepted=config.accepted_credentials,
+            access_json_header=config.access_json_header,
+            strict=config.strict_mode,
+            issuer=config.issuer,
+            audience=config.access_token_audience,
+            status_cache_ttl=config.status_cache_ttl_seconds,
+            last_seen_interval=config.last_seen_interval_seconds,
+            http_api_simple_responses=config.http_api_simple_responses,
+            refuse_ambiguous=config.refuse_ambiguous_credentials,
+        ),
         clock=time.time,
-    ),
-    settings=AuthorizerSettings(
-        accepted=config.accepted_credentials,
-        access_json_header=config.access_json_header,
-        strict=config.strict_mode,
-        issuer=config.issuer,
-        audience=config.access_token_audience,
-        status_cache_ttl=config.status_cache_ttl_seconds,
-        last_seen_interval=config.last_seen_interval_seconds,
-        http_api_simple_responses=config.http_api_simple_responses,
-        refuse_ambiguous=config.refuse_ambiguous_credentials,
-    ),
-    clock=time.time,
-    record_last_seen=bookkeeping.record_last_seen,
-    last_seen_failed=lambda exc: counters.add("LastSeenWriteFailed", exc.reason, "none"),
-)
+        record_last_seen=bookkeeping.record_last_seen,
+        last_seen_failed=lambda exc: counters.add("LastSeenWriteFailed", exc.reason, "none"),
+    )
 
 
 # Totals under one fixed dimension (function=authorizer), for the alarms: an alarm cannot sum

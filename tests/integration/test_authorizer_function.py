@@ -280,13 +280,18 @@ def test_public_key_fetch_failing_is_an_error_never_an_allow(
         session.events.unregister("before-send.kms.GetPublicKey", unreachable)
 
 
-def test_secrets_manager_failing_at_cold_start_fails_the_function(
-    make_authorizer: Callable[..., AuthorizerHarness],
+def test_secrets_manager_failing_at_cold_start_fails_the_function_and_is_counted(
+    make_authorizer: Callable[..., AuthorizerHarness], capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(DependencyError, match="pepper"):
         make_authorizer(
             PEPPER_SECRET_ARN="arn:aws:secretsmanager:us-east-1:123456789012:secret:gone"
         )
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "{" in line]
+    counted = [doc for doc in emitted if doc.get("AuthorizerInitFailures") == [1.0]]
+    assert len(counted) == 1
+    metric = counted[0]["_aws"]["CloudWatchMetrics"][0]
+    assert (metric["Namespace"], metric["Dimensions"]) == ("Gatekey", [["function", "service"]])
 
 
 def test_no_secret_or_token_reaches_the_logs(

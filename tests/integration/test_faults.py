@@ -5,15 +5,26 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
 import pytest
 
-from conftest import REGION, AuthorizerHarness, credential_headers
+from conftest import (
+    REGION,
+    TABLE_NAME,
+    AuthorizerHarness,
+    FakeLambdaContext,
+    credential_headers,
+    load_event,
+    load_handler,
+)
 from gatekey import aws
+from gatekey.errors import DependencyError
+from gatekey.lifecycle import DAY
 
 THROTTLED = {
     "__type": "com.amazonaws.dynamodb.v20120810#ThrottlingException",
@@ -87,3 +98,35 @@ def test_the_authorizer_gives_up_after_its_budgets_attempts_and_counts_the_failu
     assert faulty.requests == aws.AUTHORIZER.attempts
     emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "{" in line]
     assert any(doc.get("AuthorizerFailures") == [1.0] for doc in emitted)
+
+
+def test_a_ring_that_existed_and_is_gone_fails_closed_everywhere_instead_of_falling_back(
+    make_authorizer: Callable[..., AuthorizerHarness],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN a deployment whose signing keys have been rotated once (the ring exists) ...
+    authorizer = make_authorizer()
+    bot = authorizer.bot()
+    rotate = load_handler("signing_keys")
+    event = load_event("signing-keys-scheduled.json")
+    rotate.lambda_handler(event, FakeLambdaContext())
+    authorizer.clock[0] += 43 * DAY
+    assert rotate.lambda_handler(event, FakeLambdaContext())["added"]
+    # ... and then lost its ring item (deleted by hand, or a restore from before it)
+    ring_key = {"pk": {"S": "SIGNING_KEYS"}, "sk": {"S": "RING"}}
+    authorizer.store.client.delete_item(TableName=TABLE_NAME, Key=ring_key)
+    # THEN the rotation fails (and alarms) instead of starting a new ring from the first key
+    with warnings.catch_warnings():  # Powertools warns that a failed run emitted no metric
+        warnings.simplefilter("ignore")
+        with pytest.raises(DependencyError, match="ring is missing"):
+            rotate.lambda_handler(event, FakeLambdaContext())
+    # AND a verifying container fails closed, counted, instead of trusting the first key alone
+    cold = make_authorizer()
+    capsys.readouterr()
+    with pytest.raises(DependencyError, match="ring is missing"):
+        cold.call("rest_request", {"Authorization": f"Bearer {cold.jwt(bot)}"})
+    assert "AuthorizerFailures" in capsys.readouterr().out
+    # AND the token endpoint cannot start rather than sign with a retired key
+    with pytest.raises(DependencyError, match="ring is missing"):
+        load_handler("token")

@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RING_KEY: Final = {"pk": {"S": "SIGNING_KEYS"}, "sk": {"S": "RING"}}
+# Written beside the ring each time it is saved: a ring that is gone once it has existed is a
+# failure to alarm on, not the start of a new one.
+RING_MARKER_KEY: Final = {"pk": {"S": "SIGNING_KEYS"}, "sk": {"S": "RING_WRITTEN"}}
 RING_CACHE_TTL: Final = 60  # seconds; far below the publication delay (config.py)
 # Verifiers: keys are refetched every 5 minutes (like the JWKS's max-age), and a token naming
 # an unknown kid may cause one refetch per 30 s; both far below the publication delay.
@@ -194,15 +197,28 @@ class KeyRingStore:
         self.client = client
 
     def load(self, *, consistent: bool = False) -> KeyRing | None:
+        """The stored ring; None before the first rotation run has written one. A ring that
+        was written and is gone (deleted, or lost to a restore) is a DependencyError, never
+        None: falling back to the deployment's first key would refuse every token of the keys
+        after it, and leave those keys out of any new ring."""
+        item = self._get(RING_KEY, consistent)
+        if item is not None:
+            return _from_item(item)
+        if self._get(RING_MARKER_KEY, consistent) is not None:
+            raise DependencyError(
+                "the signing key ring is missing, though one was written: restore it "
+                "(docs/operations.md, signing keys)"
+            )
+        return None
+
+    def _get(self, key: Mapping[str, Any], consistent: bool) -> Mapping[str, Any] | None:
         try:
             response = self.client.get_item(
-                TableName=self.table_name,
-                Key=RING_KEY,
-                ConsistentRead=consistent,
+                TableName=self.table_name, Key=dict(key), ConsistentRead=consistent
             )
         except (BotoCoreError, ClientError) as exc:
             raise DependencyError(f"cannot read the key ring: {error_code(exc)}") from exc
-        return _from_item(response["Item"]) if "Item" in response else None
+        return response.get("Item")
 
     def save(self, ring: KeyRing) -> KeyRing:
         """Write `ring` if the stored one is still at `ring.version`; return it at version + 1."""
@@ -221,6 +237,10 @@ class KeyRingStore:
             if error_code(exc) == "ConditionalCheckFailedException":
                 raise ConcurrentModification("the key ring was changed by another run") from exc
             raise DependencyError(f"cannot write the key ring: {error_code(exc)}") from exc
+        try:  # after the ring, and again at each save: never a marker without a ring
+            self.client.put_item(TableName=self.table_name, Item=dict(RING_MARKER_KEY))
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning("ring marker not written", extra={"error": error_code(exc)})
         return replace(ring, version=ring.version + 1)
 
 
