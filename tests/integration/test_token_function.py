@@ -351,6 +351,24 @@ def test_lifetime_never_passes_the_service_tokens_expiry(
     assert claims["exp"] == short.token.expires_at
 
 
+def rotate_with_grace(
+    store: DynamoDBTokenStore, hasher: Hasher, bot: Bot, *, grace_ends: int
+) -> ClientSecret:
+    """Rotate the bot's token to version 2, keeping its secret until `grace_ends`."""
+    new_secret = ClientSecret.generate()
+    store.update(
+        bot.token.with_changes(
+            NOW,
+            secret_hash=hasher.hash(new_secret),
+            previous_secret_hash=bot.token.secret_hash,
+            previous_client_secret_expires_at=grace_ends,
+            client_secret_version=2,
+        ),
+        AuditEvent(bot.token.client_id, AuditAction.ROTATED, ADMIN, NOW),
+    )
+    return new_secret
+
+
 def test_previous_secret_works_only_within_its_grace(
     rsa_handler: ModuleType,
     bot: Bot,
@@ -358,17 +376,7 @@ def test_previous_secret_works_only_within_its_grace(
     hasher: Hasher,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    new_secret = ClientSecret.generate()
-    store.update(
-        bot.token.with_changes(
-            NOW,
-            secret_hash=hasher.hash(new_secret),
-            previous_secret_hash=bot.token.secret_hash,
-            previous_client_secret_expires_at=NOW + 600,
-            client_secret_version=2,
-        ),
-        AuditEvent(bot.token.client_id, AuditAction.ROTATED, ADMIN, NOW),
-    )
+    new_secret = rotate_with_grace(store, hasher, bot, grace_ends=NOW + 600)
     assert request_token(rsa_handler, bot)["statusCode"] == 200
     assert request_token(rsa_handler, Bot(bot.token, new_secret))["statusCode"] == 200
     monkeypatch.setattr("time.time", lambda: float(NOW + 600))
@@ -379,17 +387,7 @@ def test_previous_secret_works_only_within_its_grace(
 def test_a_token_names_the_secret_version_that_obtained_it_and_ends_with_its_grace(
     rsa_handler: ModuleType, bot: Bot, store: DynamoDBTokenStore, hasher: Hasher
 ) -> None:
-    new_secret = ClientSecret.generate()
-    store.update(
-        bot.token.with_changes(
-            NOW,
-            secret_hash=hasher.hash(new_secret),
-            previous_secret_hash=bot.token.secret_hash,
-            previous_client_secret_expires_at=NOW + 600,  # the handler's clock is NOW + 60
-            client_secret_version=2,
-        ),
-        AuditEvent(bot.token.client_id, AuditAction.ROTATED, ADMIN, NOW),
-    )
+    new_secret = rotate_with_grace(store, hasher, bot, grace_ends=NOW + 600)  # clock: NOW + 60
     old = request_token(rsa_handler, bot)["json"]
     claims = jwt.decode(old["access_token"], options={"verify_signature": False})
     assert (claims["client_secret_version"], claims["exp"], old["expires_in"]) == (
