@@ -153,3 +153,14 @@ def test_the_replica_is_optional_in_another_region_under_a_key_of_that_region(
     assert rule["Assertions"][0]["Assert"] == {
         "Fn::Not": [{"Fn::Equals": [{"Ref": "PepperReplicaRegion"}, {"Ref": "AWS::Region"}]}]
     }
+
+
+def test_a_change_to_the_pepper_pages(template: dict[str, Any]) -> None:
+    rule = template["Resources"]["PepperChangeRule"]["Properties"]
+    detail = rule["EventPattern"]["detail"]
+    assert (DESTRUCTIVE - {"secretsmanager:StopReplicationToReplica"}) | GUARD <= {
+        f"secretsmanager:{name}" for name in detail["eventName"]
+    }
+    # The response names the secret by ARN, whatever the request called it.
+    assert detail["responseElements"] == {"arn": [{"Ref": "PepperSecret"}]}
+    assert [t["Arn"] for t in rule["Targets"]] == [{"Ref": "AlarmTopic"}]
