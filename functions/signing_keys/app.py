@@ -40,4 +40,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     report = rotation.run()
     metrics.add_metric("SigningKeysAdded", MetricUnit.Count, 1 if report.added else 0)
     metrics.add_metric("SigningKeysRetired", MetricUnit.Count, len(report.retired))
+    # The heartbeat SigningKeysHeartbeatAlarm watches: 1 per run that ran to its end (a run
+    # that lost the race to another one ended well too); a run that raised counts nothing.
+    metrics.add_metric("SigningKeyRotationRuns", MetricUnit.Count, 1)
     return {"added": report.added, "retired": list(report.retired), "lost_race": report.lost_race}
