@@ -157,7 +157,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     method = outcome.auth_method or "none"
     keys = {"client_id": outcome.client_id, "reason": outcome.reason, "auth_method": method}
     if outcome.unauthorized:  # strict mode: bad credentials answer 401 like missing ones
-        counters.add("Unauthorized", outcome.reason, method)
+        # Counted as what they are, a denial (AuthorizerDenials: a spike is the alarm's).
+        counters.add("Denied", outcome.reason, method)
         _log(logger.info, "denied", context, **keys)
         raise Exception("Unauthorized")
     counters.add("Allowed" if outcome.allowed else "Denied", outcome.reason, method)

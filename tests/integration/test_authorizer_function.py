@@ -146,8 +146,8 @@ def test_wrong_revoked_disabled_expired_or_unknown_credentials_are_403(
         assert "context" not in response
 
 
-def test_strict_mode_answers_401_to_bad_credentials(
-    make_authorizer: Callable[..., AuthorizerHarness],
+def test_strict_mode_answers_401_to_bad_credentials_and_counts_them_as_denials(
+    make_authorizer: Callable[..., AuthorizerHarness], capsys: pytest.CaptureFixture[str]
 ) -> None:
     authorizer = make_authorizer(STRICT_MODE="true")
     cases = _bad_credentials(authorizer)
@@ -158,6 +158,11 @@ def test_strict_mode_answers_401_to_bad_credentials(
         except Unauthorized:
             continue
         pytest.fail(f"{case}: not answered 401")
+    capsys.readouterr()
+    authorizer.handler.counters.flush()
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "{" in line]
+    denials = sum(doc.get("AuthorizerDenials", [0])[0] for doc in emitted)
+    assert denials == len(cases)  # the denial-spike alarm sees them
 
 
 def test_an_allowed_policy_covers_the_tokens_routes_and_no_others(
