@@ -18,7 +18,7 @@ from gatekey.errors import (
 )
 from gatekey.hashing import Hasher
 from gatekey.model import AuditAction, AuditEvent, ServiceToken, TokenStatus, new_service_token
-from gatekey.store import InMemoryTokenStore, TokenStore
+from gatekey.store import InMemoryTokenStore, Page, RunState, TokenStore
 
 NOW = 1_800_000_000
 ADMIN = "arn:aws:iam::123456789012:user/admin"
@@ -44,8 +44,13 @@ def create(
     return store.create(token, event(token, AuditAction.CREATED, at))
 
 
-def all_pages(fetch: Any, **kwargs: Any) -> list[list[Any]]:
+def all_pages(fetch: Any, first: Page[Any] | None = None, **kwargs: Any) -> list[list[Any]]:
+    """Every page after `first` (from the start without it)."""
     pages, next_token = [], None
+    if first is not None:
+        if first.next_token is None:
+            return []
+        next_token = first.next_token
     while True:
         page = fetch(next_token=next_token, **kwargs)
         pages.append(page.items)
@@ -205,20 +210,73 @@ def test_bad_paging_input_is_a_validation_error(any_store: TokenStore) -> None:
         any_store.list(next_token="garbage!")
 
 
-def test_due_for_expiry_returns_only_active_tokens_due_soonest_first(
+def test_due_returns_tokens_whose_next_notice_is_due_soonest_first(
     any_store: TokenStore, unit_hasher: Hasher
 ) -> None:
+    # 30-day reminders fall due 30 days before expiry: at NOW - 28 days and NOW - 29 days
     due_late = create(any_store, unit_hasher, duration=Duration(48))
     due_soon = create(any_store, unit_hasher, duration=Duration(24))
-    create(any_store, unit_hasher, duration=Duration(24 * 40))  # not due yet
+    create(any_store, unit_hasher, duration=Duration(24 * 40))  # due in 10 days
     create(any_store, unit_hasher, duration=Duration(None))  # never due
     revoked = create(any_store, unit_hasher, duration=Duration(24))
     any_store.update(
         revoked.with_changes(NOW, status=TokenStatus.REVOKED), event(revoked, AuditAction.REVOKED)
     )
-    pages = all_pages(any_store.due_for_expiry, before=NOW + 30 * 24 * HOUR, limit=1)
-    due = [client_id for page in pages for client_id in page]
-    assert due == [due_soon.client_id, due_late.client_id]
+    pages = all_pages(any_store.due, before=NOW, limit=1)
+    assert [client_id for page in pages for client_id in page] == [
+        due_soon.client_id,
+        due_late.client_id,
+    ]
+    # Once its 1-day reminder is recorded, a token falls due at its expiry.
+    reminded = any_store.get(due_late.client_id, consistent=True)
+    any_store.update(
+        reminded.with_changes(NOW, reminders_sent=(1,)), event(reminded, AuditAction.REMINDED)
+    )
+    assert any_store.due(NOW).items == [due_soon.client_id]
+    assert any_store.due(NOW + 48 * HOUR).items == [due_soon.client_id, due_late.client_id]
+    assert any_store.unscheduled().items == []
+
+
+def test_paging_through_due_tokens_misses_none_when_tokens_leave_between_pages(
+    any_store: TokenStore, unit_hasher: Hasher
+) -> None:
+    tokens = [create(any_store, unit_hasher, duration=Duration(24)) for _ in range(5)]
+    first = any_store.due(NOW, limit=2)
+    # GIVEN the tokens of the first page are worked on (their reminders sent) before the next
+    for client_id in first.items:
+        token = any_store.get(client_id, consistent=True)
+        any_store.update(
+            token.with_changes(NOW, reminders_sent=(1,)), event(token, AuditAction.REMINDED)
+        )
+    # THEN the pages after it still hold every token not yet worked on
+    rest = [c for page in all_pages(any_store.due, before=NOW, limit=2, first=first) for c in page]
+    assert sorted(first.items + rest) == sorted(t.client_id for t in tokens)
+
+
+def test_reindex_writes_nothing_over_a_newer_version(
+    any_store: TokenStore, unit_hasher: Hasher
+) -> None:
+    token = create(any_store, unit_hasher)
+    assert any_store.reindex(token)
+    any_store.update(token.with_changes(NOW, name="renamed"), event(token, AuditAction.UPDATED))
+    assert not any_store.reindex(token)
+    stored = any_store.get(token.client_id, consistent=True)
+    assert (stored.name, stored.version) == ("renamed", 2)
+
+
+def test_a_run_state_is_kept_until_a_newer_run_replaces_it(any_store: TokenStore) -> None:
+    assert any_store.run_state() is None
+    first = RunState("run-1", NOW)
+    assert any_store.save_run_state(first, replaces=None)
+    progress = RunState("run-1", NOW, {"due": None, "grace": "next-page"})
+    assert any_store.save_run_state(progress, replaces="run-1")
+    assert any_store.run_state() == progress
+    assert progress.finished(["due"])
+    assert not progress.finished(["due", "grace", "idle"])
+    # A newer run takes over: the older one's progress is refused from then on.
+    assert any_store.save_run_state(RunState("run-2", NOW + 86_400), replaces=None)
+    assert not any_store.save_run_state(progress, replaces="run-1")
+    assert any_store.run_state() == RunState("run-2", NOW + 86_400)
 
 
 def test_idle_index_holds_usable_tokens_by_last_use_or_creation_oldest_first(

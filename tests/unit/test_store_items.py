@@ -16,7 +16,8 @@ from gatekey.model import (
     TokenStatus,
     new_service_token,
 )
-from gatekey.store import items
+from gatekey.store import DueSchedule, items
+from gatekey.store.due import DAY
 
 NOW = 1_800_000_000
 DELIVERY = "arn:aws:secretsmanager:us-east-1:123456789012:secret:bot/creds-AbCdEf"
@@ -51,20 +52,58 @@ def test_every_field_survives_a_round_trip_through_an_item(unit_hasher: Hasher) 
 def test_absent_optionals_are_not_written(unit_hasher: Hasher) -> None:
     token, _ = new_service_token(name="n", hasher=unit_hasher, now=NOW, duration=Duration(None))
     item = items.token_to_item(token)
-    for absent in ("owner", "expires_at", "previous_secret_hash", "last_seen_at", "expiry_pk"):
-        assert absent not in item
+    absent = ("owner", "expires_at", "previous_secret_hash", "last_seen_at", "due_pk", "expiry_pk")
+    for name in absent:
+        assert name not in item
     assert item["rotation"] == {"M": {"mode": {"S": "remind"}}}
 
 
-def test_only_active_tokens_with_a_finite_expiry_are_in_the_expiry_index(
+def test_tokens_with_lifecycle_work_ahead_are_in_by_due_at_its_time_and_none_in_by_expiry(
     unit_hasher: Hasher,
 ) -> None:
+    token, _ = new_service_token(name="n", hasher=unit_hasher, now=NOW)  # 8760h by default
+    item = items.token_to_item(token, DueSchedule((60, 7)))
+    assert (item["due_pk"], item["next_due_at"]) == ({"S": "token"}, {"N": str(NOW + 305 * DAY)})
+    assert "expiry_pk" not in item
+    for done in (replace(token, status=TokenStatus.REVOKED), replace(token, reminders_sent=(0,))):
+        assert "due_pk" not in items.token_to_item(done)
+        assert "next_due_at" not in items.token_to_item(done)
+
+
+def test_every_update_rewrites_the_due_time_and_takes_the_token_out_of_by_expiry(
+    unit_hasher: Hasher, event: AuditEvent
+) -> None:
     token, _ = new_service_token(name="n", hasher=unit_hasher, now=NOW)
-    assert items.token_to_item(token)["expiry_pk"] == {"S": "token"}
+    request = items.update_request("t", token, 1, event, 10)[0]["Update"]
+    names = request["ExpressionAttributeNames"]
+    sets, removes = request["UpdateExpression"].removeprefix("SET ").split(" REMOVE ")
+    assert {"due_pk", "next_due_at"} <= {names[a.split(" = ")[0]] for a in sets.split(", ")}
+    assert "expiry_pk" in {names[a] for a in removes.split(", ")}
+
+
+def test_reindex_writes_only_the_due_time_if_the_version_is_unchanged(unit_hasher: Hasher) -> None:
+    token, _ = new_service_token(name="n", hasher=unit_hasher, now=NOW)
+    request = items.reindex_request("t", replace(token, version=3))
+    assert request["UpdateExpression"] == (
+        "SET due_pk = :due_pk, next_due_at = :due REMOVE expiry_pk"
+    )
+    assert request["ConditionExpression"] == "attribute_exists(pk) AND #version = :expected"
+    assert request["ExpressionAttributeValues"][":expected"] == {"N": "3"}
+    assert request["ExpressionAttributeValues"][":due"] == {"N": str(NOW + 335 * DAY)}
     revoked = replace(token, status=TokenStatus.REVOKED)
-    assert "expiry_pk" not in items.token_to_item(revoked)
-    forever = replace(token, expires_at=None, duration=Duration(None))
-    assert "expiry_pk" not in items.token_to_item(forever)
+    assert items.reindex_request("t", revoked)["UpdateExpression"] == (
+        "REMOVE due_pk, next_due_at, expiry_pk"
+    )
+
+
+def test_a_runs_progress_is_written_only_while_the_item_is_that_runs() -> None:
+    new = items.run_state_request("t", "run-1", NOW, {}, replaces=None)
+    assert "ConditionExpression" not in new
+    progress = items.run_state_request("t", "run-1", NOW, {"due": None, "grace": "abc"}, "run-1")
+    assert progress["ConditionExpression"] == "run_id = :replaces"
+    stored = {name[1:]: value for name, value in progress["ExpressionAttributeValues"].items()}
+    item = {"run_id": stored["run"], "due_before": stored["before"], **stored}
+    assert items.run_state_from_item(item) == ("run-1", NOW, {"due": None, "grace": "abc"})
 
 
 def test_update_is_conditional_on_version_and_not_revoked_and_spares_last_seen(

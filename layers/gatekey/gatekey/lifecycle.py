@@ -2,9 +2,12 @@
 `auto` tokens, the expiry notice, removal of previous-secret hashes past their grace, and
 (optionally) disabling tokens idle for too long.
 
-Work is found through the sparse indexes (tokens due for expiry work, tokens with a previous
-secret, tokens by the start of their idle clock), never by scanning, so a run reads on the order
-of the tokens that are due.
+Work is found through sparse indexes keyed on when it falls due (by-due: the next notice or
+rotation, store/due.py; by-grace-end: the grace's end; by-idle: the idle clock), never by
+scanning, so a run reads on the order of the work it does. A run is bounded by the time it is
+given: it takes one page of each source in turn, so no source's backlog starves another, and
+records after each page where it stands (`RunState`); `resume` goes on from there, working
+through what was due when the run began.
 
 Exactly once: a reminder is claimed with a conditional write before it is sent (a second run,
 overlapping or retried, finds the claim and sends nothing), confirmed after the send, and
@@ -17,8 +20,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+import secrets
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -26,7 +31,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from gatekey.aws import error_code
 from gatekey.credentials import ClientSecret
-from gatekey.errors import ConcurrentModification, DependencyError, InvalidTransition, NotFound
+from gatekey.errors import (
+    ConcurrentModification,
+    ConfigurationError,
+    DependencyError,
+    InvalidTransition,
+    NotFound,
+)
 from gatekey.hashing import Hasher
 from gatekey.model import (
     AuditAction,
@@ -38,17 +49,17 @@ from gatekey.model import (
     TokenStatus,
     rfc3339,
 )
-from gatekey.store import Page, TokenStore
+from gatekey.store import DueSchedule, Page, RunState, TokenStore
+from gatekey.store.due import DAY, EXPIRED, IDLE, ROTATED
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
 logger = logging.getLogger(__name__)
-DAY: Final = 86_400
 ACTOR: Final = "gatekey:lifecycle"
-EXPIRED: Final = 0  # the "threshold" of the expiry notice
-ROTATED: Final = -1  # and of the notice of an automatic rotation, sent before the expiry moves
-IDLE: Final = -2  # and of the notice of disabling an idle token, sent as it is disabled
+# A run stops taking work when less than this share of the time it was given is left: enough
+# for the tokens in hand to finish and the run's state to be written.
+RESERVE: Final = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +127,22 @@ class RunReport:
     cleaned: list[str] = field(default_factory=list)
     disabled: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # "client_id: reason"
+    # False when the run stopped for time (or a newer run took over): `resume` goes on.
+    finished: bool = True
+
+
+class _Deadline:
+    """The run's time: `time_left()` seconds as given at its start, less the reserve."""
+
+    def __init__(self, time_left: Callable[[], float] | None) -> None:
+        self._time_left = time_left
+        self._reserve = RESERVE * time_left() if time_left is not None else 0.0
+
+    def passed(self) -> bool:
+        return self._time_left is not None and self._time_left() < self._reserve
+
+
+Work = Callable[[str, "RunReport"], None]
 
 
 class Lifecycle:
@@ -126,38 +153,114 @@ class Lifecycle:
         hasher: Hasher,
         notifier: Notifier,
         delivery: SecretDelivery,
-        reminder_days: tuple[int, ...] = (30, 7, 1),
+        reminder_days: tuple[int, ...] | None = None,
         grace_seconds: int = 7 * DAY,
         idle_days: int = 0,
-        claim_timeout: int = 900,
         clock: Callable[[], int],
+        workers: int = 1,
+        page_size: int = 100,
     ) -> None:
+        # The store keeps due times by its schedule: the run must decide by the same one.
+        schedule = store.schedule
+        if reminder_days is not None and DueSchedule(reminder_days) != schedule:
+            raise ConfigurationError(
+                f"reminder days {reminder_days} differ from the store's {schedule.reminder_days}"
+            )
         self._store = store
         self._hasher = hasher
         self._notifier = notifier
         self._delivery = delivery
-        self.reminder_days = tuple(sorted(set(reminder_days), reverse=True))
+        self.reminder_days = schedule.reminder_days
+        self.claim_timeout = schedule.claim_timeout
         self.grace_seconds = grace_seconds
         self.idle_days = idle_days  # 0: never disable idle tokens
-        self.claim_timeout = claim_timeout
         self._clock = clock
+        self.workers = workers  # tokens worked on at once
+        self.page_size = page_size
 
-    def run(self) -> RunReport:
-        """One pass over what is due. A failure of one token's work is reported and the run
-        goes on; the next run picks up whatever is left."""
-        report = RunReport()
-        now = self._clock()
-        horizon = now + self.reminder_days[0] * DAY
-        for client_id in _all(partial(self._store.due_for_expiry, horizon)):
-            self._guarded(report, client_id, partial(self._expiry_work, client_id, now, report))
-        for client_id in _all(partial(self._store.grace_ended, now)):
-            self._guarded(report, client_id, partial(self._clean, client_id, now, report))
+    def run(self, *, time_left: Callable[[], float] | None = None) -> RunReport:
+        """A new run over what is due now. A failure of one token's work is reported and the
+        run goes on; the next run picks up whatever is left. Given `time_left` (seconds), it
+        stops while a share of that is left, and `resume` goes on."""
+        state = RunState(secrets.token_hex(8), self._clock())
+        self._store.save_run_state(state, replaces=None)
+        return self._work(state, time_left)
+
+    def resume(self, *, time_left: Callable[[], float] | None = None) -> RunReport | None:
+        """Go on with the last run if it stopped before its end; None when there is nothing
+        to go on with."""
+        state = self._store.run_state()
+        if state is None or state.finished(self._sources(state)):
+            return None
+        return self._work(state, time_left)
+
+    def _sources(self, state: RunState) -> dict[str, tuple[Callable[..., Page[str]], Work]]:
+        """Where each kind of work is found, and what to do with each token found there."""
+        before = state.due_before
+        sources: dict[str, tuple[Callable[..., Page[str]], Work]] = {
+            "due": (partial(self._store.due, before), self._expiry_work),
+            "unscheduled": (self._store.unscheduled, self._expiry_work),
+            "grace": (partial(self._store.grace_ended, before), self._clean),
+        }
         if self.idle_days:
-            idle_before = now - self.idle_days * DAY
-            for client_id in _all(partial(self._store.idle_since_before, idle_before)):
-                work = partial(self._disable_idle, client_id, now, report)
-                self._guarded(report, client_id, work)
+            idle_before = before - self.idle_days * DAY
+            sources["idle"] = (
+                partial(self._store.idle_since_before, idle_before),
+                self._disable_idle,
+            )
+        return sources
+
+    def _work(self, state: RunState, time_left: Callable[[], float] | None) -> RunReport:
+        """One page of each unfinished source in turn until all are read to their end or time
+        runs out; where it stands is recorded after each page. A page is done once every token
+        on it was worked on: those whose work succeeded no longer fall due by the run's bound,
+        and those that stay (a failure, or nothing to do yet) are behind the recorded position."""
+        report = RunReport()
+        deadline = _Deadline(time_left)
+        sources = self._sources(state)
+        positions = dict(state.positions)
+        pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
+        try:
+            while pending := [n for n in sources if n not in positions or positions[n]]:
+                for name in pending:
+                    fetch, work = sources[name]
+                    if deadline.passed():
+                        report.finished = False
+                        return report
+                    page = fetch(limit=self.page_size, next_token=positions.get(name))
+                    if not self._each(page.items, work, report, deadline, pool):
+                        report.finished = False  # the page is read again from its start
+                        return report
+                    positions[name] = page.next_token
+                    saved = replace(state, positions=dict(positions))
+                    if not self._store.save_run_state(saved, replaces=state.run_id):
+                        logger.info("a newer lifecycle run took over", extra={"run": state.run_id})
+                        report.finished = False
+                        return report
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
         return report
+
+    def _each(
+        self,
+        client_ids: list[str],
+        work: Work,
+        report: RunReport,
+        deadline: _Deadline,
+        pool: ThreadPoolExecutor | None,
+    ) -> bool:
+        """Work on each token of a page (on the pool's threads, if any); False when time ran
+        out before all of them were started."""
+
+        def one(client_id: str) -> bool:
+            if deadline.passed():
+                return False
+            self._guarded(report, client_id, partial(work, client_id, report))
+            return True
+
+        done = pool.map(one, client_ids) if pool is not None else map(one, client_ids)
+        return all(list(done))
 
     def _guarded(self, report: RunReport, client_id: str, work: Callable[[], object]) -> None:
         try:
@@ -170,18 +273,25 @@ class Lifecycle:
 
     # -- expiry work ---------------------------------------------------------------------------
 
-    def _expiry_work(self, client_id: str, now: int, report: RunReport) -> None:
+    def _expiry_work(self, client_id: str, report: RunReport) -> None:
         token = self._store.get(client_id, consistent=True)
+        if not self._notice_or_rotation(token, self._clock(), report):
+            # Nothing to do yet, though the index said due (a token stored before by-due, or by
+            # other reminder days): store when it is due, so it is not read again before then.
+            self._store.reindex(token)
+
+    def _notice_or_rotation(self, token: ServiceToken, now: int, report: RunReport) -> bool:
+        """The token's expiry work due now; False when there was none and nothing was written."""
+        client_id = token.client_id
         if token.status is TokenStatus.REVOKED or token.expires_at is None:
-            return
+            return False
         if token.rotation.mode is RotationMode.AUTO and now < token.expires_at:
-            self._rotate(token, now, report)
-            return
+            return self._rotate(token, now, report)
         # The most urgent threshold reached (one message a run at most); past expiry, the notice.
         due = [d for d in reversed(self.reminder_days) if now >= token.expires_at - d * DAY]
         days = EXPIRED if now >= token.expires_at else (due[0] if due else None)
         if days is None or days in token.reminders_sent:
-            return
+            return False
         notice = Notice.of(
             "Service Token Expired" if days == EXPIRED else "Service Token Expiring",
             token,
@@ -189,8 +299,10 @@ class Lifecycle:
             None if days == EXPIRED else max(0, token.expires_at - now) // DAY,
         )
         action = AuditAction.EXPIRED if days == EXPIRED else AuditAction.REMINDED
-        if self._notify_once(token, days, now, notice, action):
-            (report.expired if days == EXPIRED else report.reminded).append(f"{client_id}:{days}")
+        if self._notify_once(token, days, now, notice, action) is None:
+            return False  # another run is sending it
+        (report.expired if days == EXPIRED else report.reminded).append(f"{client_id}:{days}")
+        return True
 
     def _notify_once(
         self,
@@ -206,13 +318,14 @@ class Lifecycle:
         the codes above); then confirm with one write that also applies `done_changes` (by
         default: `days` joins reminders_sent). Return the token as stored, or None when another
         run holds the claim."""
+        update = self._store.update
         previous = next((p for p in token.reminders_pending if p.days == days), None)
         claimed = previous is not None and previous.claimed_at > 0
         if claimed and now - previous.claimed_at < self.claim_timeout:  # type: ignore[union-attr]
             return None  # another run is sending it right now
         done = previous.done if previous is not None else ()
         # 1. claim: a conditional write; a racing run fails here and sends nothing
-        token = self._store.update(
+        token = update(
             token.with_changes(now, reminders_pending=_put(token, PendingNotice(days, now, done))),
             self._event(token, AuditAction.REMINDER_CLAIMED, days=days),
         )
@@ -233,14 +346,14 @@ class Lifecycle:
                 raise
             done = (*done, channel)
             if len(done) < len(self._notifier.channels):
-                token = self._store.update(
+                token = update(
                     token.with_changes(
                         now, reminders_pending=_put(token, PendingNotice(days, now, done))
                     ),
                     self._event(token, AuditAction.REMINDER_CLAIMED, days=days, sent=list(done)),
                 )
         # 3. confirm, and apply what the notice announced
-        return self._store.update(
+        return update(
             token.with_changes(
                 now,
                 reminders_pending=tuple(p for p in token.reminders_pending if p.days != days),
@@ -249,7 +362,7 @@ class Lifecycle:
             self._event(token, confirmed, **(details if details is not None else {"days": days})),
         )
 
-    def _rotate(self, token: ServiceToken, now: int, report: RunReport) -> None:
+    def _rotate(self, token: ServiceToken, now: int, report: RunReport) -> bool:
         """Auto rotation, two conditional writes around making the new secret current:
 
         1. a new secret is staged (AWSPENDING: nothing reads it) and the token accepts it,
@@ -261,11 +374,13 @@ class Lifecycle:
         reminder. The consumer never reads a secret that does not authenticate, and the old one
         works through the grace whatever fails. A run that fails between the two writes leaves
         the token due with `delivery_pending` set: the next run finishes the delivery and the
-        notice, minting nothing new and repeating no channel.
+        notice, minting nothing new and repeating no channel. False when this run wrote
+        nothing (another run holds the notice's claim).
         """
         arn = token.rotation.delivery_secret_arn
         assert arn is not None  # noqa: S101 - RotationPolicy requires it for AUTO
-        if token.delivery_pending is None:
+        staged = token.delivery_pending is None
+        if staged:
             secret = ClientSecret.generate()
             version_id = self._delivery.stage(arn, token.client_id, secret)
             token = self._store.update(
@@ -295,7 +410,7 @@ class Lifecycle:
             )
             notified = self._notify_once(token, ROTATED, now, notice, AuditAction.NOTIFIED)
             if notified is None:
-                return  # another run holds the notice's claim and finishes the rotation
+                return staged  # another run holds the notice's claim and finishes the rotation
             token = notified
         expires_at = token.duration.after(token.expires_at or now)
         token = self._store.update(
@@ -309,6 +424,7 @@ class Lifecycle:
             self._event(token, AuditAction.REFRESHED, expires_at=expires_at),
         )
         report.rotated.append(token.client_id)
+        return True
 
     def _keep_previous_secret(self, token: ServiceToken, now: int) -> None:
         """The consumer still reads the old secret: keep it working past the next daily run,
@@ -327,7 +443,8 @@ class Lifecycle:
             ),
         )
 
-    def _disable_idle(self, client_id: str, now: int, report: RunReport) -> None:
+    def _disable_idle(self, client_id: str, report: RunReport) -> None:
+        now = self._clock()
         token = self._store.get(client_id, consistent=True)
         idle_days = (now - token.idle_clock()) // DAY
         usable = token.status is TokenStatus.ACTIVE and token.enabled and not token.is_expired(now)
@@ -341,7 +458,8 @@ class Lifecycle:
         if self._notify_once(token, IDLE, now, notice, AuditAction.DISABLED, disabled, details):
             report.disabled.append(client_id)
 
-    def _clean(self, client_id: str, now: int, report: RunReport) -> None:
+    def _clean(self, client_id: str, report: RunReport) -> None:
+        now = self._clock()
         token = self._store.get(client_id, consistent=True)
         ends = token.previous_client_secret_expires_at
         if token.previous_secret_hash is None or ends is None or ends > now:
@@ -362,16 +480,6 @@ class Lifecycle:
 
 def _put(token: ServiceToken, pending: PendingNotice) -> tuple[PendingNotice, ...]:
     return (*(p for p in token.reminders_pending if p.days != pending.days), pending)
-
-
-def _all(fetch: Callable[..., Page[str]]) -> Iterator[str]:
-    next_token: str | None = None
-    while True:
-        page = fetch(next_token=next_token)
-        yield from page.items
-        next_token = page.next_token
-        if next_token is None:
-            return
 
 
 # -- AWS adapters ------------------------------------------------------------------------------

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
 
 from gatekey.errors import ValidationError
 from gatekey.model import AuditEvent, ServiceToken, TokenStatus
+from gatekey.store.due import DueSchedule
 
 T = TypeVar("T")
 
@@ -18,6 +20,20 @@ MAX_PAGE_SIZE: Final = 100
 class Page(Generic[T]):
     items: list[T]
     next_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """Where the lifecycle run `run_id` stands: it works through what fell due at or before
+    `due_before`; per source of work it reads, the page token to go on from, or None once read
+    to its end (a source not begun is absent)."""
+
+    run_id: str
+    due_before: int
+    positions: Mapping[str, str | None] = field(default_factory=dict)
+
+    def finished(self, sources: Iterable[str]) -> bool:
+        return all(name in self.positions and self.positions[name] is None for name in sources)
 
 
 def validate_limit(limit: object) -> int:
@@ -33,7 +49,12 @@ class TokenStore(ABC):
     They raise NotFound, InvalidTransition (the stored token is revoked) or
     ConcurrentModification (someone else wrote first), and then nothing was written.
     Methods taking a client_id raise MalformedCredential before any I/O when it is malformed.
+
+    Every write of a token also stores when its lifecycle work is next due under `schedule`
+    (store/due.py), which `due` reads.
     """
+
+    schedule: DueSchedule = DueSchedule()
 
     @abstractmethod
     def create(self, token: ServiceToken, event: AuditEvent) -> ServiceToken: ...
@@ -66,10 +87,21 @@ class TokenStore(ABC):
         The trail outlives a deleted token until its TTL."""
 
     @abstractmethod
-    def due_for_expiry(
-        self, before: int, *, limit: int = 100, next_token: str | None = None
-    ) -> Page[str]:
-        """Client IDs of active tokens expiring at or before `before`, soonest first."""
+    def due(self, before: int, *, limit: int = 100, next_token: str | None = None) -> Page[str]:
+        """Client IDs of tokens whose lifecycle work (store/due.py) falls due at or before
+        `before`, soonest first. Paging goes by position: a token whose due time moved after
+        its page was read is not returned again by the pages after it."""
+
+    @abstractmethod
+    def unscheduled(self, *, limit: int = 100, next_token: str | None = None) -> Page[str]:
+        """Client IDs of tokens last written before due times were stored (by an earlier
+        release): `reindex` or any update schedules them."""
+
+    @abstractmethod
+    def reindex(self, token: ServiceToken) -> bool:
+        """Store when `token`'s lifecycle work is next due, as computed from `token`, if the
+        stored token is still at `token.version`; True if written. Not a change: no audit
+        item, no new version."""
 
     @abstractmethod
     def grace_ended(
@@ -87,3 +119,13 @@ class TokenStore(ABC):
     @abstractmethod
     def record_last_seen(self, client_id: str, now: int, min_interval: int) -> bool:
         """Set `last_seen_at` unless written within `min_interval` seconds; True if written."""
+
+    @abstractmethod
+    def run_state(self) -> RunState | None:
+        """Where the lifecycle run stands (read consistently); None before the first run."""
+
+    @abstractmethod
+    def save_run_state(self, state: RunState, *, replaces: str | None) -> bool:
+        """Record `state`. `replaces` None starts a new run over whatever was recorded; else
+        the write happens only while the recorded run is `replaces`: False when a newer run
+        took its place."""

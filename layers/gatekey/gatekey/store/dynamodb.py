@@ -23,7 +23,8 @@ from gatekey.errors import (
 )
 from gatekey.model import AuditEvent, ServiceToken, TokenStatus
 from gatekey.store import items
-from gatekey.store.base import Page, TokenStore, validate_limit
+from gatekey.store.base import Page, RunState, TokenStore, validate_limit
+from gatekey.store.due import DueSchedule
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -43,17 +44,22 @@ class DynamoDBTokenStore(TokenStore):
         *,
         audit_retention_days: int = 400,
         client: DynamoDBClient | None = None,
+        schedule: DueSchedule | None = None,
     ) -> None:
         self.table_name = table_name
         self.audit_retention_days = audit_retention_days
         self._client = client
+        self.schedule = schedule or DueSchedule()
 
     @classmethod
     def from_config(
         cls, config: Config, client: DynamoDBClient | None = None
     ) -> DynamoDBTokenStore:
         return cls(
-            config.table_name, audit_retention_days=config.audit_retention_days, client=client
+            config.table_name,
+            audit_retention_days=config.audit_retention_days,
+            client=client,
+            schedule=DueSchedule(config.reminder_days),
         )
 
     @property
@@ -117,11 +123,13 @@ class DynamoDBTokenStore(TokenStore):
         }
         return self._query(request, next_token, _EVENT_KEYS, items.event_from_item)
 
-    def due_for_expiry(
-        self, before: int, *, limit: int = 100, next_token: str | None = None
-    ) -> Page[str]:
-        index = (items.BY_EXPIRY_INDEX, "expiry_pk", "expires_at")
+    def due(self, before: int, *, limit: int = 100, next_token: str | None = None) -> Page[str]:
+        index = (items.BY_DUE_INDEX, "due_pk", "next_due_at")
         return self._ids_before(*index, before, limit, next_token)
+
+    def unscheduled(self, *, limit: int = 100, next_token: str | None = None) -> Page[str]:
+        index = (items.BY_EXPIRY_INDEX, "expiry_pk", "expires_at")
+        return self._ids_before(*index, None, limit, next_token)
 
     def grace_ended(
         self, before: int, *, limit: int = 100, next_token: str | None = None
@@ -140,23 +148,24 @@ class DynamoDBTokenStore(TokenStore):
         index: str,
         partition: str,
         sort: str,
-        before: int,
+        before: int | None,
         limit: int,
         next_token: str | None,
     ) -> Page[str]:
         """Client IDs from a sparse keys-only index whose partition holds every token in it,
-        sort key at or before `before`, smallest first."""
+        sort key at or before `before` (None: all of them), smallest first."""
         request: dict[str, Any] = {
             "TableName": self.table_name,
             "IndexName": index,
             "Limit": validate_limit(limit),
-            "KeyConditionExpression": "#p = :entity AND #s <= :before",
-            "ExpressionAttributeNames": {"#p": partition, "#s": sort},
-            "ExpressionAttributeValues": {
-                ":entity": {"S": items.TOKEN_ENTITY},
-                ":before": {"N": str(before)},
-            },
+            "KeyConditionExpression": "#p = :entity",
+            "ExpressionAttributeNames": {"#p": partition},
+            "ExpressionAttributeValues": {":entity": {"S": items.TOKEN_ENTITY}},
         }
+        if before is not None:
+            request["KeyConditionExpression"] += " AND #s <= :before"
+            request["ExpressionAttributeNames"]["#s"] = sort
+            request["ExpressionAttributeValues"][":before"] = {"N": str(before)}
         keys = frozenset({"pk", "sk", partition, sort})
         return self._query(request, next_token, keys, _client_id_of)
 
@@ -186,7 +195,9 @@ class DynamoDBTokenStore(TokenStore):
 
     def create(self, token: ServiceToken, event: AuditEvent) -> ServiceToken:
         token = replace(token, version=1)
-        request = items.create_request(self.table_name, token, event, self.audit_retention_days)
+        request = items.create_request(
+            self.table_name, token, event, self.audit_retention_days, self.schedule
+        )
         if not self._transact(request):
             raise AlreadyExists(f"service token {token.client_id} already exists")
         return token
@@ -194,11 +205,21 @@ class DynamoDBTokenStore(TokenStore):
     def update(self, token: ServiceToken, event: AuditEvent) -> ServiceToken:
         stored = replace(token, version=token.version + 1)
         request = items.update_request(
-            self.table_name, stored, token.version, event, self.audit_retention_days
+            self.table_name,
+            stored,
+            token.version,
+            event,
+            self.audit_retention_days,
+            self.schedule,
         )
         if not self._transact(request):
             self._raise_for_lost_write(token.client_id)
         return stored
+
+    def reindex(self, token: ServiceToken) -> bool:
+        return self._conditional_update(
+            items.reindex_request(self.table_name, token, self.schedule)
+        )
 
     def delete(self, token: ServiceToken, event: AuditEvent) -> None:
         request = items.delete_request(
@@ -209,7 +230,30 @@ class DynamoDBTokenStore(TokenStore):
 
     def record_last_seen(self, client_id: str, now: int, min_interval: int) -> bool:
         parse_client_id(client_id)
-        request = items.last_seen_request(self.table_name, client_id, now, min_interval)
+        return self._conditional_update(
+            items.last_seen_request(self.table_name, client_id, now, min_interval)
+        )
+
+    def run_state(self) -> RunState | None:
+        response = self._call(
+            self.client.get_item,
+            TableName=self.table_name,
+            Key=items.RUN_KEY,
+            ConsistentRead=True,
+        )
+        if "Item" not in response:
+            return None
+        return RunState(*items.run_state_from_item(response["Item"]))
+
+    def save_run_state(self, state: RunState, *, replaces: str | None) -> bool:
+        return self._conditional_update(
+            items.run_state_request(
+                self.table_name, state.run_id, state.due_before, state.positions, replaces
+            )
+        )
+
+    def _conditional_update(self, request: dict[str, Any]) -> bool:
+        """One UpdateItem; False when its condition did not hold."""
         try:
             self.client.update_item(**request)
         except (BotoCoreError, ClientError) as exc:

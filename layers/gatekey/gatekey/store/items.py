@@ -6,19 +6,28 @@ One table holds both kinds of item, so a token's audit trail is one Query away:
 item       pk                       sk                          extra keys
 =========  =======================  ==========================  ==================================
 token      ``TOKEN#<client_id>``    ``TOKEN``                   ``entity`` (by-name index),
-                                                                ``expiry_pk`` (by-expiry, sparse)
+                                                                ``due_pk`` (by-due, sparse)
 audit      ``TOKEN#<client_id>``    ``EVENT#<at>#<random>``     ``ttl`` (DynamoDB TTL)
+run        ``LIFECYCLE``            ``RUN``                     (none: in no index)
 =========  =======================  ==========================  ==================================
 
 ``by-name`` (partition ``entity``, sort ``name``) lists tokens without reading audit items.
+``by-due`` (partition ``due_pk``, sort ``next_due_at``, keys only) holds tokens with lifecycle
+work ahead, by when it is next due (store/due.py): the run reads what is due, and a token once
+per notice. Every write of a token rewrites both attributes from the whole token.
 ``by-grace-end`` (partition ``grace_pk``, sort ``previous_client_secret_expires_at``, keys only)
 holds only tokens that keep a previous secret's hash, for its removal after the grace.
-``by-expiry`` (partition ``expiry_pk``, sort ``expires_at``, keys only) holds only tokens that can
-still expire (active, finite expiry), so lifecycle work queries what is due instead of scanning;
-keys-only projection keeps `last_seen_at` writes from touching the index.
 ``by-idle`` (partition ``idle_pk``, sort ``idle_since``, keys only) holds only tokens that could
 be disabled for idleness (active, enabled, not expired). The authorizer's last-seen write moves
 ``idle_since`` too: one index write per token per last-seen interval at most.
+``by-expiry`` (partition ``expiry_pk``, sort ``expires_at``, keys only) is what lifecycle work
+was found by before by-due. Nothing writes ``expiry_pk`` any more and every token write removes
+it, so the index holds only tokens last written before by-due existed; the run moves them over
+(`reindex_request`). CloudFormation adds or removes one index per stack update: by-expiry goes in
+the release after the one that added by-due.
+The run item is where the lifecycle run stands, so a run cut short by its timeout continues.
+Keys-only projections keep the authorizer's `last_seen_at` writes from touching any index but
+by-idle.
 
 Every function here is pure: it turns model objects into request dictionaries and back.
 """
@@ -49,6 +58,7 @@ from gatekey.model import (
     ServiceToken,
     TokenStatus,
 )
+from gatekey.store.due import EXPIRED, DueSchedule, next_due_at
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import (
@@ -57,13 +67,17 @@ if TYPE_CHECKING:
     )
 
 BY_NAME_INDEX: Final = "by-name"
-BY_EXPIRY_INDEX: Final = "by-expiry"
+BY_DUE_INDEX: Final = "by-due"
+BY_EXPIRY_INDEX: Final = "by-expiry"  # read only to move tokens written before by-due
 BY_GRACE_END_INDEX: Final = "by-grace-end"
 BY_IDLE_INDEX: Final = "by-idle"
 TOKEN_ENTITY: Final = "token"
 TOKEN_SK: Final = "TOKEN"
 EVENT_SK_PREFIX: Final = "EVENT#"
+RUN_PK: Final = "LIFECYCLE"
+RUN_SK: Final = "RUN"
 DAY: Final = 86_400
+DEFAULT_SCHEDULE: Final = DueSchedule()
 
 Item = dict[str, "AttributeValueTypeDef"]
 
@@ -88,7 +102,9 @@ _UPDATABLE: Final = (
     "duration",
     "updated_at",
     "expires_at",
-    "expiry_pk",
+    "due_pk",
+    "next_due_at",
+    "expiry_pk",  # always None now: every write takes the token out of by-expiry
     "grace_pk",
     "idle_pk",
     "idle_since",
@@ -114,14 +130,13 @@ def _hash_to_plain(value: SecretHash | None) -> dict[str, str] | None:
 
 def lifecycle_done(token: ServiceToken) -> bool:
     """Revoked, or expired and told so: no lifecycle index needs the token any more."""
-    return token.status is not TokenStatus.ACTIVE or 0 in token.reminders_sent
+    return token.status is not TokenStatus.ACTIVE or EXPIRED in token.reminders_sent
 
 
-def token_to_plain(token: ServiceToken) -> dict[str, Any]:
+def token_to_plain(token: ServiceToken, schedule: DueSchedule = DEFAULT_SCHEDULE) -> dict[str, Any]:
     """The token as plain attribute values; absent optionals are None (removed on write)."""
-    # In the expiry index until its expiry notice is sent: then lifecycle work is done with it.
     done = lifecycle_done(token)
-    in_expiry_index = not done and token.expires_at is not None
+    due = next_due_at(token, schedule)
     return {
         "pk": token_pk(token.client_id),
         "sk": TOKEN_SK,
@@ -141,7 +156,10 @@ def token_to_plain(token: ServiceToken) -> dict[str, Any]:
         "created_at": token.created_at,
         "updated_at": token.updated_at,
         "expires_at": token.expires_at,
-        "expiry_pk": TOKEN_ENTITY if in_expiry_index else None,
+        # In by-due while lifecycle work lies ahead of it.
+        "due_pk": None if due is None else TOKEN_ENTITY,
+        "next_due_at": due,
+        "expiry_pk": None,
         # In the grace index while a previous secret's hash is kept.
         "grace_pk": TOKEN_ENTITY if token.previous_secret_hash is not None else None,
         "last_seen_at": token.last_seen_at,
@@ -168,8 +186,8 @@ def _drop_none(value: Any) -> Any:
     return value
 
 
-def token_to_item(token: ServiceToken) -> Item:
-    return _serialize(token_to_plain(token))
+def token_to_item(token: ServiceToken, schedule: DueSchedule = DEFAULT_SCHEDULE) -> Item:
+    return _serialize(token_to_plain(token, schedule))
 
 
 def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -259,14 +277,18 @@ def event_from_item(item: Mapping[str, Any]) -> AuditEvent:
 
 
 def create_request(
-    table: str, token: ServiceToken, event: AuditEvent, retention_days: int
+    table: str,
+    token: ServiceToken,
+    event: AuditEvent,
+    retention_days: int,
+    schedule: DueSchedule = DEFAULT_SCHEDULE,
 ) -> list[TransactWriteItemTypeDef]:
     """Put the token only if no item has its key, and its audit item, in one transaction."""
     return [
         {
             "Put": {
                 "TableName": table,
-                "Item": token_to_item(token),
+                "Item": token_to_item(token, schedule),
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
         },
@@ -285,11 +307,16 @@ def audit_put(table: str, event: AuditEvent, retention_days: int) -> TransactWri
 
 
 def update_request(
-    table: str, token: ServiceToken, expected_version: int, event: AuditEvent, retention_days: int
+    table: str,
+    token: ServiceToken,
+    expected_version: int,
+    event: AuditEvent,
+    retention_days: int,
+    schedule: DueSchedule = DEFAULT_SCHEDULE,
 ) -> list[TransactWriteItemTypeDef]:
     """Rewrite the token's mutable attributes only if it is still at `expected_version` and not
     revoked: a racing change makes the whole transaction fail, and a revoked token stays revoked."""
-    plain = token_to_plain(token)
+    plain = token_to_plain(token, schedule)
     names: dict[str, str] = {}
     values: Item = {}
     sets: list[str] = []
@@ -309,21 +336,47 @@ def update_request(
         ":expected": {"N": str(expected_version)},
         ":revoked": {"S": TokenStatus.REVOKED.value},
     }
+    condition = "attribute_exists(pk) AND #version = :expected AND #status <> :revoked"
     return [
         {
             "Update": {
                 "TableName": table,
                 "Key": token_key(token.client_id),
                 "UpdateExpression": expression,
-                "ConditionExpression": (
-                    "attribute_exists(pk) AND #version = :expected AND #status <> :revoked"
-                ),
+                "ConditionExpression": condition,
                 "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": values,
             }
         },
         audit_put(table, event, retention_days),
     ]
+
+
+def reindex_request(
+    table: str, token: ServiceToken, schedule: DueSchedule = DEFAULT_SCHEDULE
+) -> dict[str, Any]:
+    """Rewrite only when the token's lifecycle work is next due (and take it out of by-expiry),
+    if it is still at the version read. Nothing a person sees changes: no audit item, and the
+    version stays, so a racing change wins and writes the same keys from its own token."""
+    due = next_due_at(token, schedule)
+    if due is None:
+        expression = "REMOVE due_pk, next_due_at, expiry_pk"
+        values: Item = {":expected": {"N": str(token.version)}}
+    else:
+        expression = "SET due_pk = :due_pk, next_due_at = :due REMOVE expiry_pk"
+        values = {
+            ":expected": {"N": str(token.version)},
+            ":due_pk": {"S": TOKEN_ENTITY},
+            ":due": {"N": str(due)},
+        }
+    return {
+        "TableName": table,
+        "Key": token_key(token.client_id),
+        "UpdateExpression": expression,
+        "ConditionExpression": "attribute_exists(pk) AND #version = :expected",
+        "ExpressionAttributeNames": {"#version": "version"},
+        "ExpressionAttributeValues": values,
+    }
 
 
 def delete_request(
@@ -360,6 +413,42 @@ def last_seen_request(table: str, client_id: str, now: int, min_interval: int) -
             ":threshold": {"N": str(now - min_interval)},
         },
     }
+
+
+# -- the lifecycle run ---------------------------------------------------------------------------
+
+RUN_KEY: Final[Item] = {"pk": {"S": RUN_PK}, "sk": {"S": RUN_SK}}
+
+
+def run_state_request(
+    table: str,
+    run_id: str,
+    due_before: int,
+    positions: Mapping[str, str | None],
+    replaces: str | None,
+) -> dict[str, Any]:
+    """Record where run `run_id` stands. A new run (`replaces` None) takes the item whatever it
+    holds; a run's progress is written only while the item is still that run's, so a run that a
+    newer one replaced stops instead of writing over it."""
+    request: dict[str, Any] = {
+        "TableName": table,
+        "Key": RUN_KEY,
+        "UpdateExpression": "SET run_id = :run, due_before = :before, positions = :positions",
+        "ExpressionAttributeValues": {
+            ":run": {"S": run_id},
+            ":before": {"N": str(due_before)},
+            ":positions": {"S": json.dumps(dict(positions), sort_keys=True)},
+        },
+    }
+    if replaces is not None:
+        request["ConditionExpression"] = "run_id = :replaces"
+        request["ExpressionAttributeValues"][":replaces"] = {"S": replaces}
+    return request
+
+
+def run_state_from_item(item: Mapping[str, Any]) -> tuple[str, int, dict[str, str | None]]:
+    positions = json.loads(item["positions"]["S"])
+    return item["run_id"]["S"], int(item["due_before"]["N"]), dict(positions)
 
 
 # -- pagination tokens ---------------------------------------------------------------------------

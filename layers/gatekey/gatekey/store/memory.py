@@ -16,10 +16,12 @@ from gatekey.credentials import parse_client_id
 from gatekey.errors import AlreadyExists, ConcurrentModification, InvalidTransition, NotFound
 from gatekey.model import AuditEvent, ServiceToken, TokenStatus
 from gatekey.store import items
-from gatekey.store.base import Page, TokenStore, validate_limit
+from gatekey.store.base import Page, RunState, TokenStore, validate_limit
+from gatekey.store.due import DueSchedule, next_due_at
 
 T = TypeVar("T")
 _POSITION = frozenset({"position"})
+_INDEX_POSITION = frozenset({"key", "client_id"})
 
 
 def _page(
@@ -34,10 +36,12 @@ def _page(
 
 
 class InMemoryTokenStore(TokenStore):
-    def __init__(self) -> None:
+    def __init__(self, schedule: DueSchedule | None = None) -> None:
         self._tokens: dict[str, ServiceToken] = {}
         self._events: dict[str, list[AuditEvent]] = {}
+        self._run: RunState | None = None
         self._lock = threading.Lock()
+        self.schedule = schedule or DueSchedule()
 
     def create(self, token: ServiceToken, event: AuditEvent) -> ServiceToken:
         with self._lock:
@@ -91,15 +95,20 @@ class InMemoryTokenStore(TokenStore):
         return _page(rows, limit, next_token, lambda _: True)
 
     # The sparse indexes: the sort key of a token in the index, or None when it is not in it.
-    # Kept in step with store/items.py's token_to_plain.
+    # Kept in step with store/items.py's token_to_plain. Every token here is written with its
+    # due time, so none is unscheduled and reindexing has nothing to store.
 
-    def due_for_expiry(
-        self, before: int, *, limit: int = 100, next_token: str | None = None
-    ) -> Page[str]:
-        def expiry(t: ServiceToken) -> int | None:
-            return None if items.lifecycle_done(t) else t.expires_at
+    def due(self, before: int, *, limit: int = 100, next_token: str | None = None) -> Page[str]:
+        return self._ids_before(lambda t: next_due_at(t, self.schedule), before, limit, next_token)
 
-        return self._ids_before(expiry, before, limit, next_token)
+    def unscheduled(self, *, limit: int = 100, next_token: str | None = None) -> Page[str]:
+        validate_limit(limit)
+        items.decode_page_token(next_token, _INDEX_POSITION)
+        return Page([])
+
+    def reindex(self, token: ServiceToken) -> bool:
+        current = self._tokens.get(token.client_id)
+        return current is not None and current.version == token.version
 
     def grace_ended(
         self, before: int, *, limit: int = 100, next_token: str | None = None
@@ -125,10 +134,23 @@ class InMemoryTokenStore(TokenStore):
         limit: int,
         next_token: str | None,
     ) -> Page[str]:
-        keyed = ((sort_key(t), t.client_id) for t in self._tokens.values())
-        rows = sorted((key, client_id) for key, client_id in keyed if key is not None)
-        ids = [client_id for key, client_id in rows if key <= before]
-        return _page(ids, limit, next_token, lambda _: True)
+        """Pages by position in the index, as DynamoDB's do: after the last (key, client_id)
+        returned, so tokens leaving the index between pages make no one else skipped."""
+        start = items.decode_page_token(next_token, _INDEX_POSITION)
+        after = (int(start["key"]["N"]), start["client_id"]["S"]) if start else None
+        keyed = ((sort_key(t), t.client_id) for t in list(self._tokens.values()))
+        rows = sorted(
+            (key, client_id)
+            for key, client_id in keyed
+            if key is not None and key <= before and (after is None or (key, client_id) > after)
+        )
+        window = rows[: validate_limit(limit)]
+        token = None
+        if len(rows) > len(window):
+            key, client_id = window[-1]
+            last = {"key": {"N": str(key)}, "client_id": {"S": client_id}}
+            token = items.encode_page_token(last)
+        return Page([client_id for _, client_id in window], token)
 
     def record_last_seen(self, client_id: str, now: int, min_interval: int) -> bool:
         parse_client_id(client_id)
@@ -139,6 +161,16 @@ class InMemoryTokenStore(TokenStore):
             ):
                 return False
             self._tokens[client_id] = replace(token, last_seen_at=now, idle_since=now)
+            return True
+
+    def run_state(self) -> RunState | None:
+        return self._run
+
+    def save_run_state(self, state: RunState, *, replaces: str | None) -> bool:
+        with self._lock:
+            if replaces is not None and (self._run is None or self._run.run_id != replaces):
+                return False
+            self._run = state
             return True
 
     def _check(self, token: ServiceToken, *, revoked_is_final: bool) -> ServiceToken:
