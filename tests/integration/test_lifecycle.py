@@ -660,3 +660,80 @@ def test_tokens_stored_before_by_due_get_their_notices_and_move_to_it(
     clock.now += DAY
     assert make_lifecycle().run().reminded == []
     assert reads.total == 0
+
+
+# -- the idle clock ------------------------------------------------------------------------
+
+
+def authorizers_store() -> DynamoDBTokenStore:
+    """The store the authorizer records uses through: its own client, no lock taken."""
+    return DynamoDBTokenStore(TABLE_NAME, client=boto3.client("dynamodb", region_name=REGION))
+
+
+def test_a_use_recorded_while_the_idle_notice_goes_out_keeps_the_token_enabled(
+    admin: TokenAdmin,
+    make_lifecycle: Any,
+    notifier: RecordingNotifier,
+    store: DynamoDBTokenStore,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client_id = create(admin, "quiet-bot", None).token.client_id
+    authorizer = authorizers_store()
+    send = notifier.send
+
+    def used_while_sending(notice: Notice, channel: str) -> None:
+        send(notice, channel)
+        if channel == "sns":  # the bot calls while the notice goes out
+            assert authorizer.record_last_seen(client_id, clock.now, min_interval=900)
+
+    monkeypatch.setattr(notifier, "send", used_while_sending)
+    # WHEN the run finds it idle for 100 days and sends the notice, during which it is used
+    clock.now = NOW + 100 * DAY
+    report = make_lifecycle(idle_days=90).run()
+    # THEN it stays enabled, and nothing failed
+    token = store.get(client_id, consistent=True)
+    assert (token.enabled, token.last_seen_at) == (True, clock.now)
+    assert (report.disabled, report.failed) == ([], [])
+    # AND the notice's claim is withdrawn, and the audit trail says why
+    assert token.reminders_pending == ()
+    withdrawn = store.events(client_id, limit=1).items[0]
+    assert withdrawn.action.value == "reminder_released"
+    assert (withdrawn.details["reason"], withdrawn.details["sent"]) == ("used", ["sns"])
+    # AND its next idle spell disables it, with a notice of its own on every channel
+    monkeypatch.setattr(notifier, "send", send)
+    clock.now += 91 * DAY
+    assert make_lifecycle(idle_days=90).run().disabled == [client_id]
+    assert not store.get(client_id, consistent=True).enabled
+    disabled = [(i, c) for i, c in notifier.sent if "disabled" in i]
+    assert [c for _, c in disabled] == ["sns", "sns", "events"]
+    assert disabled[0][0] != disabled[1][0] == disabled[2][0]
+
+
+def test_a_use_recorded_between_the_read_and_the_claim_sends_nothing(
+    admin: TokenAdmin,
+    make_lifecycle: Any,
+    notifier: RecordingNotifier,
+    store: DynamoDBTokenStore,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client_id = create(admin, "quiet-bot", None).token.client_id
+    authorizer = authorizers_store()
+    get = store.get
+    reads: list[str] = []
+
+    def read_then_used(client_id: str, *, consistent: bool = False) -> ServiceToken:
+        token = get(client_id, consistent=consistent)
+        if not reads:  # the run's read, then the bot's call
+            assert authorizer.record_last_seen(client_id, clock.now, min_interval=900)
+        reads.append(client_id)
+        return token
+
+    monkeypatch.setattr(store, "get", read_then_used)
+    clock.now = NOW + 100 * DAY
+    report = make_lifecycle(idle_days=90).run()
+    token = get(client_id, consistent=True)
+    assert (token.enabled, token.reminders_pending) == (True, ())
+    assert (report.disabled, report.failed, notifier.sent) == ([], [], [])
+    assert [e.action.value for e in store.events(client_id).items] == ["created"]

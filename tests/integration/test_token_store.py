@@ -253,6 +253,32 @@ def test_paging_through_due_tokens_misses_none_when_tokens_leave_between_pages(
     assert sorted(first.items + rest) == sorted(t.client_id for t in tokens)
 
 
+def test_an_update_if_unused_fails_after_a_recorded_use_and_writes_nothing(
+    any_store: TokenStore, unit_hasher: Hasher
+) -> None:
+    token = create(any_store, unit_hasher)
+    read = any_store.get(token.client_id, consistent=True)
+    # WHEN the authorizer records a use between the read and the write
+    assert any_store.record_last_seen(token.client_id, NOW + 60, min_interval=30)
+    with pytest.raises(ConcurrentModification, match="used since it was read"):
+        any_store.update(
+            read.with_changes(NOW + 61, enabled=False),
+            event(read, AuditAction.DISABLED),
+            if_unused=True,
+        )
+    # THEN the token is still enabled, and only its creation is audited
+    stored = any_store.get(token.client_id, consistent=True)
+    assert (stored.enabled, stored.last_seen_at, stored.version) == (True, NOW + 60, 1)
+    assert len(any_store.events(token.client_id).items) == 1
+    # AND a write from a read that saw the use goes through
+    any_store.update(
+        stored.with_changes(NOW + 62, enabled=False),
+        event(stored, AuditAction.DISABLED),
+        if_unused=True,
+    )
+    assert not any_store.get(token.client_id, consistent=True).enabled
+
+
 def test_reindex_writes_nothing_over_a_newer_version(
     any_store: TokenStore, unit_hasher: Hasher
 ) -> None:

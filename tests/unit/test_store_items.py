@@ -81,6 +81,25 @@ def test_every_update_rewrites_the_due_time_and_takes_the_token_out_of_by_expiry
     assert "expiry_pk" in {names[a] for a in removes.split(", ")}
 
 
+def test_an_update_if_unused_holds_only_while_the_idle_clock_is_as_read(
+    unit_hasher: Hasher, event: AuditEvent
+) -> None:
+    token, _ = new_service_token(name="n", hasher=unit_hasher, now=NOW)
+    plain = items.update_request("t", token, 1, event, 10)[0]["Update"]
+    assert "#seen" not in plain["ConditionExpression"]
+    never_seen = items.update_request("t", token, 1, event, 10, if_unused=True)[0]["Update"]
+    assert never_seen["ConditionExpression"].endswith(
+        " AND attribute_not_exists(#seen) AND #idle = :idle_read"
+    )
+    seen = replace(token, last_seen_at=NOW + 5, idle_since=NOW + 5)
+    request = items.update_request("t", seen, 1, event, 10, if_unused=True)[0]["Update"]
+    assert request["ConditionExpression"].endswith(" AND #seen = :seen_read AND #idle = :idle_read")
+    values = request["ExpressionAttributeValues"]
+    assert values[":seen_read"] == values[":idle_read"] == {"N": str(NOW + 5)}
+    names = request["ExpressionAttributeNames"]
+    assert (names["#seen"], names["#idle"]) == ("last_seen_at", "idle_since")
+
+
 def test_reindex_writes_only_the_due_time_if_the_version_is_unchanged(unit_hasher: Hasher) -> None:
     token, _ = new_service_token(name="n", hasher=unit_hasher, now=NOW)
     request = items.reindex_request("t", replace(token, version=3))

@@ -313,12 +313,17 @@ class Lifecycle:
         confirmed: AuditAction,
         done_changes: Mapping[str, object] | None = None,
         details: Mapping[str, AuditValue] | None = None,
+        *,
+        if_unused: bool = False,
+        sent: list[str] | None = None,
     ) -> ServiceToken | None:
         """Send `notice` once per channel, under the claim `days` (a reminder threshold or one of
         the codes above); then confirm with one write that also applies `done_changes` (by
         default: `days` joins reminders_sent). Return the token as stored, or None when another
-        run holds the claim."""
-        update = self._store.update
+        run holds the claim. With `if_unused`, the claim and each write after a send require
+        that no use was recorded since the token was read (ConcurrentModification otherwise).
+        Channels sent to by this call are added to `sent`."""
+        update = partial(self._store.update, if_unused=if_unused)
         previous = next((p for p in token.reminders_pending if p.days == days), None)
         claimed = previous is not None and previous.claimed_at > 0
         if claimed and now - previous.claimed_at < self.claim_timeout:  # type: ignore[union-attr]
@@ -345,6 +350,8 @@ class Lifecycle:
                 )
                 raise
             done = (*done, channel)
+            if sent is not None:
+                sent.append(channel)
             if len(done) < len(self._notifier.channels):
                 token = update(
                     token.with_changes(
@@ -444,19 +451,62 @@ class Lifecycle:
         )
 
     def _disable_idle(self, client_id: str, report: RunReport) -> None:
+        """Announced, then disabled in the confirming write: a failed send leaves the token
+        enabled and idle, so the next run completes the notice and the change.
+
+        The authorizer records a use without taking the token's lock, so every write of the
+        notice requires the idle clock to be the one read: a use recorded meanwhile keeps the
+        token enabled. If that use lands after a channel went out, the claim is withdrawn (and
+        audited) so the token's next idle spell starts a notice of its own."""
         now = self._clock()
         token = self._store.get(client_id, consistent=True)
-        idle_days = (now - token.idle_clock()) // DAY
+        idle_clock = token.idle_clock()
+        idle_days = (now - idle_clock) // DAY
         usable = token.status is TokenStatus.ACTIVE and token.enabled and not token.is_expired(now)
         if not usable or idle_days < self.idle_days:
             return
-        # Announced, then disabled in the confirming write: a failed send leaves the token
-        # enabled and idle, so the next run completes the notice and the change.
-        notice = Notice.of("Service Token Disabled", token, f"disabled:{token.idle_clock()}")
+        notice = Notice.of("Service Token Disabled", token, f"disabled:{idle_clock}")
         details: dict[str, AuditValue] = {"reason": "idle", "idle_days": idle_days}
         disabled = {"enabled": False}
-        if self._notify_once(token, IDLE, now, notice, AuditAction.DISABLED, disabled, details):
+        sent: list[str] = []
+        try:
+            done = self._notify_once(
+                token,
+                IDLE,
+                now,
+                notice,
+                AuditAction.DISABLED,
+                disabled,
+                details,
+                if_unused=True,
+                sent=sent,
+            )
+        except ConcurrentModification:
+            current = self._store.get(client_id, consistent=True)
+            if current.idle_clock() == idle_clock:
+                raise  # not a use: someone else changed the token
+            self._withdraw_idle_notice(current, now, sent)
+            return
+        if done:
             report.disabled.append(client_id)
+
+    def _withdraw_idle_notice(self, token: ServiceToken, now: int, sent: list[str]) -> None:
+        claim = next((p for p in token.reminders_pending if p.days == IDLE), None)
+        logger.info("idle token used during its notice: kept", extra={"client_id": token.client_id})
+        if claim is None:
+            return  # used before anything was claimed, so before anything was sent
+        self._store.update(
+            token.with_changes(
+                now, reminders_pending=tuple(p for p in token.reminders_pending if p.days != IDLE)
+            ),
+            self._event(
+                token,
+                AuditAction.REMINDER_RELEASED,
+                days=IDLE,
+                sent=sorted({*claim.done, *sent}),
+                reason="used",
+            ),
+        )
 
     def _clean(self, client_id: str, report: RunReport) -> None:
         now = self._clock()

@@ -73,8 +73,12 @@ class TokenStore(ABC):
     ) -> Page[ServiceToken]: ...
 
     @abstractmethod
-    def update(self, token: ServiceToken, event: AuditEvent) -> ServiceToken:
-        """Write `token` (read at `token.version`); return it as stored, at version + 1."""
+    def update(
+        self, token: ServiceToken, event: AuditEvent, *, if_unused: bool = False
+    ) -> ServiceToken:
+        """Write `token` (read at `token.version`); return it as stored, at version + 1.
+        With `if_unused`, only if no use was recorded since it was read (`last_seen_at` and
+        `idle_since` unchanged), else ConcurrentModification."""
 
     @abstractmethod
     def delete(self, token: ServiceToken, event: AuditEvent) -> None: ...

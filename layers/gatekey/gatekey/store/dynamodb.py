@@ -202,7 +202,9 @@ class DynamoDBTokenStore(TokenStore):
             raise AlreadyExists(f"service token {token.client_id} already exists")
         return token
 
-    def update(self, token: ServiceToken, event: AuditEvent) -> ServiceToken:
+    def update(
+        self, token: ServiceToken, event: AuditEvent, *, if_unused: bool = False
+    ) -> ServiceToken:
         stored = replace(token, version=token.version + 1)
         request = items.update_request(
             self.table_name,
@@ -211,9 +213,10 @@ class DynamoDBTokenStore(TokenStore):
             event,
             self.audit_retention_days,
             self.schedule,
+            if_unused=if_unused,
         )
         if not self._transact(request):
-            self._raise_for_lost_write(token.client_id)
+            self._raise_for_lost_write(token.client_id, read=token if if_unused else None)
         return stored
 
     def reindex(self, token: ServiceToken) -> bool:
@@ -281,11 +284,19 @@ class DynamoDBTokenStore(TokenStore):
             return False
         return True
 
-    def _raise_for_lost_write(self, client_id: str, *, revoked_is_final: bool = True) -> None:
+    def _raise_for_lost_write(
+        self,
+        client_id: str,
+        *,
+        revoked_is_final: bool = True,
+        read: ServiceToken | None = None,
+    ) -> None:
         """Say why a conditional write failed, from a consistent read of what is stored now."""
         current = self.get(client_id, consistent=True)  # raises NotFound if it is gone
         if revoked_is_final and current.status is TokenStatus.REVOKED:
             raise InvalidTransition(f"service token {client_id} is revoked; revocation is final")
+        if read is not None and current.version == read.version:
+            raise ConcurrentModification(f"service token {client_id} was used since it was read")
         logger.info("optimistic lock lost", extra={"client_id": client_id})
         raise ConcurrentModification(
             f"service token {client_id} was changed by someone else (now at version "

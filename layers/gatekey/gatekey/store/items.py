@@ -313,9 +313,14 @@ def update_request(
     event: AuditEvent,
     retention_days: int,
     schedule: DueSchedule = DEFAULT_SCHEDULE,
+    *,
+    if_unused: bool = False,
 ) -> list[TransactWriteItemTypeDef]:
     """Rewrite the token's mutable attributes only if it is still at `expected_version` and not
-    revoked: a racing change makes the whole transaction fail, and a revoked token stays revoked."""
+    revoked: a racing change makes the whole transaction fail, and a revoked token stays revoked.
+
+    With `if_unused`, also only if its idle clock is still the one `token` carries: the
+    authorizer's last-seen write takes no lock, so the version alone cannot tell of a use."""
     plain = token_to_plain(token, schedule)
     names: dict[str, str] = {}
     values: Item = {}
@@ -337,6 +342,8 @@ def update_request(
         ":revoked": {"S": TokenStatus.REVOKED.value},
     }
     condition = "attribute_exists(pk) AND #version = :expected AND #status <> :revoked"
+    if if_unused:
+        condition += " AND " + _unused_since_read(token, names, values)
     return [
         {
             "Update": {
@@ -350,6 +357,16 @@ def update_request(
         },
         audit_put(table, event, retention_days),
     ]
+
+
+def _unused_since_read(token: ServiceToken, names: dict[str, str], values: Item) -> str:
+    """The condition that `last_seen_at` and `idle_since` are still as `token` was read."""
+    names |= {"#seen": "last_seen_at", "#idle": "idle_since"}
+    values[":idle_read"] = {"N": str(token.idle_since)}
+    if token.last_seen_at is None:
+        return "attribute_not_exists(#seen) AND #idle = :idle_read"
+    values[":seen_read"] = {"N": str(token.last_seen_at)}
+    return "#seen = :seen_read AND #idle = :idle_read"
 
 
 def reindex_request(

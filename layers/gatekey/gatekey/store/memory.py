@@ -73,9 +73,18 @@ class InMemoryTokenStore(TokenStore):
         )
         return _page(rows, limit, next_token, lambda t: status is None or t.status is status)
 
-    def update(self, token: ServiceToken, event: AuditEvent) -> ServiceToken:
+    def update(
+        self, token: ServiceToken, event: AuditEvent, *, if_unused: bool = False
+    ) -> ServiceToken:
         with self._lock:
             current = self._check(token, revoked_is_final=True)
+            if if_unused and (current.last_seen_at, current.idle_since) != (
+                token.last_seen_at,
+                token.idle_since,
+            ):
+                raise ConcurrentModification(
+                    f"service token {token.client_id} was used since it was read"
+                )
             stored = replace(token, version=token.version + 1, last_seen_at=current.last_seen_at)
             self._tokens[token.client_id] = stored
             self._audit(event)
