@@ -1,14 +1,22 @@
-"""The admin API under concurrency, with the authorizer, and against its own OpenAPI document."""
+"""The admin API under concurrency, with the authorizer and the lifecycle, and against its own
+OpenAPI document."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from conftest import NOW, AdminHarness, AuthorizerHarness
+import boto3
+from botocore.exceptions import EndpointConnectionError
+
+from conftest import NOW, REGION, AdminHarness, AuthorizerHarness
 from gatekey.authorizer import policy_allows
 from gatekey.credentials import ClientSecret
+from gatekey.hashing import Hasher
+from gatekey.lifecycle import DAY, AwsNotifier, Lifecycle, SecretsManagerDelivery
+from gatekey.store import DynamoDBTokenStore
 
 BASE = "/admin/service-tokens"
 ARN = "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/v1/GET/items/42"
@@ -164,3 +172,89 @@ def test_every_operation_with_invalid_input_answers_without_a_5xx(admin: AdminHa
                 status, _ = admin.request(method.upper(), path, query=query)
                 assert status < 500, (method, path, query)
     assert calls > 100
+
+
+def test_a_manual_rotate_while_an_automatic_delivery_is_pending_never_lets_it_deliver_a_dead_secret(
+    make_admin: Callable[..., AdminHarness],
+    make_authorizer: Callable[..., AuthorizerHarness],
+    store: DynamoDBTokenStore,
+    hasher: Hasher,
+) -> None:
+    admin = make_admin()
+    authorizer = make_authorizer(STATUS_CACHE_TTL_SECONDS="0")
+    secrets = boto3.client("secretsmanager", region_name=REGION)
+    sns = boto3.client("sns", region_name=REGION)
+    now = [NOW]
+
+    def at(seconds: int) -> None:
+        now[0] = authorizer.clock[0] = admin.clock[0] = NOW + seconds
+
+    def allowed(secret: str) -> bool:
+        headers = {"Gatekey-Client-Id": client_id, "Gatekey-Client-Secret": secret}
+        return policy_allows(authorizer.call("rest_request", headers)["policyDocument"], ARN)
+
+    def delivered(stage: str = "AWSCURRENT") -> str:
+        """The secret the consumer reads from its delivery secret (or the one staged)."""
+        answer = secrets.get_secret_value(SecretId=delivery, VersionStage=stage)
+        return str(json.loads(answer["SecretString"])["client_secret"])
+
+    lifecycle = Lifecycle(
+        store=store,
+        hasher=hasher,
+        notifier=AwsNotifier(
+            sns=sns,
+            events=boto3.client("events", region_name=REGION),
+            topic_arn=sns.create_topic(Name="reminders")["TopicArn"],
+        ),
+        delivery=SecretsManagerDelivery(secrets),
+        grace_seconds=2 * DAY,
+        clock=lambda: now[0],
+    )
+    # GIVEN an `auto` token whose consumer reads its secret from a delivery secret
+    at(0)
+    delivery = secrets.create_secret(
+        Name="bot/gatekey", Tags=[{"Key": "gatekey-delivery", "Value": "true"}]
+    )["ARN"]
+    rotation = {"mode": "auto", "delivery_secret_arn": delivery}
+    status, token = admin.request(
+        "POST", BASE, {"name": "auto-bot", "duration": "960h", "rotation": rotation}
+    )
+    assert status == 201
+    client_id = token["client_id"]
+    secrets.put_secret_value(
+        SecretId=delivery,
+        SecretString=json.dumps({"client_id": client_id, "client_secret": token["client_secret"]}),
+    )
+    consumers = delivered()
+    # AND an automatic rotation that staged a new secret but could not make it current
+    at(10 * DAY)
+
+    def unreachable(**_: Any) -> None:
+        raise EndpointConnectionError(endpoint_url="https://secretsmanager.invalid")
+
+    hook = "before-send.secrets-manager.UpdateSecretVersionStage"
+    secrets.meta.events.register(hook, unreachable)
+    assert lifecycle.run().failed
+    secrets.meta.events.unregister(hook, unreachable)
+    staged = delivered("AWSPENDING")
+    assert delivered() == consumers
+    # WHEN an admin rotates the token by hand, with a day's grace
+    status, rotated = admin.request("POST", f"{BASE}/{client_id}/rotate", {"grace": "24h"})
+    assert status == 200
+    # THEN the admin's new secret works, and so does the one the consumer reads, for the grace;
+    # the staged one, which nobody was given, does not
+    assert allowed(rotated["client_secret"])
+    assert allowed(consumers)
+    assert not allowed(staged)
+    _, events = admin.request("GET", f"{BASE}/{client_id}/events", query={"limit": "1"})
+    assert events["items"][0]["details"]["abandoned_delivery"] is True
+    # WHEN the next lifecycle run finds Secrets Manager working again
+    at(11 * DAY)
+    report = lifecycle.run()
+    assert (report.failed, report.rotated) == ([], [client_id])
+    # THEN what the consumer reads now is a fresh secret that works, never the staged one
+    assert delivered() not in (staged, consumers, rotated["client_secret"])
+    assert allowed(delivered())
+    assert not allowed(staged)
+    # AND the admin's secret keeps working through the new rotation's grace
+    assert allowed(rotated["client_secret"])

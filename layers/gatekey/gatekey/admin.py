@@ -15,7 +15,7 @@ from typing import Final
 from gatekey.credentials import ClientSecret
 from gatekey.durations import Duration, parse_duration
 from gatekey.errors import InvalidTransition, ValidationError
-from gatekey.hashing import Hasher
+from gatekey.hashing import Hasher, SecretHash
 from gatekey.model import (
     AuditAction,
     AuditEvent,
@@ -30,6 +30,7 @@ from gatekey.model import (
     validate_scopes,
 )
 from gatekey.store import Page, TokenStore
+from gatekey.store.due import ROTATED
 
 DAY: Final = 86_400
 MAX_GRACE_HOURS: Final = 30 * 24  # a previous secret stays valid at most 30 days
@@ -178,7 +179,14 @@ class TokenAdmin:
         previous_expires_at: int | None = None,
     ) -> Issued:
         """A new secret. The previous one stays valid until `previous_expires_at`, or for
-        `grace`, at most 30 days; with neither it stops at once."""
+        `grace`, at most 30 days; with neither it stops at once.
+
+        An automatic rotation still waiting to make its new secret current in the delivery
+        secret (`delivery_pending`) is abandoned, never refused: a manual rotation is how a
+        leaked secret is stopped. That staged secret was handed to no one, so the one kept for
+        the grace is the one the consumer still reads (the token's previous secret), and the
+        lifecycle, finding the `auto` token still due, rotates it afresh at its next run
+        instead of promoting a secret this rotation replaced."""
         if grace is not None and previous_expires_at is not None:
             raise ValidationError(
                 "grace", "give grace or previous_client_secret_expires_at, not both"
@@ -194,20 +202,32 @@ class TokenAdmin:
             )
         token = self._live(client_id, "rotated")
         secret = ClientSecret.generate()
+        abandoned: dict[str, object] = {}
+        held: SecretHash | None = token.secret_hash  # the secret the bot holds
+        if token.delivery_pending is not None:
+            held = token.previous_secret_hash
+            abandoned = {
+                "delivery_pending": None,
+                "reminders_sent": tuple(d for d in token.reminders_sent if d != ROTATED),
+                "reminders_pending": tuple(p for p in token.reminders_pending if p.days != ROTATED),
+            }
+        if held is None:
+            previous_expires_at = None
         rotated = token.with_changes(
             now,
             secret_hash=self._hasher.hash(secret),
             client_secret_version=token.client_secret_version + 1,
-            previous_secret_hash=token.secret_hash if previous_expires_at else None,
+            previous_secret_hash=held if previous_expires_at else None,
             previous_client_secret_expires_at=previous_expires_at,
+            **abandoned,
         )
-        event = self._event(
-            token,
-            AuditAction.ROTATED,
-            actor,
-            client_secret_version=rotated.client_secret_version,
-            previous_client_secret_expires_at=previous_expires_at,
-        )
+        details: dict[str, AuditValue] = {
+            "client_secret_version": rotated.client_secret_version,
+            "previous_client_secret_expires_at": previous_expires_at,
+        }
+        if abandoned:
+            details["abandoned_delivery"] = True
+        event = self._event(token, AuditAction.ROTATED, actor, **details)
         return Issued(self._store.update(rotated, event), secret)
 
     def refresh(
