@@ -3,7 +3,9 @@ minutes a resume that goes on with a run its timeout cut short (or returns at on
 
 A run that leaves work undone (a notification or a delivery failed) counts it and then fails,
 so the scheduler retries it and, past its retries, sends it to the dead-letter queue; claims
-make a retried run send nothing twice."""
+make a retried run send nothing twice. Every run that gets to its end (or to the end of its
+time), failures or not, counts one `LifecycleRuns`, the heartbeat LifecycleHeartbeatAlarm
+watches; a resume with nothing to resume counts 0, so it can never stand in for a daily run."""
 
 from __future__ import annotations
 
@@ -54,7 +56,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
     if event.get("resume"):
         report = lifecycle.resume(time_left=time_left)
-        if report is None:  # nothing left to go on with
+        if report is None:  # nothing left to go on with: no run, so no heartbeat
+            metrics.add_metric("LifecycleRuns", MetricUnit.Count, 0)
             return {"resumed": False}
     else:
         report = lifecycle.run(time_left=time_left)
@@ -65,6 +68,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "GracesEnded": len(report.cleaned),
         "IdleTokensDisabled": len(report.disabled),
         "LifecycleFailures": len(report.failed),
+        "LifecycleRuns": 1,
     }
     for name, value in counts.items():
         metrics.add_metric(name, MetricUnit.Count, value)

@@ -737,3 +737,53 @@ def test_a_use_recorded_between_the_read_and_the_claim_sends_nothing(
     assert (token.enabled, token.reminders_pending) == (True, ())
     assert (report.disabled, report.failed, notifier.sent) == ([], [], [])
     assert [e.action.value for e in store.events(client_id).items] == ["created"]
+
+
+# -- the function --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def lifecycle_environment(
+    monkeypatch: pytest.MonkeyPatch, pepper_secret_arn: str, notifier: RecordingNotifier
+) -> None:
+    for name, value in {
+        "TABLE_NAME": TABLE_NAME,
+        "PEPPER_SECRET_ARN": pepper_secret_arn,
+        "SIGNING_KEY_ID": "arn:aws:kms:us-east-1:123456789012:key/unused-here",
+        "NOTIFICATION_TOPIC_ARN": notifier.inner._topic_arn,
+        "POWERTOOLS_SERVICE_NAME": "gatekey",
+        "POWERTOOLS_METRICS_NAMESPACE": "Gatekey",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+def emitted(output: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith('{"_aws"')]
+
+
+def test_every_run_that_gets_to_its_end_counts_a_heartbeat_failed_work_included(
+    lifecycle_environment: None,
+    monkeypatch: pytest.MonkeyPatch,
+    admin: TokenAdmin,
+    notifier: RecordingNotifier,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN a reminder due, and the reminder topic gone
+    create(admin, "remind-bot", 20 * 24)
+    monkeypatch.setattr("time.time", lambda: float(NOW + DAY))
+    handler = load_handler("lifecycle")
+    notifier.inner._sns.delete_topic(TopicArn=notifier.inner._topic_arn)
+    capsys.readouterr()
+    # WHEN the daily run fails to send it
+    with pytest.raises(DependencyError, match="left work undone"):
+        handler.lambda_handler({"job": "lifecycle"}, LambdaContext())
+    # THEN it counted the failure and, having got to its end, the run
+    [metrics] = emitted(capsys.readouterr().out)
+    assert (metrics["LifecycleRuns"], metrics["LifecycleFailures"]) == ([1.0], [1.0])
+    assert metrics["service"] == "gatekey"
+    assert metrics["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Gatekey"
+    # WHEN a resume finds no run to go on with
+    answer = handler.lambda_handler({"job": "lifecycle", "resume": True}, LambdaContext())
+    # THEN it did nothing and counted no run: it never stands in for a daily one
+    assert answer == {"resumed": False}
+    assert [m["LifecycleRuns"] for m in emitted(capsys.readouterr().out)] == [[0.0]]
