@@ -133,6 +133,9 @@ class FakeLambdaContext:
     invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:gatekey-test"
     aws_request_id: str = "00000000-0000-0000-0000-000000000000"
 
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
 
 @pytest.fixture
 def lambda_context() -> FakeLambdaContext:
@@ -657,6 +660,9 @@ def atomic_dynamodb_requests(aws: None) -> Iterator[None]:
 
     session.events.register("before-call.dynamodb.*", acquire)
     session.events.register("after-call.dynamodb.*", release)
+    # A call that fails before any answer (a connection error) ends here, not in after-call.
+    session.events.register("after-call-error.dynamodb.*", release)
     yield
     session.events.unregister("before-call.dynamodb.*", acquire)
     session.events.unregister("after-call.dynamodb.*", release)
+    session.events.unregister("after-call-error.dynamodb.*", release)

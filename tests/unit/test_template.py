@@ -40,6 +40,7 @@ def test_table_indexes_are_the_ones_the_store_queries(template: dict[str, Any]) 
         for i in resource(template, "Table")["Properties"]["GlobalSecondaryIndexes"]
     }
     sparse = {
+        items.BY_DUE_INDEX: ["due_pk", "next_due_at"],
         items.BY_EXPIRY_INDEX: ["expiry_pk", "expires_at"],
         items.BY_GRACE_END_INDEX: ["grace_pk", "previous_client_secret_expires_at"],
         items.BY_IDLE_INDEX: ["idle_pk", "idle_since"],
