@@ -639,18 +639,22 @@ def stack() -> Iterator[LocalStack]:
 
 @pytest.fixture
 def atomic_dynamodb_requests(aws: None) -> Iterator[None]:
-    """DynamoDB executes each request atomically; moto, called from several threads, does not.
-    One lock around each request (not around a read-modify-write sequence) restores what
-    DynamoDB promises and nothing more. (After `aws`: starting moto replaces the default
-    session, and the hooks must be on the one the handlers' clients come from.)"""
+    """AWS executes each request atomically; moto, called from several threads, does not (its
+    DynamoDB transactions copy the table while another thread writes to it). One lock around
+    each request of any service (not around a read-modify-write sequence) restores what AWS
+    promises and nothing more. (After `aws`: starting moto replaces the default session, and
+    the hooks must be on the one the handlers' clients come from.)"""
     lock = threading.Lock()
     session = boto3._get_default_session()
 
     held = threading.local()
 
     def acquire(**_: Any) -> None:
-        lock.acquire()
-        held.value = True
+        # Already held: this thread's last call ended in a hook that raised before any answer
+        # (a test's injected failure), so neither after-call event came: keep holding it.
+        if not getattr(held, "value", False):
+            lock.acquire()
+            held.value = True
 
     def release(**_: Any) -> None:
         # A Stubber may answer before `acquire` runs: release only what this thread holds.
@@ -658,11 +662,11 @@ def atomic_dynamodb_requests(aws: None) -> Iterator[None]:
             held.value = False
             lock.release()
 
-    session.events.register("before-call.dynamodb.*", acquire)
-    session.events.register("after-call.dynamodb.*", release)
+    session.events.register("before-call", acquire)
+    session.events.register("after-call", release)
     # A call that fails before any answer (a connection error) ends here, not in after-call.
-    session.events.register("after-call-error.dynamodb.*", release)
+    session.events.register("after-call-error", release)
     yield
-    session.events.unregister("before-call.dynamodb.*", acquire)
-    session.events.unregister("after-call.dynamodb.*", release)
-    session.events.unregister("after-call-error.dynamodb.*", release)
+    session.events.unregister("before-call", acquire)
+    session.events.unregister("after-call", release)
+    session.events.unregister("after-call-error", release)

@@ -37,6 +37,8 @@ from gatekey.model import RotationMode, RotationPolicy, ServiceToken, new_servic
 from gatekey.store import DynamoDBTokenStore
 from gatekey.store.items import token_to_item
 
+# The lifecycle handler works on several tokens at once; moto is not safe across threads.
+pytestmark = pytest.mark.usefixtures("atomic_dynamodb_requests")
 ADMIN = Actor("arn:aws:iam::123456789012:user/admin")
 
 

@@ -47,6 +47,10 @@ AWS_DIMENSIONS = {
 }
 
 
+# The lifecycle handler works on several tokens at once; moto is not safe across threads.
+pytestmark = pytest.mark.usefixtures("atomic_dynamodb_requests")
+
+
 def alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         name: r["Properties"]
