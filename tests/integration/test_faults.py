@@ -130,3 +130,19 @@ def test_a_ring_that_existed_and_is_gone_fails_closed_everywhere_instead_of_fall
     # AND the token endpoint cannot start rather than sign with a retired key
     with pytest.raises(DependencyError, match="ring is missing"):
         load_handler("token")
+
+
+def test_a_ring_written_before_the_marker_gets_it_at_the_next_run(
+    make_authorizer: Callable[..., AuthorizerHarness],
+) -> None:
+    # GIVEN a ring written by a release without the marker (no change due today)
+    authorizer = make_authorizer()
+    rotate = load_handler("signing_keys")
+    event = load_event("signing-keys-scheduled.json")
+    rotate.lambda_handler(event, FakeLambdaContext())
+    marker = {"pk": {"S": "SIGNING_KEYS"}, "sk": {"S": "RING_WRITTEN"}}
+    authorizer.store.client.delete_item(TableName=TABLE_NAME, Key=marker)
+    # WHEN the next daily run changes nothing
+    assert rotate.lambda_handler(event, FakeLambdaContext())["added"] is None
+    # THEN the marker is there: a ring lost from now on fails closed
+    assert "Item" in authorizer.store.client.get_item(TableName=TABLE_NAME, Key=marker)

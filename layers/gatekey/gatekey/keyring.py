@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
@@ -237,11 +237,15 @@ class KeyRingStore:
             if error_code(exc) == "ConditionalCheckFailedException":
                 raise ConcurrentModification("the key ring was changed by another run") from exc
             raise DependencyError(f"cannot write the key ring: {error_code(exc)}") from exc
-        try:  # after the ring, and again at each save: never a marker without a ring
+        self.mark_written()  # after the ring: never a marker without a ring
+        return replace(ring, version=ring.version + 1)
+
+    def mark_written(self) -> None:
+        """Record that a ring exists (idempotent; a failure waits for the next run)."""
+        try:
             self.client.put_item(TableName=self.table_name, Item=dict(RING_MARKER_KEY))
         except (BotoCoreError, ClientError) as exc:
             logger.warning("ring marker not written", extra={"error": error_code(exc)})
-        return replace(ring, version=ring.version + 1)
 
 
 class SigningKeys:
@@ -399,6 +403,31 @@ class PublicKeyCache:
         return self._keys
 
 
+class VouchedKeys(Mapping[str, PublicKey]):
+    """A verifier's keys by kid: the ring's published entries, each taken from KMS the first
+    time a token names it (one GetPublicKey per key in use, kept for the container's life, not
+    one per entry of the ring on every load). An entry KMS does not vouch for is absent."""
+
+    def __init__(self, keys: Iterable[RingKey], vouch: Callable[[str], PublicKey | None]) -> None:
+        self._entries: dict[str, list[RingKey]] = {}
+        for key in keys:  # several entries may claim a kid: one of them may be KMS's
+            self._entries.setdefault(key.kid, []).append(key)
+        self._vouch = vouch
+
+    def __getitem__(self, kid: str) -> PublicKey:
+        for entry in self._entries[kid]:
+            public = self._vouch(entry.key_id)
+            if public is not None and public.kid == kid:
+                return public
+        raise KeyError(kid)  # no key id KMS answers for with this key
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 def _ring_sources(
     config: Config,
     *,
@@ -407,14 +436,15 @@ def _ring_sources(
     secretsmanager: SecretsManagerClient,
     clock: Callable[[], float],
     signing_kms: KMSClient | None = None,
-) -> tuple[Callable[[], KeyRing], Callable[[RingKey], Signer]]:
-    """How to load the ring and make a signer for one of its keys: the KMS key ring kept by
-    the rotation function, or the one Secrets Manager key (rotated by its owner, not Gatekey).
-    `kms` reads public keys; `signing_kms` (by default `kms`) signs."""
+) -> tuple[Callable[[], KeyRing], Callable[[str], PublicKey | None], Callable[[RingKey], Signer]]:
+    """How to load the ring as stored, vouch for a key id, and make a signer for one of its
+    keys: the KMS key ring kept by the rotation function (KMS vouches), or the one Secrets
+    Manager key (rotated by its owner, not Gatekey). `kms` reads public keys; `signing_kms`
+    (by default `kms`) signs."""
     if config.signing_backend == "secretsmanager":
         local = LocalKeySigner.from_secret(config.signing_key_id, secretsmanager)
         ring = KeyRing.initial(local.public_key, config.signing_key_id, 0)
-        return (lambda: ring), (lambda _: local)
+        return (lambda: ring), (lambda _: local.public_key), (lambda _: local)
     store = KeyRingStore(config.table_name, dynamodb)
     public_keys = KmsPublicKeys(kms, config.signing_key_id, clock=clock)
 
@@ -425,9 +455,12 @@ def _ring_sources(
             return KeyRing.initial(
                 public_keys.require(config.signing_key_id), config.signing_key_id, 0
             )
-        return ring.verified(public_keys.get)
+        return ring
 
-    return load, lambda key: KmsSigner(key.key_id, signing_kms or kms, key.public_key)
+    def make_signer(key: RingKey) -> Signer:
+        return KmsSigner(key.key_id, signing_kms or kms, key.public_key)
+
+    return load, public_keys.get, make_signer
 
 
 def signing_keys_from_config(
@@ -439,8 +472,9 @@ def signing_keys_from_config(
     clock: Callable[[], int],
     signing_kms: KMSClient | None = None,
 ) -> SigningKeys:
-    """The token function's signing keys (`signing_kms`, by default `kms`, signs)."""
-    load, make_signer = _ring_sources(
+    """The token function's signing keys, every one vouched for by KMS when the ring loads:
+    it publishes them all (`signing_kms`, by default `kms`, signs)."""
+    load, vouch, make_signer = _ring_sources(
         config,
         dynamodb=dynamodb,
         kms=kms,
@@ -448,7 +482,7 @@ def signing_keys_from_config(
         clock=clock,
         signing_kms=signing_kms,
     )
-    return SigningKeys(load, make_signer, ttl=RING_CACHE_TTL, clock=clock)
+    return SigningKeys(lambda: load().verified(vouch), make_signer, ttl=RING_CACHE_TTL, clock=clock)
 
 
 def public_keys_from_config(
@@ -460,13 +494,14 @@ def public_keys_from_config(
     clock: Callable[[], float],
 ) -> PublicKeyCache:
     """A verifier's keys: those the ring publishes now, refetched every PUBLIC_KEY_TTL, and on
-    an unknown kid at most once per PUBLIC_KEY_REFETCH_INTERVAL."""
-    load, _ = _ring_sources(
+    an unknown kid at most once per PUBLIC_KEY_REFETCH_INTERVAL; KMS vouches for each when a
+    token first names it."""
+    load, vouch, _ = _ring_sources(
         config, dynamodb=dynamodb, kms=kms, secretsmanager=secretsmanager, clock=clock
     )
 
-    def fetch() -> dict[str, PublicKey]:
-        return {key.kid: key.public_key for key in load().published(int(clock()))}
+    def fetch() -> VouchedKeys:
+        return VouchedKeys(load().published(int(clock())), vouch)
 
     return PublicKeyCache(
         fetch, ttl=PUBLIC_KEY_TTL, refetch_interval=PUBLIC_KEY_REFETCH_INTERVAL, clock=clock
