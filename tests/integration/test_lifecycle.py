@@ -483,6 +483,36 @@ def test_a_failing_sender_mid_run_is_completed_by_the_next_run_without_repeats(
         assert sent == {"sns", "events"}
 
 
+def test_a_reminder_whose_send_failed_is_dropped_once_a_more_urgent_one_goes_out(
+    admin: TokenAdmin,
+    make_lifecycle: Any,
+    notifier: RecordingNotifier,
+    store: DynamoDBTokenStore,
+    clock: Clock,
+) -> None:
+    # GIVEN a token 8 days from expiry whose 30-day reminder could not go out (SNS down)
+    client_id = create(admin, "bot", 8 * 24).token.client_id
+    lifecycle = make_lifecycle()
+    notifier.fail_after["sns"] = 0
+    assert len(lifecycle.run().failed) == 1
+    del notifier.fail_after["sns"]
+    # WHEN, 2 days later, the 7-day threshold is the most urgent and its reminder goes out
+    clock.now = NOW + 2 * DAY
+    assert lifecycle.run().reminded == [f"{client_id}:7"]
+    # THEN the 30-day reminder's released claim goes with it: the token is due next at its
+    # 1-day reminder, not in every run
+    token = store.get(client_id, consistent=True)
+    assert token.reminders_pending == ()
+    assert store.due(clock.now + 4 * DAY).items == []
+    assert store.due(NOW + 7 * DAY).items == [client_id]
+    # AND after its expiry notice no run reads it again
+    for day in range(3, 12):
+        clock.now = NOW + day * DAY
+        lifecycle.run()
+    assert store.due(clock.now).items == []
+    assert [int(i.split(":")[-1]) for i, c in notifier.sent if c == "sns"] == [7, 1, 0]
+
+
 def test_an_aws_failure_is_a_dependency_error(notifier: RecordingNotifier) -> None:
     sns = notifier.inner._sns
 

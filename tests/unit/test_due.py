@@ -80,6 +80,24 @@ def test_a_claimed_notice_falls_due_when_its_claim_lapses_and_a_released_one_at_
     assert next_due_at(idle, SCHEDULE) == NOW + 335 * DAY
 
 
+def test_a_claim_on_a_reminder_superseded_by_a_more_urgent_one_or_the_expiry_is_never_due(
+    unit_hasher: Hasher,
+) -> None:
+    # A released 30-day claim (its send failed), then the 7-day reminder went out.
+    bot = token(unit_hasher, days=5, updated_at=NOW + DAY)
+    stale = (PendingNotice(30, 0),)
+    assert next_due_at(replace(bot, reminders_sent=(7,), reminders_pending=stale), SCHEDULE) == (
+        NOW + 4 * DAY  # the 1-day reminder
+    )
+    expired = replace(bot, reminders_sent=(7, 1, EXPIRED), reminders_pending=stale)
+    assert next_due_at(expired, SCHEDULE) is None
+    # A claim on a more urgent threshold than any sent is still due, as are the other notices.
+    urgent = (PendingNotice(1, 0), PendingNotice(ROTATED, 0))
+    assert next_due_at(replace(bot, reminders_sent=(7,), reminders_pending=urgent), SCHEDULE) == (
+        NOW + DAY
+    )
+
+
 @pytest.mark.parametrize(
     "changes",
     [{"status": TokenStatus.REVOKED}, {"expires_at": None, "duration": Duration(None)}],

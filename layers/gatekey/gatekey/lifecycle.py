@@ -50,7 +50,7 @@ from gatekey.model import (
     rfc3339,
 )
 from gatekey.store import DueSchedule, Page, RunState, TokenStore
-from gatekey.store.due import DAY, EXPIRED, IDLE, ROTATED
+from gatekey.store.due import DAY, EXPIRED, IDLE, ROTATED, superseded
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -359,11 +359,17 @@ class Lifecycle:
                     ),
                     self._event(token, AuditAction.REMINDER_CLAIMED, days=days, sent=list(done)),
                 )
-        # 3. confirm, and apply what the notice announced
+        # 3. confirm, and apply what the notice announced; claims on reminders this one
+        #    supersedes (released or abandoned by an earlier run) go with it
+        sent_now = (*token.reminders_sent, days)
         return update(
             token.with_changes(
                 now,
-                reminders_pending=tuple(p for p in token.reminders_pending if p.days != days),
+                reminders_pending=tuple(
+                    p
+                    for p in token.reminders_pending
+                    if p.days != days and not superseded(p.days, sent_now)
+                ),
                 **(done_changes or {"reminders_sent": (*token.reminders_sent, days)}),
             ),
             self._event(token, confirmed, **(details if details is not None else {"days": days})),

@@ -5,7 +5,8 @@ the daily run asks for what is due (`next_due_at <= now`) and reads on the order
 it sends, not every token near its expiry every day. It mirrors gatekey.lifecycle's expiry work:
 
 - a notice being sent (a claim in `reminders_pending`): when its claim lapses, or at once when
-  a failed send released it;
+  a failed send released it; unless a more urgent notice has gone out since (a reminder
+  threshold below it, or the expiry notice), which supersedes it: it is never sent;
 - an automatic rotation whose new secret is not yet current (`delivery_pending`): at once;
 - an `auto` token: its rotation, at the first reminder threshold before expiry;
 - otherwise the next reminder threshold below the lowest one sent (a run sends the most urgent
@@ -27,6 +28,8 @@ DAY: Final = 86_400
 EXPIRED: Final = 0  # the expiry notice
 ROTATED: Final = -1  # the notice of an automatic rotation, sent before the expiry moves
 IDLE: Final = -2  # the notice of disabling an idle token, sent as it is disabled
+# Not a notice: the staged secret (`delivery_pending`) is AWSCURRENT, the one the consumer reads.
+PROMOTED: Final = -3
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,12 @@ class DueSchedule:
         object.__setattr__(self, "reminder_days", days)
 
 
+def superseded(days: int, sent: tuple[int, ...]) -> bool:
+    """Whether the reminder threshold `days` is moot once the notices `sent` went out: a more
+    urgent threshold, or the expiry notice, has been sent. Other notices never are."""
+    return days > 0 and any(EXPIRED <= s < days for s in sent)
+
+
 def next_due_at(token: ServiceToken, schedule: DueSchedule) -> int | None:
     """The epoch second the token's next lifecycle work falls due; None when none ever will."""
     if token.status is not TokenStatus.ACTIVE:
@@ -51,7 +60,7 @@ def next_due_at(token: ServiceToken, schedule: DueSchedule) -> int | None:
     due = [
         pending.claimed_at + schedule.claim_timeout if pending.claimed_at else token.updated_at
         for pending in token.reminders_pending
-        if pending.days != IDLE
+        if pending.days != IDLE and not superseded(pending.days, token.reminders_sent)
     ]
     auto = token.rotation.mode is RotationMode.AUTO
     if auto and token.delivery_pending is not None:
