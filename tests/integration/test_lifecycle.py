@@ -34,7 +34,7 @@ from gatekey.errors import DependencyError, InvalidCredentials
 from gatekey.hashing import Hasher
 from gatekey.lifecycle import DAY, AwsNotifier, Lifecycle, Notice, SecretsManagerDelivery
 from gatekey.model import RotationMode, RotationPolicy, ServiceToken, new_service_token
-from gatekey.store import DynamoDBTokenStore
+from gatekey.store import DueSchedule, DynamoDBTokenStore
 from gatekey.store.items import token_to_item
 
 # The lifecycle handler works on several tokens at once; moto is not safe across threads.
@@ -668,30 +668,76 @@ def test_tokens_stored_before_by_due_get_their_notices_and_move_to_it(
     dynamodb: Any,
     store: DynamoDBTokenStore,
     hasher: Hasher,
+    secrets: Any,
     make_lifecycle: Any,
     clock: Clock,
 ) -> None:
-    # GIVEN two tokens written as the release before by-due wrote them: in by-expiry only
+    # GIVEN three tokens written as the release before by-due wrote them: in by-expiry only,
+    # one of them `auto` and 60 days from expiry (its rotation is due in 30)
     soon, _ = new_service_token(name="soon", hasher=hasher, now=NOW - 355 * DAY)  # 10 days left
     later, _ = new_service_token(name="later", hasher=hasher, now=NOW - 100 * DAY)
-    for token in (soon, later):
+    auto, _ = new_service_token(
+        name="auto",
+        hasher=hasher,
+        now=NOW - 20 * DAY,
+        duration=Duration(80 * 24),
+        rotation=RotationPolicy(RotationMode.AUTO, delivery_secret(secrets)),
+    )
+    for token in (soon, later, auto):
         item = token_to_item(token)
         del item["due_pk"], item["next_due_at"]
         dynamodb.put_item(TableName=TABLE_NAME, Item={**item, "expiry_pk": {"S": "token"}})
     assert store.due(NOW + 400 * DAY).items == []
     # WHEN the run goes over them
     report = make_lifecycle().run()
-    # THEN the one due got its reminder, and both left by-expiry for by-due
+    # THEN the one due got its reminder, the `auto` one was left alone, and all three left
+    # by-expiry for by-due, each at its own time
     assert report.reminded == [f"{soon.client_id}:30"]
+    assert report.rotated == []
     assert store.unscheduled().items == []
-    assert store.due(NOW + 400 * DAY).items == [soon.client_id, later.client_id]
-    assert store.get(later.client_id, consistent=True).version == 1  # nothing a person sees
+    assert store.due(NOW + 30 * DAY).items == [soon.client_id, auto.client_id]
+    assert store.due(NOW + 400 * DAY).items == [soon.client_id, auto.client_id, later.client_id]
+    for token in (later, auto):  # nothing a person sees
+        assert store.get(token.client_id, consistent=True).version == 1
     # AND the next day's run, with nothing due, reads neither
     reads = bench.Reads()
     reads.watch(store.client)
     clock.now += DAY
     assert make_lifecycle().run().reminded == []
     assert reads.total == 0
+
+
+def test_an_auto_token_rotates_at_the_first_reminder_of_the_reminder_days_in_force(
+    dynamodb: Any,
+    admin: TokenAdmin,
+    hasher: Hasher,
+    notifier: RecordingNotifier,
+    secrets: Any,
+    clock: Clock,
+) -> None:
+    # GIVEN an `auto` token 40 days from expiry, stored under ReminderDays 30,7,1: due on day 10
+    delivery = delivery_secret(secrets)
+    client_id = create_auto(admin, delivery).token.client_id
+    # WHEN ReminderDays is lowered to 14,7,1, and the run of day 10 finds it through by-due
+    lowered = DynamoDBTokenStore(TABLE_NAME, client=dynamodb, schedule=DueSchedule((14, 7, 1)))
+    lifecycle = Lifecycle(
+        store=lowered,
+        hasher=hasher,
+        notifier=notifier,
+        delivery=SecretsManagerDelivery(secrets),
+        grace_seconds=2 * DAY,
+        clock=clock,
+    )
+    clock.now = NOW + 10 * DAY
+    assert lowered.due(clock.now).items == [client_id]
+    # THEN it is not rotated, and is due 14 days before its expiry
+    assert lifecycle.run().rotated == []
+    assert delivered(secrets, delivery) == {}
+    assert lowered.due(NOW + 26 * DAY - 1).items == []
+    assert lowered.due(NOW + 26 * DAY).items == [client_id]
+    # AND it rotates then
+    clock.now = NOW + 26 * DAY
+    assert lifecycle.run().rotated == [client_id]
 
 
 # -- the idle clock ------------------------------------------------------------------------

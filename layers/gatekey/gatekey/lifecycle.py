@@ -50,7 +50,7 @@ from gatekey.model import (
     rfc3339,
 )
 from gatekey.store import DueSchedule, Page, RunState, TokenStore
-from gatekey.store.due import DAY, EXPIRED, IDLE, ROTATED, superseded
+from gatekey.store.due import DAY, EXPIRED, IDLE, ROTATED, next_due_at, superseded
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -167,6 +167,7 @@ class Lifecycle:
                 f"reminder days {reminder_days} differ from the store's {schedule.reminder_days}"
             )
         self._store = store
+        self._schedule = schedule
         self._hasher = hasher
         self._notifier = notifier
         self._delivery = delivery
@@ -274,10 +275,14 @@ class Lifecycle:
     # -- expiry work ---------------------------------------------------------------------------
 
     def _expiry_work(self, client_id: str, report: RunReport) -> None:
+        """Work only a token due now by the run's own schedule: the index may say otherwise
+        (a token stored before by-due, found with no time bound, or under other reminder days).
+        Otherwise, or when there was nothing to do, store when it is due, so it is not read
+        again before then."""
         token = self._store.get(client_id, consistent=True)
-        if not self._notice_or_rotation(token, self._clock(), report):
-            # Nothing to do yet, though the index said due (a token stored before by-due, or by
-            # other reminder days): store when it is due, so it is not read again before then.
+        now = self._clock()
+        due = next_due_at(token, self._schedule)
+        if due is None or now < due or not self._notice_or_rotation(token, now, report):
             self._store.reindex(token)
 
     def _notice_or_rotation(self, token: ServiceToken, now: int, report: RunReport) -> bool:
@@ -286,6 +291,9 @@ class Lifecycle:
         if token.status is TokenStatus.REVOKED or token.expires_at is None:
             return False
         if token.rotation.mode is RotationMode.AUTO and now < token.expires_at:
+            rotation_at = token.expires_at - self.reminder_days[0] * DAY
+            if token.delivery_pending is None and now < rotation_at:
+                return False  # not yet: an `auto` token rotates at the first reminder threshold
             return self._rotate(token, now, report)
         # The most urgent threshold reached (one message a run at most); past expiry, the notice.
         due = [d for d in reversed(self.reminder_days) if now >= token.expires_at - d * DAY]
