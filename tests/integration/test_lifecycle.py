@@ -33,7 +33,14 @@ from gatekey.durations import Duration
 from gatekey.errors import DependencyError, InvalidCredentials
 from gatekey.hashing import Hasher
 from gatekey.lifecycle import DAY, AwsNotifier, Lifecycle, Notice, SecretsManagerDelivery
-from gatekey.model import RotationMode, RotationPolicy, ServiceToken, new_service_token
+from gatekey.model import (
+    AuditAction,
+    AuditEvent,
+    RotationMode,
+    RotationPolicy,
+    ServiceToken,
+    new_service_token,
+)
 from gatekey.store import DueSchedule, DynamoDBTokenStore
 from gatekey.store.items import token_to_item
 
@@ -375,6 +382,46 @@ def test_a_rotation_notice_that_fails_is_finished_by_the_next_run_without_repeat
     assert token.expires_at == issued.token.expires_at + 40 * DAY
     assert token.reminders_sent == ()
     assert lifecycle.run().rotated == []
+
+
+def test_a_run_rotates_a_token_once_even_when_its_new_expiry_is_still_due(
+    admin: TokenAdmin,
+    make_lifecycle: Any,
+    notifier: RecordingNotifier,
+    store: DynamoDBTokenStore,
+    hasher: Hasher,
+    secrets: Any,
+    clock: Clock,
+) -> None:
+    # GIVEN an `auto` token of 10 days, stored before such durations were refused: shorter than
+    # the 30-day first reminder, so its expiry is still due after a rotation, later in the index
+    delivery = delivery_secret(secrets)
+    short, secret = new_service_token(
+        name="short",
+        hasher=hasher,
+        now=NOW,
+        duration=Duration(10 * 24),
+        rotation=RotationPolicy(RotationMode.AUTO, delivery),
+    )
+    store.create(short, AuditEvent(short.client_id, AuditAction.CREATED, ADMIN.arn, NOW))
+    reminded = [create(admin, f"bot-{i}", (31 + i) * 24).token.client_id for i in range(3)]
+    # WHEN a run reads the index one entry at a time
+    clock.now = NOW + 3 * DAY
+    report = make_lifecycle(page_size=1).run()
+    # THEN it rotated the token once, with one notice, beside its other work
+    assert report.rotated == [short.client_id]
+    assert sorted(report.reminded) == sorted(f"{c}:30" for c in reminded)
+    assert [c for i, c in notifier.sent if "rotated" in i] == ["sns", "events"]
+    # AND the secret the consumer held before the run still works, for the grace
+    token = store.get(short.client_id, consistent=True)
+    assert token.client_secret_version == 2
+    assert token.authenticate(secret, hasher, clock.now).version == 1
+    assert (
+        token.authenticate(
+            ClientSecret.parse(delivered(secrets, delivery)["client_secret"]), hasher, clock.now
+        ).version
+        == 2
+    )
 
 
 def test_idle_tokens_are_disabled_with_an_event_only_when_switched_on(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -178,6 +179,9 @@ class Lifecycle:
         self._clock = clock
         self.workers = workers  # tokens worked on at once
         self.page_size = page_size
+        # Per run (in this container): for each kind of work, the tokens it was done for.
+        self._worked: dict[str, dict[str, set[str]]] = {}
+        self._lock = threading.Lock()
 
     def run(self, *, time_left: Callable[[], float] | None = None) -> RunReport:
         """A new run over what is due now. A failure of one token's work is reported and the
@@ -220,6 +224,9 @@ class Lifecycle:
         deadline = _Deadline(time_left)
         sources = self._sources(state)
         positions = dict(state.positions)
+        with self._lock:  # a new run forgets the last one's
+            worked = self._worked.get(state.run_id, {})
+            self._worked = {state.run_id: worked}
         pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
         try:
             while pending := [n for n in sources if n not in positions or positions[n]]:
@@ -229,7 +236,8 @@ class Lifecycle:
                         report.finished = False
                         return report
                     page = fetch(limit=self.page_size, next_token=positions.get(name))
-                    if not self._each(page.items, work, report, deadline, pool):
+                    seen = worked.setdefault(work.__name__, set())
+                    if not self._each(page.items, work, seen, report, deadline, pool):
                         report.finished = False  # the page is read again from its start
                         return report
                     positions[name] = page.next_token
@@ -247,16 +255,27 @@ class Lifecycle:
         self,
         client_ids: list[str],
         work: Work,
+        seen: set[str],
         report: RunReport,
         deadline: _Deadline,
         pool: ThreadPoolExecutor | None,
     ) -> bool:
-        """Work on each token of a page (on the pool's threads, if any); False when time ran
-        out before all of them were started."""
+        """Work on each token of a page (on the pool's threads, if any) unless this run did
+        this work for it already (in `seen`); False when time ran out before all of them were
+        started.
+
+        Once a run: a token whose due time its work moved, but still within the run's bound
+        and past the page it was read on, is found again by a later page. An `auto` token whose
+        duration is shorter than the first reminder threshold is such a one: rotated again, its
+        consumer's secret from before the run would be dropped with no grace."""
 
         def one(client_id: str) -> bool:
             if deadline.passed():
                 return False
+            with self._lock:
+                if client_id in seen:
+                    return True
+                seen.add(client_id)
             self._guarded(report, client_id, partial(work, client_id, report))
             return True
 
