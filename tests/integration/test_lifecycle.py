@@ -424,6 +424,122 @@ def test_a_run_rotates_a_token_once_even_when_its_new_expiry_is_still_due(
     )
 
 
+def test_a_manual_rotate_after_the_new_secret_was_made_current_keeps_that_one_for_the_grace(
+    admin: TokenAdmin,
+    make_lifecycle: Any,
+    notifier: RecordingNotifier,
+    store: DynamoDBTokenStore,
+    hasher: Hasher,
+    secrets: Any,
+    clock: Clock,
+) -> None:
+    # GIVEN an automatic rotation that made its new secret current, then failed to notify
+    delivery = delivery_secret(secrets)
+    client_id = create_auto(admin, delivery).token.client_id
+    lifecycle = make_lifecycle()
+    clock.now = NOW + 10 * DAY
+    notifier.fail_after["sns"] = 0
+    assert len(lifecycle.run().failed) == 1
+    del notifier.fail_after["sns"]
+    consumers = ClientSecret.parse(delivered(secrets, delivery)["client_secret"])
+    assert store.get(client_id, consistent=True).delivery_pending is not None
+    # WHEN an admin rotates the token by hand, with a 48-hour grace
+    issued = admin.rotate(ADMIN, client_id, grace=Duration(48))
+    # THEN the secret the consumer reads keeps working through that grace, beside the admin's
+    token = store.get(client_id, consistent=True)
+    assert token.authenticate(consumers, hasher, clock.now) is not None
+    assert token.authenticate(consumers, hasher, clock.now + 48 * 3600 - 1) is not None
+    assert token.authenticate(issued.secret, hasher, clock.now).version == 3
+    # AND the next run rotates afresh into the delivery secret, keeping the admin's for its grace
+    clock.now += DAY
+    assert lifecycle.run().rotated == [client_id]
+    token = store.get(client_id, consistent=True)
+    fresh = ClientSecret.parse(delivered(secrets, delivery)["client_secret"])
+    assert token.authenticate(fresh, hasher, clock.now).version == 4
+    assert token.authenticate(issued.secret, hasher, clock.now).version == 3
+
+
+def test_a_manual_rotate_landing_while_the_lifecycle_promotes_its_secret_is_never_undone(
+    admin: TokenAdmin,
+    make_lifecycle: Any,
+    store: DynamoDBTokenStore,
+    hasher: Hasher,
+    secrets: Any,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN an `auto` token whose consumer reads its secret from its delivery secret
+    delivery = delivery_secret(secrets)
+    issued = create_auto(admin, delivery)
+    client_id = issued.token.client_id
+    consumers = json.dumps({"client_id": client_id, "client_secret": issued.secret.reveal()})
+    secrets.put_secret_value(SecretId=delivery, SecretString=consumers)
+    # AND an admin rotating it by hand (a day's grace) after the lifecycle accepted a new
+    # secret, before that secret is made current
+    promote = SecretsManagerDelivery.promote
+    manual: list[Any] = []
+
+    def rotated_meanwhile(self: SecretsManagerDelivery, secret_arn: str, version_id: str) -> None:
+        if not manual:
+            manual.append(admin.rotate(ADMIN, client_id, grace=Duration(24)))
+        promote(self, secret_arn, version_id)
+
+    monkeypatch.setattr(SecretsManagerDelivery, "promote", rotated_meanwhile)
+    clock.now = NOW + 10 * DAY
+    # WHEN the run goes on
+    report = make_lifecycle().run()
+    # THEN it withdrew its promotion: the consumer reads the secret it held, which works
+    # through the admin's grace beside the admin's new one, and the abandoned one works nowhere
+    assert (report.rotated, report.failed) == ([], [])
+    assert delivered(secrets, delivery) == json.loads(consumers)
+    token = store.get(client_id, consistent=True)
+    assert token.authenticate(issued.secret, hasher, clock.now) is not None
+    assert token.authenticate(manual[0].secret, hasher, clock.now).version == 3
+    staged = secrets.get_secret_value(SecretId=delivery, VersionStage="AWSPENDING")
+    abandoned = ClientSecret.parse(json.loads(staged["SecretString"])["client_secret"])
+    with pytest.raises(InvalidCredentials):
+        token.authenticate(abandoned, hasher, clock.now)
+    # AND nothing the lifecycle wrote after the admin's rotation: it is the token's last change
+    [last] = store.events(client_id, limit=1).items
+    assert (last.actor, last.details["abandoned_delivery"]) == (ADMIN.arn, True)
+    # AND the next run rotates afresh, keeping the admin's secret for its grace
+    monkeypatch.setattr(SecretsManagerDelivery, "promote", promote)
+    clock.now += DAY
+    assert make_lifecycle().run().rotated == [client_id]
+    token = store.get(client_id, consistent=True)
+    fresh = ClientSecret.parse(delivered(secrets, delivery)["client_secret"])
+    assert token.authenticate(fresh, hasher, clock.now).version == 4
+    assert token.authenticate(manual[0].secret, hasher, clock.now).version == 3
+
+
+def test_the_old_secret_goes_after_its_grace_once_the_new_one_is_current_though_notices_fail(
+    admin: TokenAdmin,
+    make_lifecycle: Any,
+    notifier: RecordingNotifier,
+    store: DynamoDBTokenStore,
+    hasher: Hasher,
+    secrets: Any,
+    clock: Clock,
+) -> None:
+    # GIVEN a rotation whose new secret is current, and EventBridge failing for days
+    delivery = delivery_secret(secrets)
+    issued = create_auto(admin, delivery)
+    lifecycle = make_lifecycle()
+    notifier.fail_after["events"] = 0
+    clock.now = NOW + 10 * DAY
+    assert len(lifecycle.run().failed) == 1
+    # WHEN a run comes after the 2-day grace, the notice still failing
+    clock.now += 3 * DAY
+    report = lifecycle.run()
+    # THEN the old secret is gone, as the consumer reads the new one
+    assert report.cleaned == [issued.token.client_id]
+    token = store.get(issued.token.client_id, consistent=True)
+    with pytest.raises(InvalidCredentials):
+        token.authenticate(issued.secret, hasher, clock.now)
+    new_secret = ClientSecret.parse(delivered(secrets, delivery)["client_secret"])
+    assert token.authenticate(new_secret, hasher, clock.now).version == 2
+
+
 def test_idle_tokens_are_disabled_with_an_event_only_when_switched_on(
     admin: TokenAdmin,
     make_lifecycle: Any,

@@ -30,9 +30,11 @@ from gatekey.model import (
     validate_scopes,
 )
 from gatekey.store import Page, TokenStore
-from gatekey.store.due import ROTATED
+from gatekey.store.due import PROMOTED, ROTATED
 
 DAY: Final = 86_400
+# What reminders_sent says of an automatic rotation's delivery, not of the expiry.
+_DELIVERY: Final = frozenset({ROTATED, PROMOTED})
 MAX_GRACE_HOURS: Final = 30 * 24  # a previous secret stays valid at most 30 days
 
 
@@ -181,12 +183,13 @@ class TokenAdmin:
         """A new secret. The previous one stays valid until `previous_expires_at`, or for
         `grace`, at most 30 days; with neither it stops at once.
 
-        An automatic rotation still waiting to make its new secret current in the delivery
-        secret (`delivery_pending`) is abandoned, never refused: a manual rotation is how a
-        leaked secret is stopped. That staged secret was handed to no one, so the one kept for
-        the grace is the one the consumer still reads (the token's previous secret), and the
-        lifecycle, finding the `auto` token still due, rotates it afresh at its next run
-        instead of promoting a secret this rotation replaced."""
+        An automatic rotation not yet complete (`delivery_pending`) is abandoned, never
+        refused: a manual rotation is how a leaked secret is stopped. The secret kept for the
+        grace is the one the consumer reads from its delivery secret: the staged one if the
+        lifecycle recorded making it current (PROMOTED), else the token's previous one (the
+        staged secret reached no one, and a lifecycle promoting it meanwhile withdraws it).
+        The lifecycle, finding the `auto` token still due, rotates it afresh at its next run
+        instead of finishing a delivery this rotation replaced."""
         if grace is not None and previous_expires_at is not None:
             raise ValidationError(
                 "grace", "give grace or previous_client_secret_expires_at, not both"
@@ -205,10 +208,11 @@ class TokenAdmin:
         abandoned: dict[str, object] = {}
         held: SecretHash | None = token.secret_hash  # the secret the bot holds
         if token.delivery_pending is not None:
-            held = token.previous_secret_hash
+            if PROMOTED not in token.reminders_sent:
+                held = token.previous_secret_hash
             abandoned = {
                 "delivery_pending": None,
-                "reminders_sent": tuple(d for d in token.reminders_sent if d != ROTATED),
+                "reminders_sent": tuple(d for d in token.reminders_sent if d not in _DELIVERY),
                 "reminders_pending": tuple(p for p in token.reminders_pending if p.days != ROTATED),
             }
         if held is None:
@@ -241,7 +245,8 @@ class TokenAdmin:
             now,
             expires_at=duration.after(now),
             duration=duration,
-            reminders_sent=(),  # a new expiry earns its reminders again
+            # A new expiry earns its reminders again; a delivery still pending goes on.
+            reminders_sent=tuple(d for d in token.reminders_sent if d in _DELIVERY),
             reminders_pending=(),
         )
         event = self._event(

@@ -51,7 +51,15 @@ from gatekey.model import (
     rfc3339,
 )
 from gatekey.store import DueSchedule, Page, RunState, TokenStore
-from gatekey.store.due import DAY, EXPIRED, IDLE, ROTATED, next_due_at, superseded
+from gatekey.store.due import (
+    DAY,
+    EXPIRED,
+    IDLE,
+    PROMOTED,
+    ROTATED,
+    next_due_at,
+    superseded,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -118,6 +126,9 @@ class SecretDelivery(Protocol):
 
     def promote(self, secret_arn: str, version_id: str) -> None:
         """Make that version AWSCURRENT, the one the consumer reads."""
+
+    def withdraw(self, secret_arn: str, version_id: str) -> None:
+        """If that version is AWSCURRENT, make the one it replaced current again."""
 
 
 @dataclass
@@ -403,24 +414,26 @@ class Lifecycle:
         )
 
     def _rotate(self, token: ServiceToken, now: int, report: RunReport) -> bool:
-        """Auto rotation, two conditional writes around making the new secret current:
+        """Auto rotation, conditional writes around making the new secret current:
 
         1. a new secret is staged (AWSPENDING: nothing reads it) and the token accepts it,
            keeping the old one for the grace;
-        2. once the new secret is AWSCURRENT (what the consumer reads), the expiry moves
-           forward by the token's duration.
+        2. once the new secret is AWSCURRENT (what the consumer reads), the token records so
+           (PROMOTED), so a manual rotation keeps that one for its grace;
+        3. the expiry moves forward by the token's duration.
 
-        Between them, the "Service Token Rotated" notice goes out once per channel, like a
+        Between 2 and 3, the "Service Token Rotated" notice goes out once per channel, like a
         reminder. The consumer never reads a secret that does not authenticate, and the old one
-        works through the grace whatever fails. A run that fails between the two writes leaves
-        the token due with `delivery_pending` set: the next run finishes the delivery and the
-        notice, minting nothing new and repeating no channel. False when this run wrote
-        nothing (another run holds the notice's claim).
+        works through the grace whatever fails. A run that fails before 3 leaves the token due
+        with `delivery_pending` set: the next run finishes the delivery and the notice, minting
+        nothing new and repeating no channel. Each write requires the token as this run read or
+        wrote it, so a manual rotation landing meanwhile is never undone (see `_promote`).
+        False when this run wrote nothing (another run holds the notice's claim).
         """
         arn = token.rotation.delivery_secret_arn
         assert arn is not None  # noqa: S101 - RotationPolicy requires it for AUTO
-        staged = token.delivery_pending is None
-        if staged:
+        wrote = token.delivery_pending is None
+        if wrote:
             secret = ClientSecret.generate()
             version_id = self._delivery.stage(arn, token.client_id, secret)
             token = self._store.update(
@@ -439,18 +452,18 @@ class Lifecycle:
                     previous_client_secret_expires_at=now + self.grace_seconds,
                 ),
             )
-        try:
-            self._delivery.promote(arn, token.delivery_pending or "")
-        except DependencyError:
-            self._keep_previous_secret(token, now)
-            raise
+        promoted = self._promote(token, arn, now)
+        if promoted is None:
+            return True  # a manual rotation abandoned the delivery; the next run rotates afresh
+        wrote = wrote or promoted is not token
+        token = promoted
         if ROTATED not in token.reminders_sent:
             notice = Notice.of(
                 "Service Token Rotated", token, f"rotated:{token.client_secret_version}"
             )
             notified = self._notify_once(token, ROTATED, now, notice, AuditAction.NOTIFIED)
             if notified is None:
-                return staged  # another run holds the notice's claim and finishes the rotation
+                return wrote  # another run holds the notice's claim and finishes the rotation
             token = notified
         expires_at = token.duration.after(token.expires_at or now)
         token = self._store.update(
@@ -465,6 +478,46 @@ class Lifecycle:
         )
         report.rotated.append(token.client_id)
         return True
+
+    def _promote(self, token: ServiceToken, arn: str, now: int) -> ServiceToken | None:
+        """Make the staged secret AWSCURRENT, then record that on the token (PROMOTED, before
+        the notice): from then on the consumer may hold it, and a manual rotation keeps it for
+        its grace (TokenAdmin.rotate). Return the token as stored.
+
+        The record requires the token as read. A manual rotation landing after that read
+        abandoned the staged secret and kept the older one for its grace, so the record fails;
+        the promotion is then withdrawn (the version it replaced is current again) and None is
+        returned: the consumer reads a secret the token accepts, and the next run rotates
+        afresh."""
+        version_id = token.delivery_pending
+        assert version_id is not None  # noqa: S101 - staged above or by an earlier run
+        if PROMOTED in token.reminders_sent:
+            return token
+        try:
+            self._delivery.promote(arn, version_id)
+        except DependencyError:
+            self._keep_previous_secret(token, now)
+            raise
+        try:
+            return self._store.update(
+                token.with_changes(now, reminders_sent=(*token.reminders_sent, PROMOTED)),
+                self._event(
+                    token,
+                    AuditAction.UPDATED,
+                    reason="delivered",
+                    client_secret_version=token.client_secret_version,
+                ),
+            )
+        except ConcurrentModification:
+            current = self._store.get(token.client_id, consistent=True)
+            if current.delivery_pending == version_id:
+                raise  # still this delivery (another run wrote): the next run records it
+            self._delivery.withdraw(arn, version_id)
+            logger.info(
+                "delivery abandoned by a manual rotation: withdrawn",
+                extra={"client_id": token.client_id},
+            )
+            return None
 
     def _keep_previous_secret(self, token: ServiceToken, now: int) -> None:
         """The consumer still reads the old secret: keep it working past the next daily run,
@@ -547,7 +600,7 @@ class Lifecycle:
         ends = token.previous_client_secret_expires_at
         if token.previous_secret_hash is None or ends is None or ends > now:
             return
-        if token.delivery_pending is not None:
+        if token.delivery_pending is not None and PROMOTED not in token.reminders_sent:
             return  # the consumer still reads the old secret (see _keep_previous_secret)
         self._store.update(
             token.with_changes(
@@ -637,3 +690,23 @@ class SecretsManagerDelivery:
             )
         except (BotoCoreError, ClientError) as exc:
             raise DependencyError(f"cannot make the new secret current: {error_code(exc)}") from exc
+
+    def withdraw(self, secret_arn: str, version_id: str) -> None:
+        """Secrets Manager labels AWSPREVIOUS the version a promotion replaced: back to it."""
+        try:
+            stages = self._client.describe_secret(SecretId=secret_arn)["VersionIdsToStages"]
+            if "AWSCURRENT" not in stages.get(version_id, []):
+                return  # never made current, or replaced since
+            previous = next((v for v, labels in stages.items() if "AWSPREVIOUS" in labels), None)
+            if previous is None:
+                return  # nothing was current before it
+            self._client.update_secret_version_stage(
+                SecretId=secret_arn,
+                VersionStage="AWSCURRENT",
+                MoveToVersionId=previous,
+                RemoveFromVersionId=version_id,
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise DependencyError(
+                f"cannot withdraw the abandoned secret: {error_code(exc)}"
+            ) from exc
