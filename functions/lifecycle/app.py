@@ -1,11 +1,15 @@
 """Lifecycle runs (EventBridge Scheduler): the daily run of gatekey.lifecycle, and every 15
 minutes a resume that goes on with a run its timeout cut short (or returns at once).
 
-A run that leaves work undone (a notification or a delivery failed) counts it and then fails,
-so the scheduler retries it and, past its retries, sends it to the dead-letter queue; claims
-make a retried run send nothing twice. Every run that gets to its end (or to the end of its
-time), failures or not, counts one `LifecycleRuns`, the heartbeat LifecycleHeartbeatAlarm
-watches; a resume with nothing to resume counts 0, so it can never stand in for a daily run."""
+A run that leaves work undone (a notification or a delivery failed) counts it and then fails:
+the scheduler invokes the function asynchronously, so Lambda's asynchronous retries run it
+twice more, then send the event to the dead-letter queue; claims make a retried run send
+nothing twice. Every run that gets to its end (or to the end of its time), failures or not,
+counts one `LifecycleRuns`, the heartbeat LifecycleHeartbeatAlarm watches; a resume with
+nothing to resume counts 0, so it can never stand in for a daily run. Every invocation also
+gives `LifecycleUnfinishedSeconds`: how long ago the run it leaves unfinished began, 0 when
+none is left so; LifecycleUnfinishedAlarm fires when a run stays open for hours, or when no
+invocation ends (the Resume schedule stopped)."""
 
 from __future__ import annotations
 
@@ -58,6 +62,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         report = lifecycle.resume(time_left=time_left)
         if report is None:  # nothing left to go on with: no run, so no heartbeat
             metrics.add_metric("LifecycleRuns", MetricUnit.Count, 0)
+            metrics.add_metric("LifecycleUnfinishedSeconds", MetricUnit.Seconds, 0)
             return {"resumed": False}
     else:
         report = lifecycle.run(time_left=time_left)
@@ -72,6 +77,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     }
     for name, value in counts.items():
         metrics.add_metric(name, MetricUnit.Count, value)
+    metrics.add_metric("LifecycleUnfinishedSeconds", MetricUnit.Seconds, report.unfinished_for)
     summary = dict(vars(report))
     logger.info("lifecycle run", extra={**counts, "finished": report.finished})
     if report.failed:

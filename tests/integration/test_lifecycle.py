@@ -1028,3 +1028,39 @@ def test_every_run_that_gets_to_its_end_counts_a_heartbeat_failed_work_included(
     # THEN it did nothing and counted no run: it never stands in for a daily one
     assert answer == {"resumed": False}
     assert [m["LifecycleRuns"] for m in emitted(capsys.readouterr().out)] == [[0.0]]
+
+
+@dataclass
+class OutOfTime(LambdaContext):
+    """An invocation whose time runs out as soon as its run starts."""
+
+    calls: int = 0
+
+    def get_remaining_time_in_millis(self) -> int:
+        self.calls += 1
+        return 300_000 if self.calls == 1 else 10_000
+
+
+def test_every_invocation_tells_how_long_the_run_it_leaves_unfinished_has_been_open(
+    lifecycle_environment: None,
+    monkeypatch: pytest.MonkeyPatch,
+    admin: TokenAdmin,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN a reminder due
+    create(admin, "remind-bot", 20 * 24)
+    now = [float(NOW + DAY)]
+    monkeypatch.setattr("time.time", lambda: now[0])
+    handler = load_handler("lifecycle")
+    capsys.readouterr()
+    daily, resume = {"job": "lifecycle"}, {"job": "lifecycle", "resume": True}
+    # WHEN the daily run, and a resume two hours later, have no time for it
+    assert handler.lambda_handler(daily, OutOfTime())["finished"] is False
+    now[0] += 2 * 3600
+    assert handler.lambda_handler(resume, OutOfTime())["finished"] is False
+    # AND a resume with time finishes the run, and the next finds nothing to go on with
+    assert handler.lambda_handler(resume, LambdaContext())["reminded"]
+    assert handler.lambda_handler(resume, LambdaContext()) == {"resumed": False}
+    # THEN each invocation told the age of the run it left unfinished, 0 when none
+    ages = [m["LifecycleUnfinishedSeconds"] for m in emitted(capsys.readouterr().out)]
+    assert ages == [[0.0], [7200.0], [0.0], [0.0]]

@@ -141,6 +141,8 @@ class RunReport:
     failed: list[str] = field(default_factory=list)  # "client_id: reason"
     # False when the run stopped for time (or a newer run took over): `resume` goes on.
     finished: bool = True
+    # When it stopped for time: how long ago the run began (seconds), else 0.
+    unfinished_for: int = 0
 
 
 class _Deadline:
@@ -244,13 +246,11 @@ class Lifecycle:
                 for name in pending:
                     fetch, work = sources[name]
                     if deadline.passed():
-                        report.finished = False
-                        return report
+                        return self._unfinished(report, state)
                     page = fetch(limit=self.page_size, next_token=positions.get(name))
                     seen = worked.setdefault(work.__name__, set())
                     if not self._each(page.items, work, seen, report, deadline, pool):
-                        report.finished = False  # the page is read again from its start
-                        return report
+                        return self._unfinished(report, state)  # the page is read again
                     positions[name] = page.next_token
                     saved = replace(state, positions=dict(positions))
                     if not self._store.save_run_state(saved, replaces=state.run_id):
@@ -260,6 +260,11 @@ class Lifecycle:
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
+        return report
+
+    def _unfinished(self, report: RunReport, state: RunState) -> RunReport:
+        report.finished = False
+        report.unfinished_for = max(0, self._clock() - state.due_before)
         return report
 
     def _each(
