@@ -31,7 +31,7 @@ def test_create_returns_the_secret_once_and_every_stored_field(
 ) -> None:
     body = create(
         admin,
-        duration="24h",
+        duration="960h",
         routes=["GET /items/*"],
         scopes=["read"],
         owner="platform@example.com",
@@ -39,7 +39,7 @@ def test_create_returns_the_secret_once_and_every_stored_field(
     )
     assert body["client_id"].startswith("gk_")
     assert body["client_secret"].startswith("gks_")
-    assert body["expires_at"] == "2027-01-16T08:00:00Z"
+    assert body["expires_at"] == "2027-02-24T08:00:00Z"
     assert body["routes"] == ["GET /items/*"]
     assert body["scopes"] == ["read"]
     assert body["rotation"] == {"mode": "auto", "delivery_secret_arn": DELIVERY}
@@ -166,6 +166,28 @@ def test_refresh_extends_by_the_tokens_duration_or_a_given_one(admin: AdminHarne
     assert forever["expires_at"] is None
 
 
+def test_auto_rotation_is_refused_where_it_would_rotate_every_day(admin: AdminHarness) -> None:
+    # An `auto` token rotates at its first reminder (30 days before expiry): with a duration of
+    # 30 days or less its new expiry would be due again at once, and rotate in every run.
+    auto = {"mode": "auto", "delivery_secret_arn": DELIVERY}
+    short = create(admin, duration="720h")
+    status, error = admin.request("PATCH", f"{BASE}/{short['client_id']}", {"rotation": auto})
+    assert (status, error["code"]) == (400, "invalid_input")
+    assert "rotation.mode" in error["message"]
+    assert "720h" in error["message"]
+    rotating = create(admin, duration="8760h", rotation=auto)
+    status, error = admin.request(
+        "POST", f"{BASE}/{rotating['client_id']}/refresh", {"duration": "24h"}
+    )
+    assert status == 400
+    assert "duration" in error["message"]
+    # AND nothing was written: both tokens are as they were created
+    for token in (short, rotating):
+        _, shown = admin.request("GET", f"{BASE}/{token['client_id']}")
+        assert (shown["version"], shown["rotation"]) == (1, token["rotation"])
+        assert shown["expires_at"] == token["expires_at"]
+
+
 def test_revocation_is_final(admin: AdminHarness) -> None:
     client_id = create(admin)["client_id"]
     status, revoked = admin.request("POST", f"{BASE}/{client_id}/revoke")
@@ -222,6 +244,15 @@ def test_events_name_the_actor_and_source_and_page(admin: AdminHarness) -> None:
         ({"name": "ok", "scopes": ["has space"]}, 400, "scopes"),
         ({"name": "ok", "rotation": {"mode": "auto"}}, 400, "rotation.delivery_secret_arn"),
         ({"name": "ok", "rotation": {"mode": "sometimes"}}, 422, "rotation"),
+        (  # rotated at its first reminder (30 days before expiry), it would be due again at once
+            {
+                "name": "ok",
+                "duration": "720h",
+                "rotation": {"mode": "auto", "delivery_secret_arn": DELIVERY},
+            },
+            400,
+            "duration",
+        ),
         ({"name": "ok", "client_secret": "gks_mine"}, 422, "client_secret"),
         ({"name": "tab\there"}, 400, "name"),
         ({"name": 42}, 422, "name"),

@@ -20,6 +20,7 @@ from gatekey.model import (
     AuditAction,
     AuditEvent,
     AuditValue,
+    RotationMode,
     RotationPolicy,
     ServiceToken,
     TokenStatus,
@@ -67,6 +68,21 @@ class TokenAdmin:
             token.client_id, action, actor.arn, self._clock(), actor.source_ip, dict(details)
         )
 
+    def _check_auto_duration(
+        self, rotation: RotationPolicy, duration: Duration, field: str
+    ) -> None:
+        """`auto` rotation needs a duration longer than the first reminder threshold, when the
+        lifecycle rotates: a shorter one would still be due after its rotation, and rotate
+        again every day. Refused (naming `field`) where a person sets either."""
+        first = self._store.schedule.reminder_days[0]
+        seconds = duration.seconds
+        if rotation.mode is RotationMode.AUTO and seconds is not None and seconds <= first * DAY:
+            raise ValidationError(
+                field,
+                f"'auto' rotation needs a duration longer than {first * 24}h (the first reminder, "
+                f"{first} days before expiry, when it rotates); this one is {duration}",
+            )
+
     # -- create and read -------------------------------------------------------------------
 
     def create(
@@ -80,6 +96,7 @@ class TokenAdmin:
         owner: str | None,
         rotation: RotationPolicy,
     ) -> Issued:
+        self._check_auto_duration(rotation, duration, "duration")
         token, secret = new_service_token(
             name=name,
             hasher=self._hasher,
@@ -156,6 +173,7 @@ class TokenAdmin:
         if enabled is not None:
             changes["enabled"] = enabled
         if rotation is not None:
+            self._check_auto_duration(rotation, token.duration, "rotation.mode")
             changes["rotation"] = rotation
         if not changes:
             raise ValidationError("body", "names no field to change")
@@ -240,6 +258,7 @@ class TokenAdmin:
         """Extend the expiry: now + the given duration, or the token's own."""
         token = self._live(client_id, "refreshed")
         duration = duration or token.duration
+        self._check_auto_duration(token.rotation, duration, "duration")
         now = self._clock()
         refreshed = token.with_changes(
             now,
