@@ -1,5 +1,4 @@
-"""The one place AWS clients are built, with timeouts and retries that fit each function, and
-the one translation of a failed call into words.
+"""The one place AWS clients are built, with timeouts and retries that fit each function.
 
 botocore's defaults (60 s to connect, 60 s to read, 3 retries) are longer than any Gatekey
 function may run: a throttled read would outlive a 5 s authorizer, which Lambda then kills
@@ -15,7 +14,6 @@ from typing import TYPE_CHECKING, Any, Final, Literal, overload
 
 import boto3
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -90,10 +88,3 @@ def client(service: Literal["sns", "events"], budget: CallBudget) -> Any: ...  #
 def client(service: str, budget: CallBudget) -> Any:
     """A boto3 client whose calls fit `budget`."""
     return boto3.client(service, config=budget.boto_config())  # type: ignore[call-overload]
-
-
-def error_code(exc: BotoCoreError | ClientError) -> str:
-    """The AWS error code of a failed call (or the botocore exception's name), for messages."""
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
-    return type(exc).__name__
