@@ -3,9 +3,11 @@
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from conftest import ROOT
 from gatekey import aws
+from gatekey.errors import ConcurrentModification, DependencyError
 
 FUNCTIONS = ROOT / "functions"
 BUDGETS = ("AUTHORIZER", "BOOKKEEPING", "API", "ROTATION", "LIFECYCLE")
@@ -88,3 +90,37 @@ def test_functions_are_covered(template: dict[str, Any]) -> None:
     handlers = {p.parent.name for p in FUNCTIONS.glob("*/app.py")}
     # The demo calls nothing; the lifecycle run is bounded by its own budget of work.
     assert handlers - set(CHAINS) == {"demo", "lifecycle"}
+
+
+def _failed(code: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": "quoted request value"}}, "Op")
+
+
+def test_a_failed_call_is_a_dependency_error_naming_what_and_the_code_never_the_message() -> None:
+    for failure, code in [
+        (_failed("ThrottlingException"), "ThrottlingException"),
+        (EndpointConnectionError(endpoint_url="https://kms.invalid"), "EndpointConnectionError"),
+    ]:
+        with pytest.raises(DependencyError) as raised, aws.translated("KMS Sign failed"):
+            raise failure
+        assert raised.value.message == f"KMS Sign failed: {code}"
+        assert raised.value.__cause__ is failure
+
+
+def test_a_code_that_means_something_raises_its_error_or_counts_as_done() -> None:
+    def changed(code: str) -> ConcurrentModification:
+        return ConcurrentModification(f"changed ({code})")
+
+    meaning = {"ConditionalCheckFailedException": changed, "KMSInvalidStateException": done}
+    changed_first = pytest.raises(ConcurrentModification, match=r"changed \(ConditionalCheck")
+    with changed_first, aws.translated("write", meaning=meaning):
+        raise _failed("ConditionalCheckFailedException")
+    with aws.translated("delete", meaning=meaning):  # the goal is reached: nothing raised
+        raise _failed("KMSInvalidStateException")
+    failed = pytest.raises(DependencyError, match="delete: AccessDeniedException")
+    with failed, aws.translated("delete", meaning=meaning):
+        raise _failed("AccessDeniedException")
+
+
+def done(_: str) -> None:
+    return None

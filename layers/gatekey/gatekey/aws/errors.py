@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from gatekey.errors import DependencyError
+from gatekey.errors import DependencyError, GatekeyError
 
 # What botocore raises for a call that failed: AWS answered with an error, or no answer came.
 AwsError = (BotoCoreError, ClientError)
@@ -21,10 +21,24 @@ def error_code(exc: BotoCoreError | ClientError) -> str:
 
 
 @contextmanager
-def translated(what: str) -> Iterator[None]:
+def translated(
+    what: str,
+    *,
+    meaning: Mapping[str, Callable[[str], GatekeyError | None]] | None = None,
+) -> Iterator[None]:
     """AWS calls inside fail as a `DependencyError` that says `what` failed and AWS's code;
-    the botocore exception is its cause, never its message (it may quote request values)."""
+    the botocore exception is its cause, never its message (it may quote request values).
+
+    Where an error code means something to the caller (a condition that failed, a key that is
+    unusable), `meaning` maps the code to the error to raise instead, made from the code; an
+    error of None means the call's goal is reached (a deletion already scheduled)."""
     try:
         yield
     except AwsError as exc:
-        raise DependencyError(f"{what}: {error_code(exc)}") from exc
+        code = error_code(exc)
+        if meaning is not None and code in meaning:
+            instead = meaning[code](code)
+            if instead is None:
+                return
+            raise instead from exc
+        raise DependencyError(f"{what}: {code}") from exc
