@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeVar, overload
 
 from gatekey.errors import ConfigurationError
 
@@ -19,15 +19,26 @@ _REQUIRED: Any = object()
 MAX_ACCESS_TOKEN_LIFETIME: Final = 86_400
 
 
-def _env(name: str, parse: Callable[[str], Any] = str, default: Any = _REQUIRED) -> Any:
+T = TypeVar("T")
+Choice = TypeVar("Choice", bound=str)
+
+
+@overload
+def _env(name: str, parse: Callable[[str], T]) -> T: ...
+@overload
+def _env(name: str, parse: Callable[[str], T], default: T) -> T: ...
+def _env(name: str, parse: Callable[[str], Any], default: Any = _REQUIRED) -> Any:
+    """A field read from variable `name`: `parse` turns its text into the field's type (mypy
+    holds both, and the default, to the annotation), or raises ValueError saying why not."""
     return field(metadata={"env": name, "parse": parse, "default": default})
 
 
-def _one_of(*choices: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        if raw not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
-        return raw
+def _one_of(*choices: Choice) -> Callable[[str], Choice]:
+    def parse(raw: str) -> Choice:
+        for choice in choices:
+            if raw == choice:
+                return choice
+        raise ValueError(f"must be one of {', '.join(choices)}")
 
     return parse
 
@@ -87,7 +98,9 @@ class Config:
     # Audit items expire through DynamoDB TTL; 400 days keeps a full year of history plus margin.
     audit_retention_days: int = _env("AUDIT_RETENTION_DAYS", _bounded_int(1, 3650), default=400)
     # "kms": SIGNING_KEY_ID is a KMS key; "secretsmanager": a secret holding a PEM private key.
-    signing_backend: str = _env("SIGNING_BACKEND", _one_of("kms", "secretsmanager"), default="kms")
+    signing_backend: Literal["kms", "secretsmanager"] = _env(
+        "SIGNING_BACKEND", _one_of("kms", "secretsmanager"), default="kms"
+    )
     signing_key_id: str = _env("SIGNING_KEY_ID", _non_empty)
     access_token_lifetime_seconds: int = _env(
         "ACCESS_TOKEN_LIFETIME_SECONDS", _bounded_int(60, MAX_ACCESS_TOKEN_LIFETIME), default=3600
@@ -95,8 +108,9 @@ class Config:
     access_token_audience: str = _env("ACCESS_TOKEN_AUDIENCE", _non_empty, default="gatekey")
     # Empty: the token endpoint's own base URL, taken from the API Gateway request context.
     issuer: str = _env("ISSUER", _issuer_url, default="")
-    # Key spec of the signing keys the rotation creates (the template's SigningKeySpec).
-    signing_key_spec: str = _env(
+    # Key spec of the signing keys the rotation creates (the template's SigningKeySpec;
+    # gatekey.signing.SigningKeySpec).
+    signing_key_spec: Literal["RSA_2048", "ECC_NIST_P256"] = _env(
         "SIGNING_KEY_SPEC", _one_of("RSA_2048", "ECC_NIST_P256"), default="RSA_2048"
     )
     signing_key_rotation_days: int = _env(
