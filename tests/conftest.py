@@ -30,10 +30,11 @@ import requests
 from moto import mock_aws
 
 from gatekey.access_tokens import issue_access_token
+from gatekey.aws.kms import KmsSigner
+from gatekey.aws.secrets import load_hasher
 from gatekey.credentials import ClientSecret
-from gatekey.hashing import Hasher, load_hasher
+from gatekey.hashing import Hasher
 from gatekey.model import AuditAction, AuditEvent, ServiceToken, new_service_token
-from gatekey.signing import KmsSigner
 from gatekey.store import DynamoDBTokenStore
 from gatekey_local.provision import generated_pepper, load_template, table_definition
 from gatekey_local.servers import free_port

@@ -4,7 +4,6 @@ call gatekey.admin, shape the answer; validation and OpenAPI come from Powertool
 from __future__ import annotations
 
 import logging
-import time
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
@@ -13,8 +12,8 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from gatekey import aws
-from gatekey.admin import Actor, TokenAdmin, parse_grace
+from gatekey import wiring
+from gatekey.admin import Actor, parse_grace
 from gatekey.admin_api import (
     CreateTokenRequest,
     ErrorOut,
@@ -33,20 +32,14 @@ from gatekey.admin_api import (
 from gatekey.config import Config
 from gatekey.durations import parse_duration
 from gatekey.errors import GatekeyError
-from gatekey.hashing import load_hasher
 from gatekey.model import TokenStatus
-from gatekey.store import DynamoDBTokenStore
 
 logger = Logger()
 # Powertools' resolver logs each parsed request body at DEBUG; a secret pasted into the wrong
 # field must not reach the logs whatever the log level, so it stays at INFO.
 logging.getLogger("aws_lambda_powertools.event_handler").setLevel(logging.INFO)
 config = Config.from_env()
-admin = TokenAdmin(
-    store=DynamoDBTokenStore.from_config(config, aws.client("dynamodb", aws.API)),
-    hasher=load_hasher(config.pepper_secret_arn, aws.client("secretsmanager", aws.API)),
-    clock=lambda: int(time.time()),
-)
+admin = wiring.admin(config)
 app = APIGatewayRestResolver(enable_validation=True)
 BASE = "/admin/service-tokens"
 

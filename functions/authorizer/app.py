@@ -14,13 +14,9 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from gatekey import aws
-from gatekey.authorizer import Authorizer, AuthorizerSettings
+from gatekey import wiring
 from gatekey.config import Config
 from gatekey.errors import GatekeyError, MissingCredentials
-from gatekey.hashing import load_hasher
-from gatekey.keyring import public_keys_from_config
-from gatekey.store import DynamoDBTokenStore
 from gatekey.telemetry import Counters
 
 METRICS_INTERVAL = 60  # seconds between EMF emissions of the aggregated counts
@@ -48,35 +44,8 @@ def counted_cold_start() -> Iterator[None]:
 
 with counted_cold_start():
     config = Config.from_env()
-    store = DynamoDBTokenStore.from_config(config, aws.client("dynamodb", aws.AUTHORIZER))
-    secrets = aws.client("secretsmanager", aws.AUTHORIZER)
-    # What the answer can do without (the last-seen write, a refresh of the signing keys) gets
-    # one short attempt: a slow dependency costs the answer at most BOOKKEEPING's worst case.
-    bookkeeping = DynamoDBTokenStore.from_config(config, aws.client("dynamodb", aws.BOOKKEEPING))
-    authorizer = Authorizer(
-        store=store,
-        hasher=load_hasher(config.pepper_secret_arn, secrets),
-        public_keys=public_keys_from_config(
-            config,
-            dynamodb=bookkeeping.client,
-            kms=aws.client("kms", aws.BOOKKEEPING),
-            secretsmanager=secrets,
-            clock=time.time,
-        ),
-        settings=AuthorizerSettings(
-            accepted=config.accepted_credentials,
-            access_json_header=config.access_json_header,
-            strict=config.strict_mode,
-            issuer=config.issuer,
-            audience=config.access_token_audience,
-            status_cache_ttl=config.status_cache_ttl_seconds,
-            last_seen_interval=config.last_seen_interval_seconds,
-            http_api_simple_responses=config.http_api_simple_responses,
-            refuse_ambiguous=config.refuse_ambiguous_credentials,
-        ),
-        clock=time.time,
-        record_last_seen=bookkeeping.record_last_seen,
-        last_seen_failed=lambda exc: counters.add("LastSeenWriteFailed", exc.reason, "none"),
+    store, bookkeeping, authorizer = wiring.authorizer(
+        config, last_seen_failed=lambda exc: counters.add("LastSeenWriteFailed", exc.reason, "none")
     )
 
 

@@ -13,43 +13,20 @@ invocation ends (the Resume schedule stopped)."""
 
 from __future__ import annotations
 
-import time
-from typing import Any, Final
+from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from gatekey import aws
+from gatekey import wiring
 from gatekey.config import Config
 from gatekey.errors import DependencyError
-from gatekey.hashing import load_hasher
-from gatekey.lifecycle import AwsNotifier, Lifecycle, SecretsManagerDelivery
-from gatekey.store import DynamoDBTokenStore
-
-# Tokens worked on at once: each waits on AWS most of its time (6 calls in a row for a notice),
-# and 8 keep a 10,000-notice day inside one invocation (docs/scale.md).
-WORKERS: Final = 8
 
 logger = Logger()
 metrics = Metrics()
 config = Config.from_env()
-secrets = aws.client("secretsmanager", aws.LIFECYCLE)
-lifecycle = Lifecycle(
-    store=DynamoDBTokenStore.from_config(config, aws.client("dynamodb", aws.LIFECYCLE)),
-    hasher=load_hasher(config.pepper_secret_arn, secrets),
-    notifier=AwsNotifier(
-        sns=aws.client("sns", aws.LIFECYCLE),
-        events=aws.client("events", aws.LIFECYCLE),
-        topic_arn=config.notification_topic_arn,
-    ),
-    delivery=SecretsManagerDelivery(secrets),
-    reminder_days=config.reminder_days,
-    grace_seconds=config.rotation_grace_hours * 3600,
-    idle_days=config.idle_disable_days,
-    clock=lambda: int(time.time()),
-    workers=WORKERS,
-)
+lifecycle = wiring.lifecycle(config)
 
 
 @logger.inject_lambda_context

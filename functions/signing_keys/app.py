@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from gatekey import aws
-from gatekey.access_tokens import DEFAULT_LEEWAY
-from gatekey.config import MAX_ACCESS_TOKEN_LIFETIME, Config
-from gatekey.keyring import KeyRingStore
-from gatekey.rotation import SigningKeyRotation
-
-DAY = 86_400
+from gatekey import wiring
+from gatekey.config import Config
 
 logger = Logger()
 metrics = Metrics()
 config = Config.from_env()
-rotation = SigningKeyRotation(
-    ring_store=KeyRingStore(config.table_name, aws.client("dynamodb", aws.ROTATION)),
-    kms=aws.client("kms", aws.ROTATION),
-    initial_key_id=config.signing_key_id,
-    key_spec=config.signing_key_spec,
-    stack_tag=config.stack_name,
-    cadence=config.signing_key_rotation_days * DAY,
-    publication_delay=config.signing_key_publication_delay_seconds,
-    # Whatever the lifetime is set to today, no token outlives the longest one allowed.
-    retire_after=MAX_ACCESS_TOKEN_LIFETIME + DEFAULT_LEEWAY,
-    clock=lambda: int(time.time()),
-)
+rotation = wiring.signing_key_rotation(config)
 
 
 @logger.inject_lambda_context

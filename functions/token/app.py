@@ -6,7 +6,6 @@ A thin adapter: parse the API Gateway event, call gatekey.oauth, shape the HTTP 
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -14,48 +13,17 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from gatekey import aws
+from gatekey import wiring
 from gatekey.config import Config
 from gatekey.errors import GatekeyError
-from gatekey.hashing import load_hasher
-from gatekey.keyring import signing_keys_from_config
-from gatekey.oauth import (
-    TokenEndpoint,
-    authorization_server_metadata,
-    oauth_error,
-    parse_form,
-)
-from gatekey.store import DynamoDBTokenStore
+from gatekey.oauth import authorization_server_metadata, oauth_error, parse_form
+from gatekey.wiring import clock
 
 logger = Logger()
 metrics = Metrics()
 config = Config.from_env()
 
-
-def clock() -> int:
-    return int(time.time())
-
-
-_secrets = aws.client("secretsmanager", aws.API)
-store = DynamoDBTokenStore.from_config(config, aws.client("dynamodb", aws.API))
-# The ring is refreshed with one short attempt (a failed refresh keeps the ring loaded);
-# signing, like the token's read, may retry once.
-signing_keys = signing_keys_from_config(
-    config,
-    dynamodb=aws.client("dynamodb", aws.BOOKKEEPING),
-    kms=aws.client("kms", aws.BOOKKEEPING),
-    signing_kms=aws.client("kms", aws.API),
-    secretsmanager=_secrets,
-    clock=clock,
-)
-endpoint = TokenEndpoint(
-    store=store,
-    hasher=load_hasher(config.pepper_secret_arn, _secrets),
-    signing_keys=signing_keys,
-    audience=config.access_token_audience,
-    lifetime=config.access_token_lifetime_seconds,
-    clock=clock,
-)
+endpoint, signing_keys = wiring.token(config)
 app = APIGatewayRestResolver()
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 

@@ -29,10 +29,12 @@ from conftest import (
 from gatekey.access_tokens import issue_access_token
 from gatekey.admin import Actor, TokenAdmin
 from gatekey.authorizer import arn_matches, policy_allows
+from gatekey.aws.keyring_store import KeyRingStore
+from gatekey.aws.kms import kms_public_key
 from gatekey.credentials import ClientSecret
 from gatekey.errors import ConfigurationError, MissingCredentials
-from gatekey.keyring import KeyRing, KeyRingStore, RingKey
-from gatekey.signing import LocalKeySigner, b64url, kms_public_key
+from gatekey.keyring import KeyRing, RingKey
+from gatekey.signing import LocalKeySigner, b64url
 from gatekey_local.gateway import Answer, Functions, Gateway
 from gatekey_local.template import Authorizer, Route
 

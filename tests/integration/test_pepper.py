@@ -5,9 +5,10 @@ from typing import Any
 import boto3
 import pytest
 
+from gatekey.aws.secrets import load_hasher
 from gatekey.credentials import ClientSecret
 from gatekey.errors import ConfigurationError, DependencyError
-from gatekey.hashing import Hasher, load_hasher
+from gatekey.hashing import Hasher
 
 
 def test_the_generated_pepper_secret_loads_into_a_working_hasher(hasher: Hasher) -> None:

@@ -13,13 +13,14 @@ from botocore.exceptions import EndpointConnectionError
 
 from conftest import NOW, REGION, TABLE_NAME, FakeLambdaContext, load_event, load_handler
 from gatekey.access_tokens import DEFAULT_LEEWAY, issue_access_token, verify_access_token
+from gatekey.aws.keyring_store import KeyRingStore
+from gatekey.aws.kms import KmsKeys, KmsSigner
 from gatekey.durations import Duration
 from gatekey.errors import DependencyError, InvalidCredentials, TokenExpired
 from gatekey.hashing import Hasher
-from gatekey.keyring import KeyRing, KeyRingStore, SigningKeys
+from gatekey.keyring import KeyRing, SigningKeys
 from gatekey.model import ServiceToken, new_service_token
 from gatekey.rotation import SigningKeyRotation
-from gatekey.signing import KmsSigner
 
 DAY = 86_400
 CADENCE = 42 * DAY
@@ -67,7 +68,7 @@ def make_rotation(
 ) -> SigningKeyRotation:
     return SigningKeyRotation(
         ring_store=ring_store,
-        kms=kms,
+        keys=KmsKeys(kms),
         initial_key_id=initial_key,
         key_spec="RSA_2048",
         stack_tag="gatekey",

@@ -26,11 +26,11 @@ from conftest import (
     load_event,
     load_handler,
 )
+from gatekey.aws.kms import kms_public_key
 from gatekey.credentials import ClientSecret
 from gatekey.durations import Duration
 from gatekey.hashing import Hasher
 from gatekey.model import AuditAction, AuditEvent, ServiceToken, TokenStatus, new_service_token
-from gatekey.signing import kms_public_key
 from gatekey.store import DynamoDBTokenStore
 
 API_URL = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/v1"

@@ -1,10 +1,11 @@
 """The key ring's derived states, and the verifiers' public-key cache."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from gatekey.aws.keyring_store import save_request
 from gatekey.errors import ConfigurationError
 from gatekey.keyring import KeyRing, PublicKeyCache
 from gatekey.signing import LocalKeySigner, PublicKey
@@ -78,3 +79,17 @@ def test_a_newly_published_key_is_found_after_the_interval_and_keys_expire_after
     clock.now = 310
     cache.get(new.kid)
     assert source.fetches == 3  # the TTL refetches even a known kid
+
+
+def test_a_ring_is_written_only_over_the_version_it_was_read_at() -> None:
+    first = KeyRing.initial(new_key(), "arn:first", now=0)
+    create = save_request("tokens", first)
+    assert create["ConditionExpression"] == "attribute_not_exists(pk)"
+    assert create["Item"]["version"] == {"N": "1"}
+    assert "ExpressionAttributeValues" not in create
+    update = save_request("tokens", replace(first, version=4))
+    assert update["TableName"] == "tokens"
+    assert update["ConditionExpression"] == "#version = :expected"
+    assert update["ExpressionAttributeValues"] == {":expected": {"N": "4"}}
+    assert update["Item"]["version"] == {"N": "5"}
+    assert update["Item"]["pk"] == {"S": "SIGNING_KEYS"}

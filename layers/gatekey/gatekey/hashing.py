@@ -1,4 +1,5 @@
-"""Secret hashing: HMAC-SHA256 keyed with a pepper held in Secrets Manager.
+"""Secret hashing: HMAC-SHA256 keyed with a pepper held in Secrets Manager (read by
+`gatekey.aws.secrets.load_hasher`).
 
 A Client Secret carries 256 random bits, so it cannot be guessed and a slow password hash would
 only add latency to every authorization. The pepper means a copy of the table alone is useless.
@@ -15,19 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from gatekey.aws import error_code
 from gatekey.credentials import ClientSecret
-from gatekey.errors import ConfigurationError, DependencyError
-
-if TYPE_CHECKING:
-    from mypy_boto3_secretsmanager import SecretsManagerClient
+from gatekey.errors import ConfigurationError
 
 MIN_PEPPER_LENGTH: Final = 32
 
@@ -84,18 +78,3 @@ class Hasher:
                 )
             peppers[key_id] = value.encode("utf-8")
         return cls(peppers=peppers, current_key_id=current)
-
-
-def load_hasher(secret_id: str, client: SecretsManagerClient) -> Hasher:
-    """Read the pepper key ring from Secrets Manager (once per cold start)."""
-    try:
-        response = client.get_secret_value(SecretId=secret_id)
-    except (BotoCoreError, ClientError) as exc:
-        raise DependencyError(f"cannot read the pepper secret: {error_code(exc)}") from exc
-    try:
-        ring = json.loads(response["SecretString"])
-    except (KeyError, ValueError) as exc:
-        raise ConfigurationError("pepper secret: SecretString must be a JSON object") from exc
-    if not isinstance(ring, dict):
-        raise ConfigurationError("pepper secret: SecretString must be a JSON object")
-    return Hasher.from_key_ring(ring)

@@ -13,24 +13,33 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import Protocol
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from gatekey.aws import error_code
 from gatekey.errors import ConcurrentModification, ConfigurationError, DependencyError
-from gatekey.keyring import KeyRing, KeyRingStore
-from gatekey.signing import kms_public_key
-
-if TYPE_CHECKING:
-    from mypy_boto3_kms import KMSClient
+from gatekey.keyring import KeyRing
+from gatekey.signing import PublicKey, SigningKeySpec
 
 logger = logging.getLogger(__name__)
 
-# Tag on every key Gatekey creates; the IAM policies of the token and rotation functions are
-# scoped to it, so they cannot touch any other key in the account.
-KEY_TAG: Final = "gatekey-signing-key"
-DELETION_WINDOW_DAYS: Final = 30  # KMS's longest: time to notice a mistake and cancel
+
+class RingStore(Protocol):
+    """Where the ring is kept (gatekey.aws.keyring_store.KeyRingStore)."""
+
+    def load(self, *, consistent: bool = False) -> KeyRing | None: ...
+
+    def save(self, ring: KeyRing) -> KeyRing: ...
+
+    def mark_written(self) -> None: ...
+
+
+class SigningKeyManager(Protocol):
+    """The keys themselves (gatekey.aws.kms.KmsKeys)."""
+
+    def public_key(self, key_id: str) -> PublicKey: ...
+
+    def create(self, key_spec: SigningKeySpec, stack_tag: str) -> str: ...
+
+    def schedule_deletion(self, key_id: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +57,10 @@ class SigningKeyRotation:
     def __init__(
         self,
         *,
-        ring_store: KeyRingStore,
-        kms: KMSClient,
+        ring_store: RingStore,
+        keys: SigningKeyManager,
         initial_key_id: str,
-        key_spec: str,
+        key_spec: SigningKeySpec,
         stack_tag: str,
         cadence: int,
         publication_delay: int,
@@ -59,7 +68,7 @@ class SigningKeyRotation:
         clock: Callable[[], int],
     ) -> None:
         self._ring_store = ring_store
-        self._kms = kms
+        self._keys = keys
         self._initial_key_id = initial_key_id
         self._key_spec = key_spec
         self._stack_tag = stack_tag
@@ -73,7 +82,7 @@ class SigningKeyRotation:
         ring = self._ring_store.load(consistent=True)
         if ring is not None:
             return ring
-        public = kms_public_key(self._initial_key_id, self._kms)
+        public = self._keys.public_key(self._initial_key_id)
         return KeyRing.initial(public, self._initial_key_id, self._clock())
 
     def run(self) -> RotationReport:
@@ -82,14 +91,15 @@ class SigningKeyRotation:
         retired = ring.retired(now)
         for key in retired:
             if key.managed:
-                self._schedule_deletion(key.key_id)
+                self._keys.schedule_deletion(key.key_id)
         updated = ring.without_retired(now) if retired else ring
-        new_key_id = self._create_key() if updated.rotation_due(now, self.cadence) else None
+        due = updated.rotation_due(now, self.cadence)
+        new_key_id = self._keys.create(self._key_spec, self._stack_tag) if due else None
         try:
             if new_key_id is not None:
                 updated = updated.with_key(
                     new_key_id,
-                    kms_public_key(new_key_id, self._kms),
+                    self._keys.public_key(new_key_id),
                     now=now,
                     publication_delay=self.publication_delay,
                     retire_after=self.retire_after,
@@ -102,7 +112,7 @@ class SigningKeyRotation:
         except ConcurrentModification:
             logger.info("another rotation run changed the key ring first; this run backs off")
             if new_key_id is not None:
-                self._schedule_deletion(new_key_id)
+                self._keys.schedule_deletion(new_key_id)
             return RotationReport(lost_race=True)
         except (DependencyError, ConfigurationError):
             # A key the ring never got would sign nothing and cost $1 a month: take it back.
@@ -119,35 +129,11 @@ class SigningKeyRotation:
         )
         return report
 
-    def _create_key(self) -> str:
-        try:
-            response = self._kms.create_key(
-                Description="Gatekey access-token signing key",
-                KeySpec=self._key_spec,  # type: ignore[arg-type]
-                KeyUsage="SIGN_VERIFY",
-                Tags=[{"TagKey": KEY_TAG, "TagValue": self._stack_tag}],
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise DependencyError(f"KMS CreateKey failed: {error_code(exc)}") from exc
-        return response["KeyMetadata"]["Arn"]
-
     def _abandon(self, key_id: str) -> None:
         try:
-            self._schedule_deletion(key_id)
+            self._keys.schedule_deletion(key_id)
         except DependencyError as exc:
             logger.warning(
                 "new signing key left outside the ring; schedule its deletion by hand",
                 extra={"key_id": key_id, "reason": exc.message},
             )
-
-    def _schedule_deletion(self, key_id: str) -> None:
-        try:
-            # By key id, which KMS accepts like the ARN within the key's own account (and moto
-            # accepts only the id here).
-            self._kms.schedule_key_deletion(
-                KeyId=key_id.rsplit("/", 1)[-1], PendingWindowInDays=DELETION_WINDOW_DAYS
-            )
-        except (BotoCoreError, ClientError) as exc:
-            # Already pending deletion (an earlier run got this far): the goal is reached.
-            if error_code(exc) != "KMSInvalidStateException":
-                raise DependencyError(f"KMS ScheduleKeyDeletion failed: {error_code(exc)}") from exc

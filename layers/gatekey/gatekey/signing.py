@@ -1,9 +1,8 @@
-"""JWT signing backends behind one interface, and the public keys that verify them.
+"""What signs a JWT (one interface), and the public keys that verify it.
 
-- `KmsSigner`: the private key never leaves KMS. `Sign` with ``MessageType=RAW`` (KMS hashes the
-  message itself), RS256 for RSA_2048 and ES256 for ECC_NIST_P256. KMS returns ECDSA signatures
-  in DER; JOSE wants the raw ``r || s`` (RFC 7518 §3.4), so they are converted here.
-- `LocalKeySigner`: a PEM private key held in Secrets Manager, for accounts that prefer it.
+- `gatekey.aws.kms.KmsSigner`: the private key never leaves KMS.
+- `LocalKeySigner`: a PEM private key held in memory (`gatekey.aws.secrets` reads it from
+  Secrets Manager, for accounts that prefer it).
 
 A key's `kid` is its RFC 7638 JWK thumbprint: derived from the public key, so every function
 computes the same id for the same key without coordination.
@@ -17,9 +16,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Literal, Protocol
 
-from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -28,12 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from gatekey.aws import error_code
-from gatekey.errors import ConfigurationError, DependencyError
-
-if TYPE_CHECKING:
-    from mypy_boto3_kms import KMSClient
-    from mypy_boto3_secretsmanager import SecretsManagerClient
+from gatekey.errors import ConfigurationError
 
 
 class Algorithm(StrEnum):
@@ -41,11 +34,12 @@ class Algorithm(StrEnum):
     ES256 = "ES256"
 
 
-KMS_SIGNING_ALGORITHM: Final = {
-    Algorithm.RS256: "RSASSA_PKCS1_V1_5_SHA_256",
-    Algorithm.ES256: "ECDSA_SHA_256",
+# The key specs a signing key may have (KMS's names; the template's SigningKeySpec).
+SigningKeySpec = Literal["RSA_2048", "ECC_NIST_P256"]
+KEY_SPEC_ALGORITHM: Final[dict[str, Algorithm]] = {
+    "RSA_2048": Algorithm.RS256,
+    "ECC_NIST_P256": Algorithm.ES256,
 }
-KEY_SPEC_ALGORITHM: Final = {"RSA_2048": Algorithm.RS256, "ECC_NIST_P256": Algorithm.ES256}
 _ES256_COORDINATE: Final = 32
 # KMS accepts at most 4096 bytes with MessageType=RAW; a JWT's signing input is far smaller.
 KMS_RAW_LIMIT: Final = 4096
@@ -155,66 +149,8 @@ class Signer(Protocol):
     def sign(self, signing_input: bytes) -> bytes: ...
 
 
-# GetPublicKey errors that say the key is not one Gatekey may use (absent, another account's
-# or untagged, disabled, pending deletion), as opposed to KMS failing.
-_UNUSABLE_KEY_ERRORS: Final = frozenset(
-    {
-        "AccessDeniedException",
-        "NotFoundException",
-        "InvalidArnException",
-        "ValidationException",
-        "DisabledException",
-        "KMSInvalidStateException",
-    }
-)
-
-
-def kms_public_key(key_id: str, client: KMSClient) -> PublicKey:
-    """Read a KMS signing key's public half and check it is one Gatekey can use: a key it may
-    not use is a ConfigurationError, a failure of KMS a DependencyError."""
-    try:
-        response = client.get_public_key(KeyId=key_id)
-    except (BotoCoreError, ClientError) as exc:
-        if error_code(exc) in _UNUSABLE_KEY_ERRORS:
-            raise ConfigurationError(f"KMS key {key_id} is unusable: {error_code(exc)}") from exc
-        raise DependencyError(f"KMS GetPublicKey failed: {error_code(exc)}") from exc
-    if response.get("KeyUsage") != "SIGN_VERIFY":
-        raise ConfigurationError(f"KMS key {key_id} is not a SIGN_VERIFY key")
-    # KMS returns both names; moto only the older CustomerMasterKeySpec.
-    spec = str(response.get("KeySpec") or response.get("CustomerMasterKeySpec"))  # type: ignore[unreachable]
-    if spec not in KEY_SPEC_ALGORITHM:
-        raise ConfigurationError(f"KMS key spec {spec} is not RSA_2048 or ECC_NIST_P256")
-    return PublicKey.from_der(response["PublicKey"], KEY_SPEC_ALGORITHM[spec])
-
-
-class KmsSigner:
-    """One KMS `Sign` call per signature. The public key comes from the key ring, or is read
-    once with GetPublicKey when the signer is built without it."""
-
-    def __init__(self, key_id: str, client: KMSClient, public_key: PublicKey | None = None) -> None:
-        self.key_id = key_id
-        self._client = client
-        self.public_key = public_key or kms_public_key(key_id, client)
-
-    def sign(self, signing_input: bytes) -> bytes:
-        if len(signing_input) > KMS_RAW_LIMIT:
-            raise ValueError("signing input exceeds KMS's 4096-byte RAW limit")
-        alg = self.public_key.alg
-        try:
-            response = self._client.sign(
-                KeyId=self.key_id,
-                Message=signing_input,
-                MessageType="RAW",
-                SigningAlgorithm=KMS_SIGNING_ALGORITHM[alg],  # type: ignore[arg-type]
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise DependencyError(f"KMS Sign failed: {error_code(exc)}") from exc
-        signature = response["Signature"]
-        return der_to_raw_ecdsa(signature) if alg is Algorithm.ES256 else signature
-
-
 class LocalKeySigner:
-    """A private key held in memory (loaded from Secrets Manager), signing without a KMS call."""
+    """A private key held in memory, signing without a KMS call."""
 
     def __init__(self, private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> None:
         self._key = private_key
@@ -222,12 +158,8 @@ class LocalKeySigner:
         self.public_key = PublicKey.from_key(private_key.public_key(), alg)
 
     @classmethod
-    def from_secret(cls, secret_id: str, client: SecretsManagerClient) -> LocalKeySigner:
-        """Load a PEM (PKCS#8) RSA-2048 or P-256 private key stored as the secret's string."""
-        try:
-            pem = client.get_secret_value(SecretId=secret_id)["SecretString"]
-        except (BotoCoreError, ClientError) as exc:
-            raise DependencyError(f"cannot read the signing key secret: {error_code(exc)}") from exc
+    def from_pem(cls, pem: str) -> LocalKeySigner:
+        """Load a PEM (PKCS#8) RSA-2048 or P-256 private key."""
         try:
             key = serialization.load_pem_private_key(pem.encode(), password=None)
         except ValueError as exc:

@@ -1,6 +1,10 @@
 """Gatekey's adapters to AWS services, and the one place their clients are built.
 
-Domain modules speak to AWS only through these; none imports botocore.
+Domain modules speak to AWS only through these; none imports botocore. `clients`: budgets and
+clients; `errors`: the one translation of a failed call; `kms`: signing, vouching for public
+keys, the rotation's key calls; `secrets`: the pepper and the signing-key secret;
+`keyring_store`: the signing key ring's table item. Import the adapters by module: this
+package's root loads no domain code.
 """
 
 from gatekey.aws.clients import (
