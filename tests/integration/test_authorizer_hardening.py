@@ -28,12 +28,13 @@ from conftest import (
 )
 from gatekey.access_tokens import issue_access_token
 from gatekey.admin import Actor, TokenAdmin
-from gatekey.authorizer import arn_matches, policy_allows
+from gatekey.apigw import arn_matches
 from gatekey.credentials import ClientSecret
 from gatekey.errors import ConfigurationError, MissingCredentials
 from gatekey.keyring import KeyRing, KeyRingStore, RingKey
 from gatekey.signing import LocalKeySigner, b64url, kms_public_key
 from gatekey_local.gateway import Answer, Functions, Gateway
+from gatekey_local.policy import policy_allows
 from gatekey_local.template import Authorizer, Route
 
 API = "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/v1"
