@@ -36,7 +36,14 @@ from gatekey.apigw import (
     simple_response,
 )
 from gatekey.cache import TtlCache
-from gatekey.credentials import HEADER_PAIRS, ClientSecret, decode_basic, parse_client_id
+from gatekey.credentials import (
+    AUTHORIZATION_SCHEMES,
+    HEADER_PAIRS,
+    ClientSecret,
+    CredentialForm,
+    decode_basic,
+    parse_client_id,
+)
 from gatekey.errors import (
     AmbiguousCredentials,
     AuthenticationError,
@@ -63,7 +70,7 @@ REREAD_INTERVAL: Final = 5
 
 @dataclass(frozen=True, slots=True)
 class AuthorizerSettings:
-    accepted: frozenset[str]
+    accepted: frozenset[CredentialForm]
     access_json_header: str
     strict: bool
     issuer: str
@@ -86,7 +93,7 @@ class AuthorizerSettings:
         for form, pair in HEADER_PAIRS.items():
             if form in self.accepted:
                 accepted.update(pair)
-        if "access_json" in self.accepted:
+        if CredentialForm.ACCESS_JSON in self.accepted:
             accepted.add(self.access_json_header)
         known = {"authorization", self.access_json_header, *chain(*HEADER_PAIRS.values())}
         object.__setattr__(self, "credential_headers", tuple(sorted(accepted)))
@@ -98,18 +105,18 @@ class AuthorizerSettings:
 
 @dataclass(frozen=True, slots=True)
 class Presented:
-    method: str  # one of config.CREDENTIAL_FORMS
+    method: CredentialForm
     client_id: str | None = None
     secret: ClientSecret | None = field(default=None, repr=False)
     jwt: str | None = field(default=None, repr=False)
 
 
-def _pair(method: str, client_id: object, secret: object) -> Presented:
+def _pair(method: CredentialForm, client_id: object, secret: object) -> Presented:
     return Presented(method, parse_client_id(client_id), ClientSecret.parse(secret))
 
 
 def _basic(value: str) -> Presented:
-    return _pair("basic", *decode_basic(value))
+    return _pair(CredentialForm.BASIC, *decode_basic(value))
 
 
 def _access_json(value: str) -> Presented:
@@ -119,12 +126,13 @@ def _access_json(value: str) -> Presented:
         raise InvalidCredentials("the Access JSON header is not JSON") from exc
     if not isinstance(document, dict):
         raise InvalidCredentials("the Access JSON header is not an object")
-    return _pair(
-        "access_json", document.get("cf-access-client-id"), document.get("cf-access-client-secret")
-    )
+    id_key, secret_key = HEADER_PAIRS[CredentialForm.ACCESS_HEADERS]  # Access's names
+    return _pair(CredentialForm.ACCESS_JSON, document.get(id_key), document.get(secret_key))
 
 
-def _form(headers: Mapping[str, str], settings: AuthorizerSettings) -> tuple[str, set[str]]:
+def _form(
+    headers: Mapping[str, str], settings: AuthorizerSettings
+) -> tuple[CredentialForm, set[str]]:
     """The first accepted credential form present, by a fixed precedence, and the headers it
     is read from; none is MissingCredentials."""
     accepted = settings.accepted
@@ -132,11 +140,13 @@ def _form(headers: Mapping[str, str], settings: AuthorizerSettings) -> tuple[str
         if form in accepted and any(name in headers for name in pair):
             return form, set(pair)
     json_header = settings.access_json_header
-    if "access_json" in accepted and headers.get(json_header, "").strip().startswith("{"):
-        return "access_json", {json_header}
+    json_sent = headers.get(json_header, "").strip().startswith("{")
+    if CredentialForm.ACCESS_JSON in accepted and json_sent:
+        return CredentialForm.ACCESS_JSON, {json_header}
     scheme = headers.get("authorization", "").strip().partition(" ")[0].lower()
-    if scheme in accepted and scheme in ("bearer", "basic"):
-        return scheme, {"authorization"}
+    by_scheme = AUTHORIZATION_SCHEMES.get(scheme)
+    if by_scheme is not None and by_scheme in accepted:
+        return by_scheme, {"authorization"}
     raise MissingCredentials("no credentials in an accepted form")
 
 
@@ -160,10 +170,10 @@ def read_credentials(headers: Mapping[str, str], settings: AuthorizerSettings) -
     if form in HEADER_PAIRS:
         id_header, secret_header = HEADER_PAIRS[form]
         return _pair(form, headers.get(id_header), headers.get(secret_header))
-    if form == "access_json":
+    if form is CredentialForm.ACCESS_JSON:
         return _access_json(headers[settings.access_json_header].strip())
     value = headers["authorization"].strip().partition(" ")[2].strip()
-    return Presented("bearer", jwt=value) if form == "bearer" else _basic(value)
+    return Presented(form, jwt=value) if form is CredentialForm.BEARER else _basic(value)
 
 
 def _secret_valid_until(
@@ -190,7 +200,7 @@ def _access_token_valid_until(token: ServiceToken, *, version: int | None, now: 
 class Decision:
     allowed: bool
     reason: str
-    auth_method: str | None = None
+    auth_method: CredentialForm | None = None
     token: ServiceToken | None = None
     scopes: tuple[str, ...] = ()
     # An allow may be reused until this time: the first of the status cache entry's expiry,
@@ -206,7 +216,7 @@ class Outcome:
     response: dict[str, Any]
     allowed: bool
     reason: str
-    auth_method: str | None
+    auth_method: CredentialForm | None
     client_id: str | None
     unauthorized: bool = False  # a denial that strict mode answers with 401
 
@@ -439,6 +449,6 @@ class Authorizer:
             "client_id": token.client_id,
             "name": token.name,
             "scopes": " ".join(decision.scopes),
-            "auth_method": decision.auth_method or "",
+            "auth_method": str(decision.auth_method or ""),
             "expires_at": expires,
         }
