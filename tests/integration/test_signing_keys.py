@@ -14,7 +14,7 @@ from botocore.exceptions import EndpointConnectionError
 from conftest import NOW, REGION, TABLE_NAME, FakeLambdaContext, load_event, load_handler
 from gatekey.access_tokens import DEFAULT_LEEWAY, issue_access_token, verify_access_token
 from gatekey.durations import Duration
-from gatekey.errors import DependencyError, InvalidCredentials, TokenExpired
+from gatekey.errors import DependencyError, InvalidCredentials, TokenExpired, UnknownKey
 from gatekey.hashing import Hasher
 from gatekey.keyring import KeyRing, KeyRingStore, SigningKeys
 from gatekey.model import ServiceToken, new_service_token
@@ -211,7 +211,7 @@ def test_a_retired_keys_tokens_are_rejected_and_none_may_outlive_its_retirement(
     late = issue_access_token(
         service_token, first, issuer=ISSUER, audience="api", lifetime=60, scopes=(), now=clock.now
     ).access_token
-    with pytest.raises(InvalidCredentials, match="unknown key"):
+    with pytest.raises(UnknownKey, match="unknown key"):
         verify(signing_keys, late, clock.now + 1)
 
 
