@@ -1,6 +1,7 @@
 """The Lambda authorizer's core: read credentials, decide, and answer API Gateway.
 
-One code path serves REST REQUEST and TOKEN authorizer events and HTTP API payload 2.0 events.
+One code path serves REST REQUEST and TOKEN authorizer events and HTTP API payload 2.0 events
+(their shapes, and those of the answers, are gatekey.apigw's).
 
 Decisions, each answered in exactly one place (`Authorizer.respond`):
 
@@ -281,8 +282,9 @@ class Authorizer:
         """A digest of everything an answer depends on: the credential headers as sent, by
         name (never kept in plaintext), and the API and stage, or the route when the answer is
         per route."""
-        simple = request.shape is EventShape.HTTP and self.settings.http_api_simple_responses
-        scope = request.method_arn if simple else request.method_arn.rsplit("/", 2)[0]
+        scope = (
+            request.method_arn if self._simple(request) else request.method_arn.rsplit("/", 2)[0]
+        )
         headers = request.headers
         material = [request.shape, scope]
         # Length-prefixed, so no value can pass for a run of other headers.
@@ -431,19 +433,21 @@ class Authorizer:
     def respond(self, request: AuthRequest, decision: Decision) -> dict[str, Any]:
         """The API Gateway answer for a decision: the one place decisions become responses
         (a strict-mode denial is a 401: `authorize` says so before asking for a response)."""
-        simple = request.shape is EventShape.HTTP and self.settings.http_api_simple_responses
+        simple = self._simple(request)
         token = decision.token if decision.allowed else None
         if token is None:
             return simple_denial() if simple else deny_policy(request.method_arn)
-        context = self._context(decision)
+        context = self._context(token, decision)
         if simple:
             return simple_response(request.method_arn, token.routes, context)
         return allow_policy(request.method_arn, token.client_id, token.routes, context)
 
+    def _simple(self, request: AuthRequest) -> bool:
+        """Whether the answer is an HTTP API simple response, which is for its route only."""
+        return request.shape is EventShape.HTTP and self.settings.http_api_simple_responses
+
     @staticmethod
-    def _context(decision: Decision) -> dict[str, str | int | bool]:
-        token = decision.token
-        assert token is not None  # noqa: S101 - only allowed decisions have context
+    def _context(token: ServiceToken, decision: Decision) -> dict[str, str | int | bool]:
         expires = rfc3339(token.expires_at) or "never"
         return {
             "client_id": token.client_id,
