@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gatekey.authorizer import Authorizer, AuthorizerSettings
+from gatekey.credentials import CredentialForm
 from gatekey.hashing import Hasher
 from gatekey.keyring import PublicKeyCache
 from gatekey.model import AuditAction, AuditEvent, new_service_token
@@ -64,7 +65,7 @@ def simulate(containers: int, *, clients: int, sample: int, rate: float, seconds
     store = CountingStore()
     hasher = Hasher({"p1": b"m" * 64}, "p1")
     settings = AuthorizerSettings(
-        accepted=frozenset({"gatekey_headers"}),
+        accepted=frozenset({CredentialForm.GATEKEY_HEADERS}),
         access_json_header="authorization",
         strict=False,
         issuer="https://issuer.example",

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from gatekey.authorizer import policy_allows
+from gatekey_local.policy import policy_allows
 from gatekey_local.sigv4 import verify_sigv4
 from gatekey_local.template import ACCOUNT, REGION, STAGE, Route, Schedule
 

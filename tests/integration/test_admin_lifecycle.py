@@ -12,11 +12,11 @@ import boto3
 from botocore.exceptions import EndpointConnectionError
 
 from conftest import NOW, REGION, AdminHarness, AuthorizerHarness
-from gatekey.authorizer import policy_allows
 from gatekey.credentials import ClientSecret
 from gatekey.hashing import Hasher
 from gatekey.lifecycle import DAY, AwsNotifier, Lifecycle, SecretsManagerDelivery
 from gatekey.store import DynamoDBTokenStore
+from gatekey_local.policy import policy_allows
 
 BASE = "/admin/service-tokens"
 ARN = "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/v1/GET/items/42"

@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from conftest import ARN, NOW, AuthorizerHarness, Bot, Unauthorized, credential_headers
-from gatekey.authorizer import policy_allows
 from gatekey.model import AuditAction, AuditEvent, TokenStatus
 from gatekey.signing import b64url
+from gatekey_local.policy import policy_allows
 
 HEADERS = (
     "Gatekey-Client-Id",

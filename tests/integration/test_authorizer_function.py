@@ -20,11 +20,11 @@ from conftest import (
     Unauthorized,
     credential_headers,
 )
-from gatekey.authorizer import policy_allows
 from gatekey.credentials import ClientSecret
 from gatekey.durations import Duration
 from gatekey.errors import DependencyError
 from gatekey.model import AuditAction, AuditEvent, TokenStatus, new_service_token
+from gatekey_local.policy import policy_allows
 
 FORMS = ["gatekey_headers", "access_headers", "access_json", "basic", "bearer"]
 SHAPES = ["rest_request", "rest_token", "http"]

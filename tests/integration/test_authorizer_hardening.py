@@ -28,7 +28,7 @@ from conftest import (
 )
 from gatekey.access_tokens import issue_access_token
 from gatekey.admin import Actor, TokenAdmin
-from gatekey.authorizer import arn_matches, policy_allows
+from gatekey.apigw import arn_matches
 from gatekey.aws.keyring_store import KeyRingStore
 from gatekey.aws.kms import kms_public_key
 from gatekey.credentials import ClientSecret
@@ -36,6 +36,7 @@ from gatekey.errors import ConfigurationError, MissingCredentials
 from gatekey.keyring import KeyRing, RingKey
 from gatekey.signing import LocalKeySigner, b64url
 from gatekey_local.gateway import Answer, Functions, Gateway
+from gatekey_local.policy import policy_allows
 from gatekey_local.template import Authorizer, Route
 
 API = "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/v1"
@@ -217,7 +218,7 @@ def test_a_key_planted_in_the_ring_item_cannot_sign_access_tokens(
         now=int(authorizer.clock[0]),
     ).access_token
     # THEN it is refused, and the deployment's own key still verifies
-    assert outcome(authorizer, bearer(forged)) == "invalid_credentials"
+    assert outcome(authorizer, bearer(forged)) == "unknown_key"
     assert outcome(authorizer, bearer(authorizer.jwt(bot))) == "allowed"
     # KMS is asked for a key id when a token first names its entry, once for the container's
     # life: the forged token named the attacker's kid, claimed by the planted id (KMS: no such
@@ -271,7 +272,7 @@ def test_damaged_ring_entries_cost_only_themselves(
     assert outcome(authorizer, bearer(authorizer.jwt(bot))) == "allowed"
     for _ in range(20):
         garbage = b64url(json.dumps({"typ": "at+jwt", "alg": "RS256", "kid": "nope"}).encode())
-        assert outcome(authorizer, bearer(f"{garbage}.e30.AAAA")) == "invalid_credentials"
+        assert outcome(authorizer, bearer(f"{garbage}.e30.AAAA")) == "unknown_key"
     reads = {k: v - before.get(k, 0) for k, v in aws_calls.calls.items()}
     # One ring read and one status read; KMS asked only for the key a token named, and the
     # garbage naming no published key costs nothing within the refetch interval.
@@ -309,7 +310,37 @@ def test_a_key_taken_out_of_the_ring_stops_its_tokens_in_warm_containers(
     )
     # THEN a warm container stops accepting it once its keys are refetched, not at its exp
     authorizer.clock[0] += 300
-    assert outcome(authorizer, bearer(token)) == "invalid_credentials"
+    assert outcome(authorizer, bearer(token)) == "unknown_key"
+
+
+def test_each_access_token_refusal_is_decided_under_its_own_reason(
+    authorizer: AuthorizerHarness, bot: Bot
+) -> None:
+    # Well signed by the deployment's key unless said otherwise; the reason is what the handler
+    # logs and counts, so an operator can tell a misconfigured client from a forgery.
+    now = int(authorizer.clock[0])
+
+    def signed(*, issuer: str = ISSUER, audience: str = "gatekey", at: int = now) -> str:
+        return issue_access_token(
+            bot.token,
+            authorizer.signer,
+            issuer=issuer,
+            audience=audience,
+            lifetime=600,
+            scopes=(),
+            now=at,
+        ).access_token
+
+    assert outcome(authorizer, bearer(signed(issuer="https://elsewhere.example"))) == (
+        "wrong_issuer"
+    )
+    assert outcome(authorizer, bearer(signed(audience="another-api"))) == "wrong_audience"
+    assert outcome(authorizer, bearer(signed(at=now + 120))) == "not_yet_valid"
+    head, body, _ = signed().split(".")
+    other = signed(at=now - 1).split(".")[2]  # the signature of other claims
+    assert outcome(authorizer, bearer(f"{head}.{body}.{other}")) == "bad_signature"
+    assert outcome(authorizer, bearer(signed(at=now - 600 - 30))) == "token_expired"
+    assert outcome(authorizer, bearer(signed())) == "allowed"
 
 
 def test_an_access_token_longer_lived_than_any_issued_is_refused(

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import ARN, AuthorizerHarness, Unauthorized, authorizer_event
-from gatekey.authorizer import policy_allows
 from gatekey.signing import b64url
+from gatekey_local.policy import policy_allows
 
 NAMES = [
     "Gatekey-Client-Id",

@@ -16,7 +16,7 @@ from gatekey.access_tokens import DEFAULT_LEEWAY, issue_access_token, verify_acc
 from gatekey.aws.keyring_store import KeyRingStore
 from gatekey.aws.kms import KmsKeys, KmsSigner
 from gatekey.durations import Duration
-from gatekey.errors import DependencyError, InvalidCredentials, TokenExpired
+from gatekey.errors import DependencyError, InvalidCredentials, TokenExpired, UnknownKey
 from gatekey.hashing import Hasher
 from gatekey.keyring import KeyRing, SigningKeys
 from gatekey.model import ServiceToken, new_service_token
@@ -212,7 +212,7 @@ def test_a_retired_keys_tokens_are_rejected_and_none_may_outlive_its_retirement(
     late = issue_access_token(
         service_token, first, issuer=ISSUER, audience="api", lifetime=60, scopes=(), now=clock.now
     ).access_token
-    with pytest.raises(InvalidCredentials, match="unknown key"):
+    with pytest.raises(UnknownKey, match="unknown key"):
         verify(signing_keys, late, clock.now + 1)
 
 

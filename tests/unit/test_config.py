@@ -3,6 +3,7 @@ from typing import Any
 import pytest
 
 from gatekey.config import Config
+from gatekey.credentials import CredentialForm
 from gatekey.errors import ConfigurationError
 
 VALID = {
@@ -88,3 +89,10 @@ def test_every_template_parameter_has_a_description(template: dict[str, Any]) ->
     assert parameters
     for name, parameter in parameters.items():
         assert str(parameter.get("Description", "")).strip(), f"{name} has no Description"
+
+
+def test_each_credential_form_has_its_own_switch_named_after_it() -> None:
+    assert Config.from_env(VALID).accepted_credentials == frozenset(CredentialForm)
+    for form in CredentialForm:
+        config = Config.from_env(VALID | {f"ACCEPT_{form.name}": "false"})
+        assert config.accepted_credentials == frozenset(CredentialForm) - {form}

@@ -3,7 +3,7 @@ from collections.abc import Mapping
 import pytest
 from aws_lambda_powertools.metrics.exceptions import SchemaValidationError
 
-from gatekey.authorizer import TtlCache
+from gatekey.cache import TtlCache
 from gatekey.telemetry import Counters
 
 

@@ -15,7 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from gatekey.config import MAX_ACCESS_TOKEN_LIFETIME
-from gatekey.errors import InvalidCredentials, InvalidScope, TokenExpired
+from gatekey.errors import (
+    BadSignature,
+    InvalidCredentials,
+    InvalidScope,
+    NotYetValid,
+    TokenExpired,
+    UnknownKey,
+    WrongAudience,
+    WrongIssuer,
+)
 from gatekey.model import SecretMatch, ServiceToken
 from gatekey.signing import KMS_RAW_LIMIT, PublicKey, Signer, b64url
 
@@ -130,7 +139,9 @@ def verify_access_token(
     header's jku/x5u/jwk are ignored, ``crit`` is refused, and typ, iss, aud, exp, nbf and iat
     are all required and checked against `now`. Written on `cryptography` directly rather than
     through PyJWT because it runs on every request (`make bench`). Every failure is
-    InvalidCredentials (TokenExpired for exp); no message echoes the token.
+    InvalidCredentials, of a finer reason where one says why (WrongIssuer, WrongAudience,
+    UnknownKey, BadSignature, NotYetValid), or TokenExpired for exp; no message echoes the
+    token or a claim.
     """
     if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
         raise InvalidCredentials("access token is malformed")
@@ -151,11 +162,11 @@ def verify_access_token(
     kid = header.get("kid")
     key = keys.get(kid) if isinstance(kid, str) else None
     if key is None:
-        raise InvalidCredentials("access token is signed by an unknown key")
+        raise UnknownKey("access token is signed by an unknown key")
     if header.get("alg") != key.alg.value:
         raise InvalidCredentials("access token's alg is not its key's")
     if not key.verify(raw_signature, f"{head}.{body}".encode("ascii")):
-        raise InvalidCredentials("access token signature is invalid")
+        raise BadSignature("access token signature is invalid")
     try:
         claims = _json_object(body)
     except ValueError as exc:
@@ -179,14 +190,14 @@ def _check_claims(
     if not isinstance(claims["client_id"], str) or claims["sub"] != claims["client_id"]:
         raise InvalidCredentials("access token's client_id must be its sub")
     if claims["iss"] != issuer:
-        raise InvalidCredentials("access token has the wrong issuer")
+        raise WrongIssuer("access token has the wrong issuer")
     aud = claims["aud"]
     if aud != audience and not (isinstance(aud, list) and audience in aud):
-        raise InvalidCredentials("access token has the wrong audience")
+        raise WrongAudience("access token has the wrong audience")
     exp, nbf, iat = times
     if exp - iat > MAX_ACCESS_TOKEN_LIFETIME:  # none is issued longer: a forged token
         raise InvalidCredentials("access token lives longer than any Gatekey issues")
     if now >= exp + leeway:
         raise TokenExpired("access token has expired")
     if now + leeway < nbf or now + leeway < iat:
-        raise InvalidCredentials("access token is not valid yet")
+        raise NotYetValid("access token is not valid yet")

@@ -1,6 +1,7 @@
 """The Lambda authorizer's core: read credentials, decide, and answer API Gateway.
 
-One code path serves REST REQUEST and TOKEN authorizer events and HTTP API payload 2.0 events.
+One code path serves REST REQUEST and TOKEN authorizer events and HTTP API payload 2.0 events
+(their shapes, and those of the answers, are gatekey.apigw's).
 
 Decisions, each answered in exactly one place (`Authorizer.respond`):
 
@@ -19,17 +20,31 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import chain
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final
 
 from gatekey.access_tokens import SECRET_VERSION_CLAIM, verify_access_token
-from gatekey.credentials import HEADER_PAIRS, ClientSecret, decode_basic, parse_client_id
+from gatekey.apigw import (
+    AuthRequest,
+    EventShape,
+    allow_policy,
+    deny_policy,
+    parse_event,
+    simple_denial,
+    simple_response,
+)
+from gatekey.cache import TtlCache
+from gatekey.credentials import (
+    AUTHORIZATION_SCHEMES,
+    HEADER_PAIRS,
+    ClientSecret,
+    CredentialForm,
+    decode_basic,
+    parse_client_id,
+)
 from gatekey.errors import (
     AmbiguousCredentials,
     AuthenticationError,
@@ -42,29 +57,21 @@ from gatekey.errors import (
 )
 from gatekey.hashing import Hasher
 from gatekey.keyring import PUBLIC_KEY_TTL, PublicKeyCache
-from gatekey.model import ALL_ROUTES, ServiceToken, rfc3339
+from gatekey.model import ServiceToken, rfc3339
 from gatekey.store import TokenStore
 
 logger = logging.getLogger(__name__)
-K = TypeVar("K")
-V = TypeVar("V")
 
 MAX_HEADER_VALUE: Final = 8192  # API Gateway's own limit on a header is 10 KB
-# Longer than the ARN of any URL API Gateway accepts; bounds the work of matching routes.
-MAX_METHOD_ARN: Final = 16_384
 # A secret that does not match a cached token item, or an access token of a secret version
 # it does not know, re-reads the item at most this often per client id: a bot that switches
 # to its new secret at once is let in, and garbage cannot become a stream of reads.
 REREAD_INTERVAL: Final = 5
-_METHOD_ARN = re.compile(
-    r"(?P<prefix>arn:aws[a-z-]*:execute-api:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9]+/[^/]+)"
-    r"/(?P<method>[A-Z]+|\*)/(?P<path>.*)"
-)
 
 
 @dataclass(frozen=True, slots=True)
 class AuthorizerSettings:
-    accepted: frozenset[str]
+    accepted: frozenset[CredentialForm]
     access_json_header: str
     strict: bool
     issuer: str
@@ -87,53 +94,11 @@ class AuthorizerSettings:
         for form, pair in HEADER_PAIRS.items():
             if form in self.accepted:
                 accepted.update(pair)
-        if "access_json" in self.accepted:
+        if CredentialForm.ACCESS_JSON in self.accepted:
             accepted.add(self.access_json_header)
         known = {"authorization", self.access_json_header, *chain(*HEADER_PAIRS.values())}
         object.__setattr__(self, "credential_headers", tuple(sorted(accepted)))
         object.__setattr__(self, "known_headers", tuple(sorted(known)))
-
-
-# -- the request ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AuthRequest:
-    shape: str  # "rest_request" | "rest_token" | "http"
-    method_arn: str
-    headers: Mapping[str, str]  # lower-case names
-
-    @property
-    def route(self) -> tuple[str, str] | None:
-        """(METHOD, /path) of this request, from its method ARN."""
-        match = _METHOD_ARN.fullmatch(self.method_arn)
-        return None if match is None else (match["method"], "/" + match["path"])
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def parse_event(event: object) -> AuthRequest:
-    """Normalise the three event shapes; anything else is MissingCredentials (a 401)."""
-    if not isinstance(event, dict):
-        raise MissingCredentials("not an authorizer event")
-    if event.get("version") == "2.0":
-        shape, arn = "http", _text(event.get("routeArn"))
-    elif event.get("type") == "TOKEN":
-        shape, arn = "rest_token", _text(event.get("methodArn"))
-    else:
-        shape, arn = "rest_request", _text(event.get("methodArn"))
-    if arn is None or len(arn) > MAX_METHOD_ARN or _METHOD_ARN.fullmatch(arn) is None:
-        raise MissingCredentials("event has no method ARN")
-    raw = event.get("headers")
-    headers: dict[str, str] = {}
-    if isinstance(raw, dict):
-        headers = {n.lower(): v for n, v in raw.items() if type(n) is str and type(v) is str}
-    if shape == "rest_token":
-        token = _text(event.get("authorizationToken"))
-        headers = {"authorization": token} if token is not None else {}
-    return AuthRequest(shape, arn, headers)
 
 
 # -- credentials ---------------------------------------------------------------------------
@@ -141,18 +106,18 @@ def parse_event(event: object) -> AuthRequest:
 
 @dataclass(frozen=True, slots=True)
 class Presented:
-    method: str  # one of config.CREDENTIAL_FORMS
+    method: CredentialForm
     client_id: str | None = None
     secret: ClientSecret | None = field(default=None, repr=False)
     jwt: str | None = field(default=None, repr=False)
 
 
-def _pair(method: str, client_id: object, secret: object) -> Presented:
+def _pair(method: CredentialForm, client_id: object, secret: object) -> Presented:
     return Presented(method, parse_client_id(client_id), ClientSecret.parse(secret))
 
 
 def _basic(value: str) -> Presented:
-    return _pair("basic", *decode_basic(value))
+    return _pair(CredentialForm.BASIC, *decode_basic(value))
 
 
 def _access_json(value: str) -> Presented:
@@ -162,12 +127,13 @@ def _access_json(value: str) -> Presented:
         raise InvalidCredentials("the Access JSON header is not JSON") from exc
     if not isinstance(document, dict):
         raise InvalidCredentials("the Access JSON header is not an object")
-    return _pair(
-        "access_json", document.get("cf-access-client-id"), document.get("cf-access-client-secret")
-    )
+    id_key, secret_key = HEADER_PAIRS[CredentialForm.ACCESS_HEADERS]  # Access's names
+    return _pair(CredentialForm.ACCESS_JSON, document.get(id_key), document.get(secret_key))
 
 
-def _form(headers: Mapping[str, str], settings: AuthorizerSettings) -> tuple[str, set[str]]:
+def _form(
+    headers: Mapping[str, str], settings: AuthorizerSettings
+) -> tuple[CredentialForm, set[str]]:
     """The first accepted credential form present, by a fixed precedence, and the headers it
     is read from; none is MissingCredentials."""
     accepted = settings.accepted
@@ -175,11 +141,13 @@ def _form(headers: Mapping[str, str], settings: AuthorizerSettings) -> tuple[str
         if form in accepted and any(name in headers for name in pair):
             return form, set(pair)
     json_header = settings.access_json_header
-    if "access_json" in accepted and headers.get(json_header, "").strip().startswith("{"):
-        return "access_json", {json_header}
+    json_sent = headers.get(json_header, "").strip().startswith("{")
+    if CredentialForm.ACCESS_JSON in accepted and json_sent:
+        return CredentialForm.ACCESS_JSON, {json_header}
     scheme = headers.get("authorization", "").strip().partition(" ")[0].lower()
-    if scheme in accepted and scheme in ("bearer", "basic"):
-        return scheme, {"authorization"}
+    by_scheme = AUTHORIZATION_SCHEMES.get(scheme)
+    if by_scheme is not None and by_scheme in accepted:
+        return by_scheme, {"authorization"}
     raise MissingCredentials("no credentials in an accepted form")
 
 
@@ -203,90 +171,10 @@ def read_credentials(headers: Mapping[str, str], settings: AuthorizerSettings) -
     if form in HEADER_PAIRS:
         id_header, secret_header = HEADER_PAIRS[form]
         return _pair(form, headers.get(id_header), headers.get(secret_header))
-    if form == "access_json":
+    if form is CredentialForm.ACCESS_JSON:
         return _access_json(headers[settings.access_json_header].strip())
     value = headers["authorization"].strip().partition(" ")[2].strip()
-    return Presented("bearer", jwt=value) if form == "bearer" else _basic(value)
-
-
-# -- routes and policies -----------------------------------------------------------------------
-
-
-def arn_matches(pattern: str, arn: str) -> bool:
-    """IAM's wildcards: `*` any run of characters, `?` one character, the rest literal.
-
-    Each `*`-free segment is found at its leftmost place after the one before, which is enough
-    for `*` and never backtracks: the time is linear in the ARN per segment, whatever the
-    pattern (a regex of `.*`s backtracks for seconds on a few stars and a long path)."""
-    if "*" not in pattern:
-        return len(arn) == len(pattern) and _segment_at(pattern, arn, 0)
-    head, *middle, tail = pattern.split("*")
-    end = len(arn) - len(tail)
-    if end < len(head) or not _segment_at(head, arn, 0) or not _segment_at(tail, arn, end):
-        return False
-    position = len(head)
-    for segment in middle:
-        found = _find_segment(segment, arn, position, end)
-        if found < 0:
-            return False
-        position = found + len(segment)
-    return True
-
-
-def _segment_at(segment: str, text: str, at: int) -> bool:
-    if "?" not in segment:
-        return text.startswith(segment, at)
-    window = text[at : at + len(segment)]
-    return len(window) == len(segment) and all(
-        p in ("?", c) for p, c in zip(segment, window, strict=True)
-    )
-
-
-def _find_segment(segment: str, text: str, start: int, end: int) -> int:
-    """Where `segment` (whose `?` match any character) first lies within text[start:end]."""
-    if "?" not in segment:
-        return text.find(segment, start, end)
-    # A fixed-length pattern: no quantifier, so no backtracking.
-    regex = re.compile("".join("." if c == "?" else re.escape(c) for c in segment), re.DOTALL)
-    found = regex.search(text, start, end)
-    return -1 if found is None else found.start()
-
-
-def route_resources(method_arn: str, routes: Iterable[str]) -> list[str]:
-    """The execute-api ARNs of `routes` on the method ARN's API and stage."""
-    match = _METHOD_ARN.fullmatch(method_arn)
-    if match is None:
-        raise ValidationError("methodArn", "is not an execute-api method ARN")
-    prefix = match["prefix"]
-    resources = []
-    for route in routes:
-        if route == ALL_ROUTES:
-            resources.append(f"{prefix}/*/*")
-        else:
-            method, _, path = route.partition(" ")
-            resources.append(f"{prefix}/{method}/{path.removeprefix('/')}")
-    return resources
-
-
-def policy_allows(policy: Mapping[str, Any], method_arn: str) -> bool:
-    """Evaluate an authorizer's policy for one method ARN as API Gateway does: an explicit
-    Deny wins, then an Allow, else no (used by tests and by the local gateway)."""
-    allowed = False
-    for statement in policy.get("Statement", []):
-        resources = statement.get("Resource", [])
-        resources = [resources] if isinstance(resources, str) else resources
-        if any(arn_matches(r, method_arn) for r in resources):
-            if statement.get("Effect") == "Deny":
-                return False
-            allowed = allowed or statement.get("Effect") == "Allow"
-    return allowed
-
-
-def _policy(effect: str, resources: list[str]) -> dict[str, Any]:
-    return {
-        "Version": "2012-10-17",
-        "Statement": [{"Action": "execute-api:Invoke", "Effect": effect, "Resource": resources}],
-    }
+    return Presented(form, jwt=value) if form is CredentialForm.BEARER else _basic(value)
 
 
 def _secret_valid_until(
@@ -306,48 +194,14 @@ def _access_token_valid_until(token: ServiceToken, *, version: int | None, now: 
     return token.secret_valid_until(version, now)
 
 
-# -- caches --------------------------------------------------------------------------------------
-
-
-class TtlCache(Generic[K, V]):
-    """A bounded LRU map whose entries expire at a time given per entry (values are never None:
-    a cached "nothing" is stored as a value that says so)."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._entries: OrderedDict[K, tuple[V, float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: K, now: float) -> V | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            if now >= entry[1]:
-                del self._entries[key]
-                return None
-            self._entries.move_to_end(key)
-            return entry[0]
-
-    def put(self, key: K, value: V, expires_at: float) -> None:
-        with self._lock:
-            self._entries[key] = (value, expires_at)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
 # -- the decision ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Decision:
     allowed: bool
     reason: str
-    auth_method: str | None = None
+    auth_method: CredentialForm | None = None
     token: ServiceToken | None = None
     scopes: tuple[str, ...] = ()
     # An allow may be reused until this time: the first of the status cache entry's expiry,
@@ -356,14 +210,14 @@ class Decision:
     client_id: str | None = None  # of a denial too, when the request named a well-formed one
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Outcome:
     """An answer for API Gateway and what the handler logs and counts about it."""
 
     response: dict[str, Any]
     allowed: bool
     reason: str
-    auth_method: str | None
+    auth_method: CredentialForm | None
     client_id: str | None
     unauthorized: bool = False  # a denial that strict mode answers with 401
 
@@ -408,17 +262,18 @@ class Authorizer:
         if outcome is not None:
             return outcome
         decision = self.decide(request)
-        if not decision.allowed and self.settings.strict:
-            return Outcome(
-                {}, False, decision.reason, decision.auth_method, decision.client_id, True
-            )
+        strict = not decision.allowed and self.settings.strict
         outcome = Outcome(
-            self.respond(request, decision),
-            decision.allowed,
-            decision.reason,
-            decision.auth_method,
-            decision.client_id,
+            # A strict-mode denial is a 401, not a policy: no response is built for it.
+            response={} if strict else self.respond(request, decision),
+            allowed=decision.allowed,
+            reason=decision.reason,
+            auth_method=decision.auth_method,
+            client_id=decision.client_id,
+            unauthorized=strict,
         )
+        if strict:
+            return outcome
         if decision.allowed:
             self._answers.put(key, outcome, decision.valid_until)
         return outcome
@@ -427,8 +282,9 @@ class Authorizer:
         """A digest of everything an answer depends on: the credential headers as sent, by
         name (never kept in plaintext), and the API and stage, or the route when the answer is
         per route."""
-        simple = request.shape == "http" and self.settings.http_api_simple_responses
-        scope = request.method_arn if simple else request.method_arn.rsplit("/", 2)[0]
+        scope = (
+            request.method_arn if self._simple(request) else request.method_arn.rsplit("/", 2)[0]
+        )
         headers = request.headers
         material = [request.shape, scope]
         # Length-prefixed, so no value can pass for a run of other headers.
@@ -447,12 +303,17 @@ class Authorizer:
         except MissingCredentials:
             raise
         except (AuthenticationError, ValidationError) as exc:  # malformed: no I/O was done
-            return Decision(False, exc.reason)
+            return Decision(allowed=False, reason=exc.reason)
         try:
             return self._authenticate(presented, now)
         except (AuthenticationError, ValidationError, NotFound) as exc:
             reason = "unknown_client" if isinstance(exc, NotFound) else exc.reason
-            return Decision(False, reason, presented.method, client_id=presented.client_id)
+            return Decision(
+                allowed=False,
+                reason=reason,
+                auth_method=presented.method,
+                client_id=presented.client_id,
+            )
 
     def _authenticate(self, presented: Presented, now: int) -> Decision:
         check: Callable[[ServiceToken], int | None]
@@ -475,13 +336,13 @@ class Authorizer:
         token, valid_until = self._checked_token(client_id, now, check)
         self._note_last_seen(token, now)
         return Decision(
-            True,
-            "allowed",
-            presented.method,
-            token,
-            token.scopes if scopes is None else scopes,
-            min(valid_until, expires),
-            token.client_id,
+            allowed=True,
+            reason="allowed",
+            auth_method=presented.method,
+            token=token,
+            scopes=token.scopes if scopes is None else scopes,
+            valid_until=min(valid_until, expires),
+            client_id=token.client_id,
         )
 
     def _verify_jwt(self, jwt: str, now: int) -> dict[str, Any]:
@@ -572,38 +433,26 @@ class Authorizer:
     def respond(self, request: AuthRequest, decision: Decision) -> dict[str, Any]:
         """The API Gateway answer for a decision: the one place decisions become responses
         (a strict-mode denial is a 401: `authorize` says so before asking for a response)."""
-        if request.shape == "http" and self.settings.http_api_simple_responses:
-            return self._simple(request, decision)
-        if decision.allowed and decision.token is not None:
-            resources = route_resources(request.method_arn, decision.token.routes)
-            return {
-                "principalId": decision.token.client_id,
-                "policyDocument": _policy("Allow", resources),
-                "context": self._context(decision),
-            }
-        return {
-            "principalId": "anonymous",
-            "policyDocument": _policy("Deny", route_resources(request.method_arn, [ALL_ROUTES])),
-        }
+        simple = self._simple(request)
+        token = decision.token if decision.allowed else None
+        if token is None:
+            return simple_denial() if simple else deny_policy(request.method_arn)
+        context = self._context(token, decision)
+        if simple:
+            return simple_response(request.method_arn, token.routes, context)
+        return allow_policy(request.method_arn, token.client_id, token.routes, context)
 
-    def _simple(self, request: AuthRequest, decision: Decision) -> dict[str, Any]:
-        # A simple response is cached as is, so it must be right for this route only: configure
-        # the route key as an identity source when caching (README, "HTTP APIs").
-        if decision.allowed and decision.token is not None:
-            route = route_resources(request.method_arn, decision.token.routes)
-            if any(arn_matches(r, request.method_arn) for r in route):
-                return {"isAuthorized": True, "context": self._context(decision)}
-        return {"isAuthorized": False}
+    def _simple(self, request: AuthRequest) -> bool:
+        """Whether the answer is an HTTP API simple response, which is for its route only."""
+        return request.shape is EventShape.HTTP and self.settings.http_api_simple_responses
 
     @staticmethod
-    def _context(decision: Decision) -> dict[str, str | int | bool]:
-        token = decision.token
-        assert token is not None  # noqa: S101 - only allowed decisions have context
+    def _context(token: ServiceToken, decision: Decision) -> dict[str, str | int | bool]:
         expires = rfc3339(token.expires_at) or "never"
         return {
             "client_id": token.client_id,
             "name": token.name,
             "scopes": " ".join(decision.scopes),
-            "auth_method": decision.auth_method or "",
+            "auth_method": str(decision.auth_method or ""),
             "expires_at": expires,
         }

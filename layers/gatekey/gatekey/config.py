@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, Literal, TypeVar, overload
 
+from gatekey.credentials import CredentialForm
 from gatekey.errors import ConfigurationError
 
 _REQUIRED: Any = object()
@@ -124,7 +125,8 @@ class Config:
     stack_name: str = _env("STACK_NAME", _non_empty, default="gatekey")
     # Powertools reads it too, but at each metric; read here once, a metric cannot lack it.
     metrics_namespace: str = _env("POWERTOOLS_METRICS_NAMESPACE", _non_empty, default="Gatekey")
-    # The authorizer: which credential forms it accepts (one switch each), and its caches.
+    # The authorizer: which credential forms it accepts (one switch each, named after its
+    # CredentialForm), and its caches.
     accept_gatekey_headers: bool = _env("ACCEPT_GATEKEY_HEADERS", _boolean, default=True)
     accept_access_headers: bool = _env("ACCEPT_ACCESS_HEADERS", _boolean, default=True)
     accept_access_json: bool = _env("ACCEPT_ACCESS_JSON", _boolean, default=True)
@@ -174,13 +176,13 @@ class Config:
         return cls(**values)
 
     @property
-    def accepted_credentials(self) -> frozenset[str]:
+    def accepted_credentials(self) -> frozenset[CredentialForm]:
         switches = {
-            "gatekey_headers": self.accept_gatekey_headers,
-            "access_headers": self.accept_access_headers,
-            "access_json": self.accept_access_json,
-            "basic": self.accept_basic,
-            "bearer": self.accept_bearer,
+            CredentialForm.GATEKEY_HEADERS: self.accept_gatekey_headers,
+            CredentialForm.ACCESS_HEADERS: self.accept_access_headers,
+            CredentialForm.ACCESS_JSON: self.accept_access_json,
+            CredentialForm.BASIC: self.accept_basic,
+            CredentialForm.BEARER: self.accept_bearer,
         }
         return frozenset(form for form, on in switches.items() if on)
 

@@ -16,6 +16,8 @@ import hmac
 import re
 import secrets
 import zlib
+from collections.abc import Mapping
+from enum import StrEnum
 from typing import Final
 from urllib.parse import unquote
 
@@ -31,16 +33,34 @@ _CLIENT_ID_RANDOM_LEN: Final = 22  # 62**22 > 2**128
 _CLIENT_SECRET_RANDOM_LEN: Final = 43  # 62**43 > 2**256
 _CLIENT_ID_BYTES: Final = 16
 _CLIENT_SECRET_BYTES: Final = 32
-
-# The two-header credential forms, by the name their switch and metrics use: (Client ID header,
-# Client Secret header), lower case. Gatekey's own, then Cloudflare Access's.
-HEADER_PAIRS: Final = {
-    "gatekey_headers": ("gatekey-client-id", "gatekey-client-secret"),
-    "access_headers": ("cf-access-client-id", "cf-access-client-secret"),
-}
-
 CLIENT_ID_LENGTH: Final = len(CLIENT_ID_PREFIX) + _CLIENT_ID_RANDOM_LEN + _CHECKSUM_LEN
 CLIENT_SECRET_LENGTH: Final = len(CLIENT_SECRET_PREFIX) + _CLIENT_SECRET_RANDOM_LEN + _CHECKSUM_LEN
+
+
+class CredentialForm(StrEnum):
+    """The ways a request presents a service token's credentials to the authorizer. The value
+    is the form's name everywhere: its switch (Config.accept_<form>, ACCEPT_<FORM>), and the
+    auth_method of metrics, logs and the Allow context."""
+
+    GATEKEY_HEADERS = "gatekey_headers"
+    ACCESS_HEADERS = "access_headers"  # Cloudflare Access's service-token headers
+    ACCESS_JSON = "access_json"  # one header holding Access's pair as a JSON object
+    BASIC = "basic"
+    BEARER = "bearer"  # an access token from the token endpoint
+
+
+# The two-header forms, in the authorizer's order of precedence: (Client ID header, Client
+# Secret header), lower case. The token endpoint accepts them too, and Access's JSON form
+# uses Access's names as its keys. README's table of credentials is checked against this.
+HEADER_PAIRS: Final[Mapping[CredentialForm, tuple[str, str]]] = {
+    CredentialForm.GATEKEY_HEADERS: ("gatekey-client-id", "gatekey-client-secret"),
+    CredentialForm.ACCESS_HEADERS: ("cf-access-client-id", "cf-access-client-secret"),
+}
+# The forms read from the Authorization header, by scheme (lower case).
+AUTHORIZATION_SCHEMES: Final[Mapping[str, CredentialForm]] = {
+    "basic": CredentialForm.BASIC,
+    "bearer": CredentialForm.BEARER,
+}
 
 
 def _base62(number: int, width: int) -> str:

@@ -75,6 +75,41 @@ class SecretRotated(InvalidCredentials):
     reason = "secret_rotated"
 
 
+# An access token refused for one of these reasons is InvalidCredentials all the same; the
+# reason tells metrics and logs why (as aws-jwt-verify's errors do).
+
+
+class WrongIssuer(InvalidCredentials):
+    """An access token whose iss is not this deployment's issuer."""
+
+    reason = "wrong_issuer"
+
+
+class WrongAudience(InvalidCredentials):
+    """An access token whose aud does not name this deployment's audience."""
+
+    reason = "wrong_audience"
+
+
+class UnknownKey(InvalidCredentials):
+    """An access token whose kid names no published signing key: a retired, foreign or
+    made-up key."""
+
+    reason = "unknown_key"
+
+
+class BadSignature(InvalidCredentials):
+    """An access token whose signature its key does not verify: forged or altered."""
+
+    reason = "bad_signature"
+
+
+class NotYetValid(InvalidCredentials):
+    """An access token whose nbf or iat is later than now, beyond the leeway."""
+
+    reason = "not_yet_valid"
+
+
 class AmbiguousCredentials(AuthenticationError):
     """Credentials in more than one place: the answer could depend on a header outside the
     API's authorizer cache key, so none is given."""

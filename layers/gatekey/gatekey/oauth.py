@@ -15,7 +15,14 @@ from typing import Final
 from urllib.parse import parse_qs
 
 from gatekey.access_tokens import IssuedToken, granted_scopes, issue_access_token
-from gatekey.credentials import HEADER_PAIRS, ClientSecret, decode_basic, parse_client_id
+from gatekey.credentials import (
+    AUTHORIZATION_SCHEMES,
+    HEADER_PAIRS,
+    ClientSecret,
+    CredentialForm,
+    decode_basic,
+    parse_client_id,
+)
 from gatekey.errors import (
     AuthenticationError,
     GatekeyError,
@@ -84,7 +91,7 @@ def read_client_authentication(
     """
     found: list[tuple[str, str, str]] = []
     scheme, _, value = headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "basic":
+    if AUTHORIZATION_SCHEMES.get(scheme.lower()) is CredentialForm.BASIC:
         found.append((*decode_basic(value.strip()), "client_secret_basic"))
     form_id, form_secret = _single(form, "client_id"), _single(form, "client_secret")
     if form_secret is not None:

@@ -1,0 +1,162 @@
+"""API Gateway's side of the authorizer: the events it sends, its method ARNs and the answers
+it takes (IAM policies, and HTTP APIs' simple responses). No decision is made here."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+from gatekey.errors import MissingCredentials, ValidationError
+from gatekey.model import ALL_ROUTES
+
+# Longer than the ARN of any URL API Gateway accepts; bounds the work of matching routes.
+MAX_METHOD_ARN: Final = 16_384
+_METHOD_ARN = re.compile(
+    r"(?P<prefix>arn:aws[a-z-]*:execute-api:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9]+/[^/]+)"
+    r"/(?P<method>[A-Z]+|\*)/(?P<path>.*)"
+)
+
+
+class EventShape(StrEnum):
+    REST_REQUEST = "rest_request"
+    REST_TOKEN = "rest_token"
+    HTTP = "http"  # payload 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRequest:
+    shape: EventShape
+    method_arn: str
+    headers: Mapping[str, str]  # lower-case names
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def parse_event(event: object) -> AuthRequest:
+    """Normalise the three event shapes; anything else is MissingCredentials (a 401)."""
+    if not isinstance(event, dict):
+        raise MissingCredentials("not an authorizer event")
+    if event.get("version") == "2.0":
+        shape, arn = EventShape.HTTP, _text(event.get("routeArn"))
+    elif event.get("type") == "TOKEN":
+        shape, arn = EventShape.REST_TOKEN, _text(event.get("methodArn"))
+    else:
+        shape, arn = EventShape.REST_REQUEST, _text(event.get("methodArn"))
+    if arn is None or len(arn) > MAX_METHOD_ARN or _METHOD_ARN.fullmatch(arn) is None:
+        raise MissingCredentials("event has no method ARN")
+    raw = event.get("headers")
+    headers: dict[str, str] = {}
+    if isinstance(raw, dict):
+        headers = {n.lower(): v for n, v in raw.items() if type(n) is str and type(v) is str}
+    if shape is EventShape.REST_TOKEN:
+        token = _text(event.get("authorizationToken"))
+        headers = {"authorization": token} if token is not None else {}
+    return AuthRequest(shape, arn, headers)
+
+
+# -- method ARNs -------------------------------------------------------------------------------
+
+
+def arn_matches(pattern: str, arn: str) -> bool:
+    """IAM's wildcards: `*` any run of characters, `?` one character, the rest literal.
+
+    Each `*`-free segment is found at its leftmost place after the one before, which is enough
+    for `*` and never backtracks: the time is linear in the ARN per segment, whatever the
+    pattern (a regex of `.*`s backtracks for seconds on a few stars and a long path)."""
+    if "*" not in pattern:
+        return len(arn) == len(pattern) and _segment_at(pattern, arn, 0)
+    head, *middle, tail = pattern.split("*")
+    end = len(arn) - len(tail)
+    if end < len(head) or not _segment_at(head, arn, 0) or not _segment_at(tail, arn, end):
+        return False
+    position = len(head)
+    for segment in middle:
+        found = _find_segment(segment, arn, position, end)
+        if found < 0:
+            return False
+        position = found + len(segment)
+    return True
+
+
+def _segment_at(segment: str, text: str, at: int) -> bool:
+    if "?" not in segment:
+        return text.startswith(segment, at)
+    window = text[at : at + len(segment)]
+    return len(window) == len(segment) and all(
+        p in ("?", c) for p, c in zip(segment, window, strict=True)
+    )
+
+
+def _find_segment(segment: str, text: str, start: int, end: int) -> int:
+    """Where `segment` (whose `?` match any character) first lies within text[start:end]."""
+    if "?" not in segment:
+        return text.find(segment, start, end)
+    # A fixed-length pattern: no quantifier, so no backtracking.
+    regex = re.compile("".join("." if c == "?" else re.escape(c) for c in segment), re.DOTALL)
+    found = regex.search(text, start, end)
+    return -1 if found is None else found.start()
+
+
+def route_resources(method_arn: str, routes: Iterable[str]) -> list[str]:
+    """The execute-api ARNs of `routes` on the method ARN's API and stage."""
+    match = _METHOD_ARN.fullmatch(method_arn)
+    if match is None:
+        raise ValidationError("methodArn", "is not an execute-api method ARN")
+    prefix = match["prefix"]
+    resources = []
+    for route in routes:
+        if route == ALL_ROUTES:
+            resources.append(f"{prefix}/*/*")
+        else:
+            method, _, path = route.partition(" ")
+            resources.append(f"{prefix}/{method}/{path.removeprefix('/')}")
+    return resources
+
+
+# -- answers -----------------------------------------------------------------------------------
+
+Context = Mapping[str, str | int | bool]
+
+
+def _policy(effect: str, resources: list[str]) -> dict[str, Any]:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{"Action": "execute-api:Invoke", "Effect": effect, "Resource": resources}],
+    }
+
+
+def allow_policy(
+    method_arn: str, principal_id: str, routes: Iterable[str], context: Context
+) -> dict[str, Any]:
+    """An Allow for every route given, on the method ARN's API and stage."""
+    return {
+        "principalId": principal_id,
+        "policyDocument": _policy("Allow", route_resources(method_arn, routes)),
+        "context": dict(context),
+    }
+
+
+def deny_policy(method_arn: str) -> dict[str, Any]:
+    """A Deny of every route of the method ARN's API and stage."""
+    return {
+        "principalId": "anonymous",
+        "policyDocument": _policy("Deny", route_resources(method_arn, [ALL_ROUTES])),
+    }
+
+
+def simple_response(method_arn: str, routes: Iterable[str], context: Context) -> dict[str, Any]:
+    """An HTTP API simple response: authorized if one of `routes` is this method ARN's. It is
+    cached as is, so it must be right for this route only: configure the route key as an
+    identity source when caching (README, "HTTP APIs")."""
+    if any(arn_matches(r, method_arn) for r in route_resources(method_arn, routes)):
+        return {"isAuthorized": True, "context": dict(context)}
+    return simple_denial()
+
+
+def simple_denial() -> dict[str, Any]:
+    return {"isAuthorized": False}
