@@ -6,79 +6,41 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from gatekey import wiring
 from gatekey.config import Config
 from gatekey.errors import GatekeyError, MissingCredentials
-from gatekey.telemetry import Counters
+from gatekey.telemetry import Counters, counted_cold_start, emf
 
 METRICS_INTERVAL = 60  # seconds between EMF emissions of the aggregated counts
 
 logger = Logger()
 
 
-@contextmanager
-def counted_cold_start() -> Iterator[None]:
-    """A cold start that fails is a Lambda initialization error, which its Errors metric mixes
-    with every 401 (raised as "Unauthorized"): it is counted on a metric of its own
-    (AuthorizerInitFailures), which an alarm watches, then raised."""
-    try:
-        yield
-    except Exception as exc:
-        reason = exc.reason if isinstance(exc, GatekeyError) else "internal_error"
-        logger.error("authorizer cold start failed", reason=reason, error=type(exc).__name__)
-        try:
-            with single_metric(name="AuthorizerInitFailures", unit=MetricUnit.Count, value=1) as m:
-                m.add_dimension("function", "authorizer")
-        except Exception as metric_error:  # noqa: BLE001 - the cold start's error is the one
-            logger.error("cold start failure not counted", error=type(metric_error).__name__)
-        raise
-
-
-with counted_cold_start():
+with counted_cold_start(logger, "AuthorizerInitFailures", "authorizer"):
     config = Config.from_env()
     store, bookkeeping, authorizer = wiring.authorizer(
         config, last_seen_failed=lambda exc: counters.add("LastSeenWriteFailed", exc.reason, "none")
     )
 
 
-# Totals under one fixed dimension (function=authorizer), for the alarms: an alarm cannot sum
-# over dimension values it does not know.
+# Totals under one fixed dimension, for the alarms.
 TOTALS = {
     "Failed": "AuthorizerFailures",
     "Denied": "AuthorizerDenials",
     "Allowed": "AuthorizerAllows",
     "LastSeenWriteFailed": "LastSeenWriteFailures",
 }
-
-
-def emit(counts: Mapping[tuple[str, ...], int]) -> None:
-    """The counts by name, reason and auth method, as EMF, and their totals (TOTALS)."""
-    namespace = config.metrics_namespace
-    totals: dict[str, int] = {}
-    for (name, reason, auth_method), count in counts.items():
-        with single_metric(
-            name=name, unit=MetricUnit.Count, value=count, namespace=namespace
-        ) as metric:
-            metric.add_dimension("reason", reason)
-            metric.add_dimension("auth_method", auth_method)
-        if name in TOTALS:
-            totals[TOTALS[name]] = totals.get(TOTALS[name], 0) + count
-    for name, total in totals.items():
-        with single_metric(
-            name=name, unit=MetricUnit.Count, value=total, namespace=namespace
-        ) as metric:
-            metric.add_dimension("function", "authorizer")
-
-
-counters: Counters = Counters(emit, interval=METRICS_INTERVAL, clock=time.monotonic)
+counters: Counters = Counters(
+    emf(config.metrics_namespace, totals=TOTALS, function="authorizer"),
+    interval=METRICS_INTERVAL,
+    clock=time.monotonic,
+)
 
 
 # The Lambda context's fields are added to the logger once, not per invocation (Powertools'
