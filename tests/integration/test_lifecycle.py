@@ -17,16 +17,6 @@ import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from conftest import (
-    AWS_ACTIONS,
-    NOW,
-    REGION,
-    ROOT,
-    TABLE_NAME,
-    FakeLambdaContext,
-    load_handler,
-    policy_actions,
-)
 from gatekey.admin import Actor, TokenAdmin
 from gatekey.credentials import ClientSecret
 from gatekey.durations import Duration
@@ -43,10 +33,14 @@ from gatekey.model import (
 )
 from gatekey.store import DueSchedule, DynamoDBTokenStore
 from gatekey.store.items import token_to_item
+from support import constants
+from support.aws import AWS_ACTIONS, policy_actions
+from support.constants import NOW, REGION, ROOT, TABLE_NAME, UNUSED_KEY_ARN
+from support.events import FakeLambdaContext, load_handler
 
 # The lifecycle handler works on several tokens at once; moto is not safe across threads.
 pytestmark = pytest.mark.usefixtures("atomic_dynamodb_requests")
-ADMIN = Actor("arn:aws:iam::123456789012:user/admin")
+ADMIN = Actor(constants.ADMIN)
 
 
 def _load_bench() -> ModuleType:
@@ -708,7 +702,7 @@ def test_the_daily_function_does_its_work_within_the_permissions_of_its_role(
     for name, value in {
         "TABLE_NAME": TABLE_NAME,
         "PEPPER_SECRET_ARN": pepper_secret_arn,
-        "SIGNING_KEY_ID": "arn:aws:kms:us-east-1:123456789012:key/unused-here",
+        "SIGNING_KEY_ID": UNUSED_KEY_ARN,
         "NOTIFICATION_TOPIC_ARN": notifier.inner._topic_arn,
         "IDLE_DISABLE_DAYS": "10",
         "POWERTOOLS_SERVICE_NAME": "gatekey",
@@ -990,7 +984,7 @@ def lifecycle_environment(
     for name, value in {
         "TABLE_NAME": TABLE_NAME,
         "PEPPER_SECRET_ARN": pepper_secret_arn,
-        "SIGNING_KEY_ID": "arn:aws:kms:us-east-1:123456789012:key/unused-here",
+        "SIGNING_KEY_ID": UNUSED_KEY_ARN,
         "NOTIFICATION_TOPIC_ARN": notifier.inner._topic_arn,
         "POWERTOOLS_SERVICE_NAME": "gatekey",
         "POWERTOOLS_METRICS_NAMESPACE": "Gatekey",

@@ -19,9 +19,8 @@ from gatekey.errors import (
 from gatekey.hashing import Hasher
 from gatekey.model import AuditAction, AuditEvent, ServiceToken, TokenStatus, new_service_token
 from gatekey.store import InMemoryTokenStore, Page, RunState, TokenStore
+from support.constants import ADMIN, NOW
 
-NOW = 1_800_000_000
-ADMIN = "arn:aws:iam::123456789012:user/admin"
 HOUR = 3600
 
 

@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT
 from gatekey import aws
+from support.constants import ROOT
 
 FUNCTIONS = ROOT / "functions"
 BUDGETS = ("AUTHORIZER", "BOOKKEEPING", "API", "ROTATION", "LIFECYCLE")
