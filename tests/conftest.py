@@ -15,7 +15,7 @@ from moto import mock_aws
 
 from gatekey.hashing import Hasher, load_hasher
 from gatekey.signing import KmsSigner
-from gatekey.store import DynamoDBTokenStore
+from gatekey.store import DynamoDBTokenStore, InMemoryTokenStore
 from gatekey_local.provision import generated_pepper, load_template
 from support.aws import (
     AWS_ACTIONS,
@@ -36,6 +36,7 @@ from support.constants import (
 )
 from support.events import FakeLambdaContext, load_handler
 from support.harness import AdminGateway, AdminHarness, AuthorizerHarness
+from support.lifecycle import FakeDelivery, RecordingNotifier, SilentNotifier
 from support.stack import LocalStack, local_stack
 
 
@@ -69,6 +70,27 @@ def dynamodb(aws: None, template: dict[str, Any]) -> Any:
 @pytest.fixture
 def store(dynamodb: Any) -> DynamoDBTokenStore:
     return DynamoDBTokenStore(TABLE_NAME, audit_retention_days=400, client=dynamodb)
+
+
+# -- the domain's collaborators without AWS, for unit tests of the services ------------------
+
+
+@pytest.fixture
+def memory_store() -> InMemoryTokenStore:
+    """The store port's in-memory adapter: the contract test holds it to the DynamoDB one's
+    behaviour (tests/integration/test_token_store.py)."""
+    return InMemoryTokenStore()
+
+
+@pytest.fixture
+def fake_notifier() -> RecordingNotifier:
+    """Both notification channels, recording each notice and failing on demand."""
+    return RecordingNotifier(SilentNotifier())
+
+
+@pytest.fixture
+def fake_delivery() -> FakeDelivery:
+    return FakeDelivery()
 
 
 @pytest.fixture
