@@ -123,7 +123,7 @@ class AwsCallCounter:
         self.calls: Counter[str] = Counter()
 
     def __call__(self, event_name: str, **_: Any) -> None:
-        _, service, operation = event_name.split(".", 2)
+        service, operation = event_name.split(".", 2)[1:]
         self.calls[f"{service}.{operation}"] += 1
 
 

@@ -50,5 +50,5 @@ def load_handler(function: str) -> ModuleType:
         with acting_as(function):
             return handler(event, context)
 
-    module.lambda_handler = lambda_handler
+    setattr(module, "lambda_handler", lambda_handler)  # noqa: B010 (a module has no such attribute to mypy)
     return module

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import requests
@@ -57,7 +58,7 @@ def local_stack() -> Iterator[LocalStack]:
         text=True,
     )
     assert process.stdout is not None
-    ready: dict[str, object] = {}
+    ready: dict[str, Any] = {}
     for line in process.stdout:  # the banner, then one JSON line when serving
         if line.startswith('{"ready"'):
             ready = json.loads(line)
@@ -77,7 +78,7 @@ def local_stack() -> Iterator[LocalStack]:
     else:
         process.kill()
         pytest.fail("the local stack did not answer within 60 s")
-    local = LocalStack(url, process, time.monotonic() - started, list(ready.get("routes", [])))  # type: ignore[arg-type]
+    local = LocalStack(url, process, time.monotonic() - started, list(ready.get("routes", [])))
     yield local
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=30)
