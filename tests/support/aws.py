@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import boto3
+import botocore.loaders
+import botocore.session
 
 from gatekey_local.provision import table_definition
 from support.constants import REGION, TABLE_NAME
@@ -22,6 +24,22 @@ FAKE_ENVIRONMENT = {
     "AWS_DEFAULT_REGION": REGION,
     "AWS_REGION": REGION,
 }
+
+
+# Moto gives every test a new default session, and each handler's cold start makes its own: each
+# would parse botocore's service models again (most of a moto test's setup). One cache of parsed
+# models for every session in the run; botocore already shares it between a session's clients.
+_PARSED_MODELS: dict[Any, Any] = {}
+_create_loader = botocore.loaders.create_loader
+
+
+def _sharing_loader(search_path_string: str | None = None) -> botocore.loaders.Loader:
+    loader = _create_loader(search_path_string)
+    loader._cache = _PARSED_MODELS  # type: ignore[attr-defined]
+    return loader
+
+
+botocore.session.create_loader = _sharing_loader
 
 
 def create_table(client: Any, template: dict[str, Any]) -> None:
