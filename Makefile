@@ -58,8 +58,8 @@ lint: $(STAMP) ## ruff: lint and formatting
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP) ## mypy (strict) on the core, client, CLI, local stack, tools and handlers
-	$(BIN)/mypy layers/gatekey/gatekey client/gatekey_client local/gatekey_local cli/gatekey_cli \
+typecheck: $(STAMP) ## mypy (strict) on the core, client, CLI, local stack, test support, tools and handlers
+	$(BIN)/mypy layers/gatekey/gatekey client/gatekey_client local/gatekey_local cli/gatekey_cli tests/support \
 		tools examples/protected-api/src/app.py
 	# Each handler is a module named `app`: one mypy run per function keeps them apart.
 	for handler in functions/*/app.py; do $(BIN)/mypy "$$handler"; done

@@ -19,13 +19,13 @@ import httpx
 import pytest
 import requests
 
-from conftest import E2E_AUTHORIZER_TTL as AUTHORIZER_TTL
-from conftest import E2E_STATUS_TTL as STATUS_TTL
-from conftest import LocalStack
 from gatekey_client.httpx_auth import GatekeyHttpxAuth
 from gatekey_client.requests_auth import GatekeyRequestsAuth
 from gatekey_local.servers import free_port
 from gatekey_local.template import Stack, parameters
+from support.stack import E2E_AUTHORIZER_TTL as AUTHORIZER_TTL
+from support.stack import E2E_STATUS_TTL as STATUS_TTL
+from support.stack import LocalStack
 
 GATEKEY = str(Path(sys.executable).with_name("gatekey"))
 

@@ -7,13 +7,11 @@ from typing import Any
 
 import pytest
 
-from conftest import ADMIN_ARN, NOW, TABLE_NAME, AdminHarness
 from gatekey.credentials import ClientSecret
 from gatekey.hashing import Hasher
 from gatekey.store import DynamoDBTokenStore
-
-BASE = "/admin/service-tokens"
-DELIVERY = "arn:aws:secretsmanager:us-east-1:123456789012:secret:bot/creds-AbCdEf"
+from support.constants import ADMIN_ARN, BASE, DELIVERY, NOW, TABLE_NAME
+from support.harness import AdminHarness
 
 
 def create(admin: AdminHarness, **fields: Any) -> dict[str, Any]:

@@ -11,15 +11,16 @@ from typing import Any
 import boto3
 from botocore.exceptions import EndpointConnectionError
 
-from conftest import NOW, REGION, AdminHarness, AuthorizerHarness
 from gatekey.credentials import ClientSecret
 from gatekey.hashing import Hasher
 from gatekey.lifecycle import DAY, AwsNotifier, Lifecycle, SecretsManagerDelivery
 from gatekey.store import DynamoDBTokenStore
 from gatekey_local.policy import policy_allows
+from support.constants import ARN as API
+from support.constants import BASE, NOW, REGION
+from support.harness import AdminHarness, AuthorizerHarness
 
-BASE = "/admin/service-tokens"
-ARN = "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/v1/GET/items/42"
+ARN = f"{API}/GET/items/42"
 
 
 def test_concurrent_rotate_refresh_enable_and_revoke_lose_nothing_and_revocation_holds(

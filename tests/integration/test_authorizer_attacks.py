@@ -13,10 +13,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from conftest import ARN, NOW, AuthorizerHarness, Bot, Unauthorized, credential_headers
 from gatekey.model import AuditAction, AuditEvent, TokenStatus
 from gatekey.signing import b64url
 from gatekey_local.policy import policy_allows
+from support.constants import ARN, NOW
+from support.harness import AuthorizerHarness, Bot, Unauthorized, credential_headers
 
 HEADERS = (
     "Gatekey-Client-Id",

@@ -12,23 +12,16 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 from botocore.stub import Stubber
 
-from conftest import (
-    ARN,
-    NOW,
-    AuthorizerHarness,
-    Bot,
-    Unauthorized,
-    credential_headers,
-)
 from gatekey.credentials import ClientSecret
 from gatekey.durations import Duration
 from gatekey.errors import DependencyError
 from gatekey.model import AuditAction, AuditEvent, TokenStatus, new_service_token
 from gatekey_local.policy import policy_allows
+from support.constants import ADMIN, ARN, NOW
+from support.harness import AuthorizerHarness, Bot, Unauthorized, credential_headers
 
 FORMS = ["gatekey_headers", "access_headers", "access_json", "basic", "bearer"]
 SHAPES = ["rest_request", "rest_token", "http"]
-ADMIN = "arn:aws:iam::123456789012:user/admin"
 
 
 def headers_for(authorizer: AuthorizerHarness, form: str, bot: Bot) -> dict[str, str]:

@@ -15,17 +15,6 @@ import boto3
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from conftest import (
-    ADMIN,
-    ISSUER,
-    NOW,
-    TABLE_NAME,
-    AuthorizerHarness,
-    AwsCallCounter,
-    Bot,
-    authorizer_event,
-    credential_headers,
-)
 from gatekey.access_tokens import issue_access_token
 from gatekey.admin import Actor, TokenAdmin
 from gatekey.apigw import arn_matches
@@ -38,8 +27,11 @@ from gatekey.signing import LocalKeySigner, b64url
 from gatekey_local.gateway import Answer, Functions, Gateway
 from gatekey_local.policy import policy_allows
 from gatekey_local.template import Authorizer, Route
+from support.aws import AwsCallCounter
+from support.constants import ADMIN, ISSUER, NOW, REGION, TABLE_NAME
+from support.constants import ARN as API
+from support.harness import AuthorizerHarness, Bot, authorizer_event, credential_headers
 
-API = "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/v1"
 STATUS_TTL = 30  # the authorizer's default StatusCacheTtlSeconds
 
 
@@ -300,7 +292,7 @@ def test_a_key_taken_out_of_the_ring_stops_its_tokens_in_warm_containers(
     # GIVEN a token verified with a key that the ring then replaces (say it was compromised)
     token = authorizer.jwt(bot, lifetime=86_400)
     assert outcome(authorizer, bearer(token)) == "allowed"
-    kms = boto3.client("kms", region_name="us-east-1")
+    kms = boto3.client("kms", region_name=REGION)
     tag = [{"TagKey": "gatekey-signing-key", "TagValue": "gatekey"}]
     successor = kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY", Tags=tag)
     arn = successor["KeyMetadata"]["Arn"]

@@ -10,9 +10,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ARN, AuthorizerHarness, Unauthorized, authorizer_event
 from gatekey.signing import b64url
 from gatekey_local.policy import policy_allows
+from support.constants import ARN
+from support.harness import AuthorizerHarness, Unauthorized, authorizer_event
 
 NAMES = [
     "Gatekey-Client-Id",

@@ -13,10 +13,11 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from conftest import AdminGateway
 from gatekey.credentials import generate_client_id
 from gatekey_cli.api import CliError, resolve_endpoint
 from gatekey_cli.main import SECRET_WARNING, main
+from support.constants import REGION
+from support.harness import AdminGateway
 
 GHOST = generate_client_id()  # well-formed, never created
 
@@ -145,7 +146,7 @@ class StackSession:
     """A boto3 session whose CloudFormation client answers from a Stubber."""
 
     def __init__(self, response: dict[str, Any] | None) -> None:
-        self.cloudformation = boto3.client("cloudformation", region_name="us-east-1")
+        self.cloudformation = boto3.client("cloudformation", region_name=REGION)
         self.stub = Stubber(self.cloudformation)
         if response is None:
             self.stub.add_client_error("describe_stacks", "ValidationError")

@@ -25,9 +25,7 @@ from gatekey.errors import (
 from gatekey.hashing import Hasher
 from gatekey.model import AuditAction, AuditEvent, new_service_token
 from gatekey.store import DynamoDBTokenStore
-
-NOW = 1_800_000_000
-ADMIN = "arn:aws:iam::123456789012:user/admin"
+from support.constants import ADMIN, NOW, REGION, TABLE_NAME
 
 
 def scan_everything(dynamodb: Any, table: str) -> list[dict[str, Any]]:
@@ -68,8 +66,8 @@ def test_no_plaintext_secret_reaches_any_item_index_or_log(
     store.events(token.client_id)
 
     # THEN no secret (nor its random part) is in any item, the index, the logs or the output
-    table_dump = json.dumps(scan_everything(dynamodb, "gatekey-test"))
-    index_dump = json.dumps(dynamodb.scan(TableName="gatekey-test", IndexName="by-name")["Items"])
+    table_dump = json.dumps(scan_everything(dynamodb, TABLE_NAME))
+    index_dump = json.dumps(dynamodb.scan(TableName=TABLE_NAME, IndexName="by-name")["Items"])
     logs = captured_logs.text + json.dumps([r.getMessage() for r in captured_logs.records])
     output = capsys.readouterr()
     assert "a line that must be captured" in logs
@@ -79,7 +77,7 @@ def test_no_plaintext_secret_reaches_any_item_index_or_log(
             assert secret.reveal() not in haystack
             assert secret.reveal()[4:-6] not in haystack
     # Audit items carry neither secrets nor hashes.
-    audit = [i for i in scan_everything(dynamodb, "gatekey-test") if "action" in i]
+    audit = [i for i in scan_everything(dynamodb, TABLE_NAME) if "action" in i]
     assert len(audit) == 6
     assert not any("hash" in json.dumps(item) for item in audit)
 
@@ -116,7 +114,7 @@ def test_bad_input_to_every_core_entry_point_raises_typed_errors_and_writes_noth
             with pytest.raises(expected) as caught:
                 attempt()
             assert caught.value.message  # every error says what is wrong
-    assert scan_everything(dynamodb, "gatekey-test") == []
+    assert scan_everything(dynamodb, TABLE_NAME) == []
 
 
 @pytest.mark.parametrize(
@@ -132,7 +130,7 @@ def test_bad_input_to_every_core_entry_point_raises_typed_errors_and_writes_noth
 def test_dynamodb_failures_surface_as_dependency_errors(
     unit_hasher: Hasher, method: str, code: str
 ) -> None:
-    client = boto3.client("dynamodb", region_name="us-east-1")
+    client = boto3.client("dynamodb", region_name=REGION)
     store = DynamoDBTokenStore("t", client=client)
     token, _ = new_service_token(name="n", hasher=unit_hasher, now=NOW)
     call = {
@@ -151,7 +149,7 @@ def test_dynamodb_failures_surface_as_dependency_errors(
 def test_a_transaction_cancelled_by_throttling_is_a_dependency_error_not_a_conflict(
     unit_hasher: Hasher,
 ) -> None:
-    client = boto3.client("dynamodb", region_name="us-east-1")
+    client = boto3.client("dynamodb", region_name=REGION)
     store = DynamoDBTokenStore("t", client=client)
     token, _ = new_service_token(name="n", hasher=unit_hasher, now=NOW)
     with Stubber(client) as stub:
@@ -166,7 +164,7 @@ def test_a_transaction_cancelled_by_throttling_is_a_dependency_error_not_a_confl
 
 
 def test_an_unreachable_endpoint_is_a_dependency_error(unit_hasher: Hasher) -> None:
-    client = boto3.client("dynamodb", region_name="us-east-1")
+    client = boto3.client("dynamodb", region_name=REGION)
     store = DynamoDBTokenStore("t", client=client)
     token, _ = new_service_token(name="n", hasher=unit_hasher, now=NOW)
 
@@ -183,7 +181,7 @@ def test_store_built_from_config_creates_its_client_on_first_use(
 ) -> None:
     config = Config.from_env(
         {
-            "TABLE_NAME": "gatekey-test",
+            "TABLE_NAME": TABLE_NAME,
             "PEPPER_SECRET_ARN": "arn",
             "SIGNING_KEY_ID": "arn",
             "AUDIT_RETENTION_DAYS": "30",
@@ -192,12 +190,12 @@ def test_store_built_from_config_creates_its_client_on_first_use(
     store = DynamoDBTokenStore.from_config(config)
     token, _ = new_service_token(name="n", hasher=unit_hasher, now=NOW)
     store.create(token, AuditEvent(token.client_id, AuditAction.CREATED, ADMIN, NOW))
-    [audit] = [i for i in scan_everything(dynamodb, "gatekey-test") if "action" in i]
+    [audit] = [i for i in scan_everything(dynamodb, TABLE_NAME) if "action" in i]
     assert audit["ttl"] == {"N": str(NOW + 30 * 86_400)}
 
 
 def test_a_failed_last_seen_write_is_a_dependency_error(unit_hasher: Hasher) -> None:
-    client = boto3.client("dynamodb", region_name="us-east-1")
+    client = boto3.client("dynamodb", region_name=REGION)
     store = DynamoDBTokenStore("t", client=client)
     token, _ = new_service_token(name="n", hasher=unit_hasher, now=NOW)
     with Stubber(client) as stub:

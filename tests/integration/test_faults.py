@@ -13,18 +13,12 @@ from typing import Any
 import boto3
 import pytest
 
-from conftest import (
-    REGION,
-    TABLE_NAME,
-    AuthorizerHarness,
-    FakeLambdaContext,
-    credential_headers,
-    load_event,
-    load_handler,
-)
 from gatekey import aws
 from gatekey.errors import DependencyError
 from gatekey.lifecycle import DAY
+from support.constants import REGION, TABLE_NAME
+from support.events import FakeLambdaContext, load_event, load_handler
+from support.harness import AuthorizerHarness, credential_headers
 
 THROTTLED = {
     "__type": "com.amazonaws.dynamodb.v20120810#ThrottlingException",

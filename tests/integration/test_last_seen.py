@@ -12,10 +12,11 @@ import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from conftest import NOW, REGION, AuthorizerHarness, credential_headers
 from gatekey.hashing import Hasher
 from gatekey.lifecycle import DAY, AwsNotifier, Lifecycle, SecretsManagerDelivery
 from gatekey.store import DynamoDBTokenStore
+from support.constants import NOW, REGION
+from support.harness import AuthorizerHarness, credential_headers
 
 
 def frozen_after_each_answer(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,5 +1,7 @@
-"""Lifecycle runs against moto with an injected clock: reminders exactly once, auto rotation
-into the delivery secret, grace clean-up, reading only what is due, and failing senders."""
+"""Lifecycle runs against moto with an injected clock: each AWS adapter's path (Secrets
+Manager's promotion and withdrawal, SNS and EventBridge), reading only what is due from
+DynamoDB, tokens stored by an older release, and the scheduled function. The lifecycle's
+decisions run on the in-memory store: tests/unit/test_lifecycle_decisions.py."""
 
 from __future__ import annotations
 
@@ -7,9 +9,7 @@ import copy
 import importlib.util
 import json
 import sys
-import threading
-from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
@@ -17,16 +17,6 @@ import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from conftest import (
-    AWS_ACTIONS,
-    NOW,
-    REGION,
-    ROOT,
-    TABLE_NAME,
-    FakeLambdaContext,
-    load_handler,
-    policy_actions,
-)
 from gatekey.admin import Actor, TokenAdmin
 from gatekey.credentials import ClientSecret
 from gatekey.durations import Duration
@@ -34,8 +24,6 @@ from gatekey.errors import DependencyError, InvalidCredentials
 from gatekey.hashing import Hasher
 from gatekey.lifecycle import DAY, AwsNotifier, Lifecycle, Notice, SecretsManagerDelivery
 from gatekey.model import (
-    AuditAction,
-    AuditEvent,
     RotationMode,
     RotationPolicy,
     ServiceToken,
@@ -43,10 +31,15 @@ from gatekey.model import (
 )
 from gatekey.store import DueSchedule, DynamoDBTokenStore
 from gatekey.store.items import token_to_item
+from support import constants
+from support.aws import AWS_ACTIONS, policy_actions
+from support.constants import NOW, REGION, ROOT, TABLE_NAME, UNUSED_KEY_ARN
+from support.events import FakeLambdaContext, load_handler
+from support.lifecycle import Clock, RecordingNotifier, create, create_auto
 
 # The lifecycle handler works on several tokens at once; moto is not safe across threads.
 pytestmark = pytest.mark.usefixtures("atomic_dynamodb_requests")
-ADMIN = Actor("arn:aws:iam::123456789012:user/admin")
+ADMIN = Actor(constants.ADMIN)
 
 
 def _load_bench() -> ModuleType:
@@ -72,40 +65,6 @@ class LambdaContext(FakeLambdaContext):
 
     def get_remaining_time_in_millis(self) -> int:
         return self.remaining_ms
-
-
-@dataclass
-class Clock:
-    now: int = NOW
-
-    def __call__(self) -> int:
-        return self.now
-
-
-@dataclass
-class RecordingNotifier:
-    """The real AWS notifier (moto's SNS and EventBridge), recording what went out, and able
-    to fail a channel on demand."""
-
-    inner: AwsNotifier
-    sent: list[tuple[str, str]] = field(default_factory=list)  # (notice_id, channel)
-    fail_after: dict[str, int] = field(default_factory=dict)  # channel -> successful sends left
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    channels: tuple[str, ...] = ("sns", "events")
-
-    def send(self, notice: Notice, channel: str) -> None:
-        with self.lock:
-            left = self.fail_after.get(channel)
-            if left is not None and left <= 0:
-                raise DependencyError(f"{channel} notification failed: EndpointConnectionError")
-            if left is not None:
-                self.fail_after[channel] = left - 1
-        self.inner.send(notice, channel)
-        with self.lock:
-            self.sent.append((notice.notice_id, channel))
-
-    def duplicates(self) -> list[tuple[str, str]]:
-        return [key for key, count in Counter(self.sent).items() if count > 1]
 
 
 @pytest.fixture
@@ -155,19 +114,6 @@ def admin(store: DynamoDBTokenStore, hasher: Hasher, clock: Clock) -> TokenAdmin
     return TokenAdmin(store=store, hasher=hasher, clock=clock)
 
 
-def create(admin: TokenAdmin, name: str, hours: int | None, **rotation: Any) -> Any:
-    policy = RotationPolicy(**rotation) if rotation else RotationPolicy()
-    return admin.create(
-        ADMIN,
-        name=name,
-        duration=Duration(hours),
-        routes=("*",),
-        scopes=(),
-        owner=f"{name}@example.com",
-        rotation=policy,
-    )
-
-
 def delivery_secret(secrets: Any) -> str:
     return str(
         secrets.create_secret(
@@ -178,105 +124,10 @@ def delivery_secret(secrets: Any) -> str:
     )
 
 
-def create_auto(admin: TokenAdmin, delivery: str) -> Any:
-    return create(admin, "auto-bot", 40 * 24, mode=RotationMode.AUTO, delivery_secret_arn=delivery)
-
-
 def delivered(secrets: Any, arn: str) -> dict[str, str]:
     """What the consumer reads: the AWSCURRENT version of its delivery secret."""
     answer = secrets.get_secret_value(SecretId=arn, VersionStage="AWSCURRENT")
     return dict(json.loads(answer["SecretString"]))
-
-
-def test_a_year_of_daily_runs_overlapping_and_retried_sends_each_threshold_once(
-    atomic_dynamodb_requests: None,
-    admin: TokenAdmin,
-    make_lifecycle: Any,
-    notifier: RecordingNotifier,
-    store: DynamoDBTokenStore,
-    clock: Clock,
-) -> None:
-    # GIVEN tokens expiring at different times, and one that never expires
-    expiring = [create(admin, f"bot-{d}", d * 24).token for d in (10, 45, 100, 200, 364)]
-    forever = create(admin, "forever-bot", None).token
-    runs = [make_lifecycle(), make_lifecycle()]
-    # WHEN two runs overlap every day for a year, and one is retried
-    for day in range(400):
-        clock.now = NOW + day * DAY + 6 * 3600
-        threads = [threading.Thread(target=run.run) for run in runs]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        runs[0].run()  # a retry of the day's run
-    # THEN no notice went out twice on any channel
-    assert notifier.duplicates() == []
-    # AND each token got each reminder it had time for, and its expiry notice, once
-    for token in expiring:
-        # Every threshold is reached within the year (the first run sends the most urgent one
-        # reached, so a token with 10 days left gets its 30-day reminder then), then the notice.
-        expected = {30, 7, 1, 0}
-        got = {
-            int(i.split(":")[-1])
-            for i, ch in notifier.sent
-            if i.startswith(token.client_id) and ch == "sns"
-        }
-        assert got == expected, token.name
-        assert store.get(token.client_id, consistent=True).reminders_sent == tuple(
-            sorted(expected, reverse=True)
-        )
-    assert not [i for i, _ in notifier.sent if i.startswith(forever.client_id)]
-
-
-def test_auto_rotation_lands_in_the_delivery_secret_and_the_old_secret_stops_after_grace(
-    admin: TokenAdmin,
-    make_lifecycle: Any,
-    notifier: RecordingNotifier,
-    store: DynamoDBTokenStore,
-    hasher: Hasher,
-    secrets: Any,
-    clock: Clock,
-) -> None:
-    delivery = delivery_secret(secrets)
-    issued = create_auto(admin, delivery)
-    reminded = create(admin, "remind-bot", 40 * 24)
-    lifecycle = make_lifecycle()
-    before = store.get(reminded.token.client_id, consistent=True)
-    rotated_on = None
-    for day in range(45):  # one rotation: the next is due on day 50
-        clock.now = NOW + day * DAY
-        report = lifecycle.run()
-        if report.rotated and rotated_on is None:
-            rotated_on = day
-    # THEN it rotated once, 30 days before expiry, into AWSCURRENT of the delivery secret
-    assert rotated_on == 10
-    current = delivered(secrets, delivery)
-    token = store.get(issued.token.client_id, consistent=True)
-    new_secret = ClientSecret.parse(current["client_secret"])
-    assert current["client_id"] == token.client_id
-    assert token.authenticate(new_secret, hasher, clock.now) is not None
-    assert token.expires_at == issued.token.expires_at + 40 * 24 * 3600
-    assert token.client_secret_version == 2
-    # AND the old secret worked through the 2-day grace, and its hash is gone after it
-    assert token.previous_secret_hash is None
-    with pytest.raises(InvalidCredentials):
-        token.authenticate(issued.secret, hasher, clock.now)
-    events = store.events(token.client_id, limit=100).items
-    ended = [e for e in events if e.action.value == "grace_ended"]
-    assert len(ended) == 1
-    assert ended[0].at == NOW + 12 * DAY
-    # AND the remind-only token was never changed, only reminded
-    after = store.get(reminded.token.client_id, consistent=True)
-    assert (after.secret_hash, after.expires_at, after.client_secret_version, after.enabled) == (
-        before.secret_hash,
-        before.expires_at,
-        before.client_secret_version,
-        before.enabled,
-    )
-    assert after.reminders_sent == (30, 7, 1, 0)
-    assert not [
-        i for i, _ in notifier.sent if i.startswith(issued.token.client_id) and "rotated" not in i
-    ]
 
 
 def test_a_failed_promotion_is_finished_by_the_next_run_without_minting_again(
@@ -346,119 +197,6 @@ def test_a_failed_promotion_is_finished_by_the_next_run_without_minting_again(
     assert lifecycle.run().rotated == []
 
 
-def test_a_rotation_notice_that_fails_is_finished_by_the_next_run_without_repeats(
-    admin: TokenAdmin,
-    make_lifecycle: Any,
-    notifier: RecordingNotifier,
-    store: DynamoDBTokenStore,
-    hasher: Hasher,
-    secrets: Any,
-    clock: Clock,
-) -> None:
-    delivery = delivery_secret(secrets)
-    issued = create_auto(admin, delivery)
-    lifecycle = make_lifecycle()
-    # GIVEN EventBridge failing when the rotation's notice goes out
-    notifier.fail_after["events"] = 0
-    clock.now = NOW + 10 * DAY
-    report = lifecycle.run()
-    assert report.rotated == []
-    assert len(report.failed) == 1
-    # THEN the new secret is delivered and works, and the token stays due, expiry unmoved
-    token = store.get(issued.token.client_id, consistent=True)
-    new_secret = ClientSecret.parse(delivered(secrets, delivery)["client_secret"])
-    assert token.authenticate(new_secret, hasher, clock.now) is not None
-    assert token.expires_at == issued.token.expires_at
-    # WHEN the next run finds EventBridge back
-    del notifier.fail_after["events"]
-    clock.now += DAY
-    assert lifecycle.run().rotated == [issued.token.client_id]
-    # THEN each channel got the notice once, and the rotation is complete with one new secret
-    rotated = [(i, c) for i, c in notifier.sent if "rotated" in i]
-    assert sorted(c for _, c in rotated) == ["events", "sns"]
-    assert notifier.duplicates() == []
-    token = store.get(issued.token.client_id, consistent=True)
-    assert (token.client_secret_version, token.delivery_pending) == (2, None)
-    assert token.expires_at == issued.token.expires_at + 40 * DAY
-    assert token.reminders_sent == ()
-    assert lifecycle.run().rotated == []
-
-
-def test_a_run_rotates_a_token_once_even_when_its_new_expiry_is_still_due(
-    admin: TokenAdmin,
-    make_lifecycle: Any,
-    notifier: RecordingNotifier,
-    store: DynamoDBTokenStore,
-    hasher: Hasher,
-    secrets: Any,
-    clock: Clock,
-) -> None:
-    # GIVEN an `auto` token of 10 days, stored before such durations were refused: shorter than
-    # the 30-day first reminder, so its expiry is still due after a rotation, later in the index
-    delivery = delivery_secret(secrets)
-    short, secret = new_service_token(
-        name="short",
-        hasher=hasher,
-        now=NOW,
-        duration=Duration(10 * 24),
-        rotation=RotationPolicy(RotationMode.AUTO, delivery),
-    )
-    store.create(short, AuditEvent(short.client_id, AuditAction.CREATED, ADMIN.arn, NOW))
-    reminded = [create(admin, f"bot-{i}", (31 + i) * 24).token.client_id for i in range(3)]
-    # WHEN a run reads the index one entry at a time
-    clock.now = NOW + 3 * DAY
-    report = make_lifecycle(page_size=1).run()
-    # THEN it rotated the token once, with one notice, beside its other work
-    assert report.rotated == [short.client_id]
-    assert sorted(report.reminded) == sorted(f"{c}:30" for c in reminded)
-    assert [c for i, c in notifier.sent if "rotated" in i] == ["sns", "events"]
-    # AND the secret the consumer held before the run still works, for the grace
-    token = store.get(short.client_id, consistent=True)
-    assert token.client_secret_version == 2
-    assert token.authenticate(secret, hasher, clock.now).version == 1
-    assert (
-        token.authenticate(
-            ClientSecret.parse(delivered(secrets, delivery)["client_secret"]), hasher, clock.now
-        ).version
-        == 2
-    )
-
-
-def test_a_manual_rotate_after_the_new_secret_was_made_current_keeps_that_one_for_the_grace(
-    admin: TokenAdmin,
-    make_lifecycle: Any,
-    notifier: RecordingNotifier,
-    store: DynamoDBTokenStore,
-    hasher: Hasher,
-    secrets: Any,
-    clock: Clock,
-) -> None:
-    # GIVEN an automatic rotation that made its new secret current, then failed to notify
-    delivery = delivery_secret(secrets)
-    client_id = create_auto(admin, delivery).token.client_id
-    lifecycle = make_lifecycle()
-    clock.now = NOW + 10 * DAY
-    notifier.fail_after["sns"] = 0
-    assert len(lifecycle.run().failed) == 1
-    del notifier.fail_after["sns"]
-    consumers = ClientSecret.parse(delivered(secrets, delivery)["client_secret"])
-    assert store.get(client_id, consistent=True).delivery_pending is not None
-    # WHEN an admin rotates the token by hand, with a 48-hour grace
-    issued = admin.rotate(ADMIN, client_id, grace=Duration(48))
-    # THEN the secret the consumer reads keeps working through that grace, beside the admin's
-    token = store.get(client_id, consistent=True)
-    assert token.authenticate(consumers, hasher, clock.now) is not None
-    assert token.authenticate(consumers, hasher, clock.now + 48 * 3600 - 1) is not None
-    assert token.authenticate(issued.secret, hasher, clock.now).version == 3
-    # AND the next run rotates afresh into the delivery secret, keeping the admin's for its grace
-    clock.now += DAY
-    assert lifecycle.run().rotated == [client_id]
-    token = store.get(client_id, consistent=True)
-    fresh = ClientSecret.parse(delivered(secrets, delivery)["client_secret"])
-    assert token.authenticate(fresh, hasher, clock.now).version == 4
-    assert token.authenticate(issued.secret, hasher, clock.now).version == 3
-
-
 def test_a_manual_rotate_landing_while_the_lifecycle_promotes_its_secret_is_never_undone(
     admin: TokenAdmin,
     make_lifecycle: Any,
@@ -512,77 +250,6 @@ def test_a_manual_rotate_landing_while_the_lifecycle_promotes_its_secret_is_neve
     assert token.authenticate(manual[0].secret, hasher, clock.now).version == 3
 
 
-def test_the_old_secret_goes_after_its_grace_once_the_new_one_is_current_though_notices_fail(
-    admin: TokenAdmin,
-    make_lifecycle: Any,
-    notifier: RecordingNotifier,
-    store: DynamoDBTokenStore,
-    hasher: Hasher,
-    secrets: Any,
-    clock: Clock,
-) -> None:
-    # GIVEN a rotation whose new secret is current, and EventBridge failing for days
-    delivery = delivery_secret(secrets)
-    issued = create_auto(admin, delivery)
-    lifecycle = make_lifecycle()
-    notifier.fail_after["events"] = 0
-    clock.now = NOW + 10 * DAY
-    assert len(lifecycle.run().failed) == 1
-    # WHEN a run comes after the 2-day grace, the notice still failing
-    clock.now += 3 * DAY
-    report = lifecycle.run()
-    # THEN the old secret is gone, as the consumer reads the new one
-    assert report.cleaned == [issued.token.client_id]
-    token = store.get(issued.token.client_id, consistent=True)
-    with pytest.raises(InvalidCredentials):
-        token.authenticate(issued.secret, hasher, clock.now)
-    new_secret = ClientSecret.parse(delivered(secrets, delivery)["client_secret"])
-    assert token.authenticate(new_secret, hasher, clock.now).version == 2
-
-
-def test_idle_tokens_are_disabled_with_an_event_only_when_switched_on(
-    admin: TokenAdmin,
-    make_lifecycle: Any,
-    notifier: RecordingNotifier,
-    store: DynamoDBTokenStore,
-    clock: Clock,
-) -> None:
-    never_used = create(admin, "never-used", None).token.client_id
-    busy = create(admin, "busy", None).token.client_id
-    paused = create(admin, "paused", None).token.client_id
-    admin.update(ADMIN, paused, enabled=False)
-    store.record_last_seen(busy, NOW + 95 * DAY, min_interval=900)
-    clock.now = NOW + 100 * DAY
-    admin.update(ADMIN, paused, enabled=True)  # re-enabling restarts the idle clock
-    # GIVEN the default, idle tokens are left alone
-    assert make_lifecycle().run().disabled == []
-    # WHEN switched on at 90 days
-    lifecycle = make_lifecycle(idle_days=90)
-    assert lifecycle.run().disabled == [never_used]
-    token = store.get(never_used, consistent=True)
-    assert not token.enabled
-    disabled = store.events(never_used, limit=1).items[0]
-    assert (disabled.action.value, disabled.actor) == ("disabled", "gatekey:lifecycle")
-    assert disabled.details == {"reason": "idle", "idle_days": 100}
-    assert [(i, c) for i, c in notifier.sent if "disabled" in i] == [
-        (f"{never_used}:disabled:{token.idle_clock()}", "sns"),
-        (f"{never_used}:disabled:{token.idle_clock()}", "events"),
-    ]
-    # AND the next runs disable each token once, when its own idle clock passes 90 days
-    assert lifecycle.run().disabled == []
-    clock.now = NOW + 186 * DAY
-    # (EventBridge failing: the token stays enabled until its notice is complete)
-    notifier.fail_after["events"] = 0
-    assert lifecycle.run().disabled == []
-    assert store.get(busy, consistent=True).enabled
-    del notifier.fail_after["events"]
-    assert lifecycle.run().disabled == [busy]
-    clock.now = NOW + 191 * DAY
-    assert lifecycle.run().disabled == [paused]
-    assert len([i for i, c in notifier.sent if "disabled" in i and c == "events"]) == 3
-    assert notifier.duplicates() == []
-
-
 @pytest.fixture
 def no_rollback_copies(monkeypatch: pytest.MonkeyPatch) -> None:
     """moto copies the whole table before every transaction, for a rollback: with thousands of
@@ -625,57 +292,6 @@ def test_a_run_over_a_year_of_expiries_reads_about_two_entries_per_notice_it_sen
     assert reads.calls["dynamodb.Scan"] == 0
 
 
-def test_a_failing_sender_mid_run_is_completed_by_the_next_run_without_repeats(
-    admin: TokenAdmin, make_lifecycle: Any, notifier: RecordingNotifier, clock: Clock
-) -> None:
-    tokens = [create(admin, f"bot-{i}", 20 * 24).token for i in range(5)]
-    lifecycle = make_lifecycle()
-    # WHEN SNS fails after two messages, and EventBridge after three
-    notifier.fail_after = {"sns": 2, "events": 3}
-    first = lifecycle.run()
-    assert len(first.failed) == 3
-    assert len(first.reminded) == 2
-    # THEN the next run sends what is missing, and nothing twice
-    notifier.fail_after = {}
-    second = lifecycle.run()
-    assert second.failed == []
-    assert len(second.reminded) == 3
-    assert notifier.duplicates() == []
-    for token in tokens:
-        sent = {ch for i, ch in notifier.sent if i.startswith(token.client_id)}
-        assert sent == {"sns", "events"}
-
-
-def test_a_reminder_whose_send_failed_is_dropped_once_a_more_urgent_one_goes_out(
-    admin: TokenAdmin,
-    make_lifecycle: Any,
-    notifier: RecordingNotifier,
-    store: DynamoDBTokenStore,
-    clock: Clock,
-) -> None:
-    # GIVEN a token 8 days from expiry whose 30-day reminder could not go out (SNS down)
-    client_id = create(admin, "bot", 8 * 24).token.client_id
-    lifecycle = make_lifecycle()
-    notifier.fail_after["sns"] = 0
-    assert len(lifecycle.run().failed) == 1
-    del notifier.fail_after["sns"]
-    # WHEN, 2 days later, the 7-day threshold is the most urgent and its reminder goes out
-    clock.now = NOW + 2 * DAY
-    assert lifecycle.run().reminded == [f"{client_id}:7"]
-    # THEN the 30-day reminder's released claim goes with it: the token is due next at its
-    # 1-day reminder, not in every run
-    token = store.get(client_id, consistent=True)
-    assert token.reminders_pending == ()
-    assert store.due(clock.now + 4 * DAY).items == []
-    assert store.due(NOW + 7 * DAY).items == [client_id]
-    # AND after its expiry notice no run reads it again
-    for day in range(3, 12):
-        clock.now = NOW + day * DAY
-        lifecycle.run()
-    assert store.due(clock.now).items == []
-    assert [int(i.split(":")[-1]) for i, c in notifier.sent if c == "sns"] == [7, 1, 0]
-
-
 def test_an_aws_failure_is_a_dependency_error(notifier: RecordingNotifier) -> None:
     sns = notifier.inner._sns
 
@@ -708,7 +324,7 @@ def test_the_daily_function_does_its_work_within_the_permissions_of_its_role(
     for name, value in {
         "TABLE_NAME": TABLE_NAME,
         "PEPPER_SECRET_ARN": pepper_secret_arn,
-        "SIGNING_KEY_ID": "arn:aws:kms:us-east-1:123456789012:key/unused-here",
+        "SIGNING_KEY_ID": UNUSED_KEY_ARN,
         "NOTIFICATION_TOPIC_ARN": notifier.inner._topic_arn,
         "IDLE_DISABLE_DAYS": "10",
         "POWERTOOLS_SERVICE_NAME": "gatekey",
@@ -903,83 +519,6 @@ def test_an_auto_token_rotates_at_the_first_reminder_of_the_reminder_days_in_for
     assert lifecycle.run().rotated == [client_id]
 
 
-# -- the idle clock ------------------------------------------------------------------------
-
-
-def authorizers_store() -> DynamoDBTokenStore:
-    """The store the authorizer records uses through: its own client, no lock taken."""
-    return DynamoDBTokenStore(TABLE_NAME, client=boto3.client("dynamodb", region_name=REGION))
-
-
-def test_a_use_recorded_while_the_idle_notice_goes_out_keeps_the_token_enabled(
-    admin: TokenAdmin,
-    make_lifecycle: Any,
-    notifier: RecordingNotifier,
-    store: DynamoDBTokenStore,
-    clock: Clock,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    client_id = create(admin, "quiet-bot", None).token.client_id
-    authorizer = authorizers_store()
-    send = notifier.send
-
-    def used_while_sending(notice: Notice, channel: str) -> None:
-        send(notice, channel)
-        if channel == "sns":  # the bot calls while the notice goes out
-            assert authorizer.record_last_seen(client_id, clock.now, min_interval=900)
-
-    monkeypatch.setattr(notifier, "send", used_while_sending)
-    # WHEN the run finds it idle for 100 days and sends the notice, during which it is used
-    clock.now = NOW + 100 * DAY
-    report = make_lifecycle(idle_days=90).run()
-    # THEN it stays enabled, and nothing failed
-    token = store.get(client_id, consistent=True)
-    assert (token.enabled, token.last_seen_at) == (True, clock.now)
-    assert (report.disabled, report.failed) == ([], [])
-    # AND the notice's claim is withdrawn, and the audit trail says why
-    assert token.reminders_pending == ()
-    withdrawn = store.events(client_id, limit=1).items[0]
-    assert withdrawn.action.value == "reminder_released"
-    assert (withdrawn.details["reason"], withdrawn.details["sent"]) == ("used", ["sns"])
-    # AND its next idle spell disables it, with a notice of its own on every channel
-    monkeypatch.setattr(notifier, "send", send)
-    clock.now += 91 * DAY
-    assert make_lifecycle(idle_days=90).run().disabled == [client_id]
-    assert not store.get(client_id, consistent=True).enabled
-    disabled = [(i, c) for i, c in notifier.sent if "disabled" in i]
-    assert [c for _, c in disabled] == ["sns", "sns", "events"]
-    assert disabled[0][0] != disabled[1][0] == disabled[2][0]
-
-
-def test_a_use_recorded_between_the_read_and_the_claim_sends_nothing(
-    admin: TokenAdmin,
-    make_lifecycle: Any,
-    notifier: RecordingNotifier,
-    store: DynamoDBTokenStore,
-    clock: Clock,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    client_id = create(admin, "quiet-bot", None).token.client_id
-    authorizer = authorizers_store()
-    get = store.get
-    reads: list[str] = []
-
-    def read_then_used(client_id: str, *, consistent: bool = False) -> ServiceToken:
-        token = get(client_id, consistent=consistent)
-        if not reads:  # the run's read, then the bot's call
-            assert authorizer.record_last_seen(client_id, clock.now, min_interval=900)
-        reads.append(client_id)
-        return token
-
-    monkeypatch.setattr(store, "get", read_then_used)
-    clock.now = NOW + 100 * DAY
-    report = make_lifecycle(idle_days=90).run()
-    token = get(client_id, consistent=True)
-    assert (token.enabled, token.reminders_pending) == (True, ())
-    assert (report.disabled, report.failed, notifier.sent) == ([], [], [])
-    assert [e.action.value for e in store.events(client_id).items] == ["created"]
-
-
 # -- the function --------------------------------------------------------------------------
 
 
@@ -990,7 +529,7 @@ def lifecycle_environment(
     for name, value in {
         "TABLE_NAME": TABLE_NAME,
         "PEPPER_SECRET_ARN": pepper_secret_arn,
-        "SIGNING_KEY_ID": "arn:aws:kms:us-east-1:123456789012:key/unused-here",
+        "SIGNING_KEY_ID": UNUSED_KEY_ARN,
         "NOTIFICATION_TOPIC_ARN": notifier.inner._topic_arn,
         "POWERTOOLS_SERVICE_NAME": "gatekey",
         "POWERTOOLS_METRICS_NAMESPACE": "Gatekey",

@@ -11,7 +11,6 @@ import jwt
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from conftest import NOW, REGION, TABLE_NAME, FakeLambdaContext, load_event, load_handler
 from gatekey.access_tokens import DEFAULT_LEEWAY, issue_access_token, verify_access_token
 from gatekey.aws.keyring_store import KeyRingStore
 from gatekey.aws.kms import KmsKeys, KmsSigner
@@ -21,13 +20,14 @@ from gatekey.hashing import Hasher
 from gatekey.keyring import KeyRing, SigningKeys
 from gatekey.model import ServiceToken, new_service_token
 from gatekey.rotation import SigningKeyRotation
+from support.constants import ISSUER, NOW, REGION, TABLE_NAME
+from support.events import FakeLambdaContext, load_event, load_handler
 
 DAY = 86_400
 CADENCE = 42 * DAY
 DELAY = 3600
 LIFETIME = 3600
 RETIRE_AFTER = 86_400 + DEFAULT_LEEWAY
-ISSUER = "https://auth.example.com"
 
 
 @dataclass

@@ -17,24 +17,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc import jwt as joserfc_jwt
 from joserfc.jwk import KeySet
 
-from conftest import (
-    NOW,
-    REGION,
-    TABLE_NAME,
-    AwsCallCounter,
-    FakeLambdaContext,
-    load_event,
-    load_handler,
-)
 from gatekey.aws.kms import kms_public_key
 from gatekey.credentials import ClientSecret
 from gatekey.durations import Duration
 from gatekey.hashing import Hasher
 from gatekey.model import AuditAction, AuditEvent, ServiceToken, TokenStatus, new_service_token
 from gatekey.store import DynamoDBTokenStore
+from support.aws import AwsCallCounter
+from support.constants import ADMIN, NOW, REGION, TABLE_NAME
+from support.events import FakeLambdaContext, load_event, load_handler
 
 API_URL = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/v1"
-ADMIN = "arn:aws:iam::123456789012:user/admin"
 FORM = "application/x-www-form-urlencoded"
 GRANT = "client_credentials"
 

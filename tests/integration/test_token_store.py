@@ -19,9 +19,8 @@ from gatekey.errors import (
 from gatekey.hashing import Hasher
 from gatekey.model import AuditAction, AuditEvent, ServiceToken, TokenStatus, new_service_token
 from gatekey.store import InMemoryTokenStore, Page, RunState, TokenStore
+from support.constants import ADMIN, NOW
 
-NOW = 1_800_000_000
-ADMIN = "arn:aws:iam::123456789012:user/admin"
 HOUR = 3600
 
 
@@ -108,6 +107,20 @@ def test_update_bumps_the_version_and_writes_an_audit_item(
     newest = any_store.events(token.client_id).items[0]
     assert newest.action is AuditAction.UPDATED
     assert newest.details == {"name": "renamed"}
+
+
+def test_an_update_returns_the_token_it_was_given_at_the_next_version(
+    any_store: TokenStore, unit_hasher: Hasher
+) -> None:
+    # GIVEN a use recorded after the writer read the token
+    token = create(any_store, unit_hasher)
+    assert any_store.record_last_seen(token.client_id, NOW + 60, min_interval=30)
+    # WHEN the writer writes its copy
+    changed = replace(token, name="renamed", updated_at=NOW + 61)
+    written = any_store.update(changed, event(token, AuditAction.UPDATED))
+    # THEN it gets its copy back at the next version, while the store keeps the use
+    assert written == replace(changed, version=2)
+    assert any_store.get(token.client_id, consistent=True).last_seen_at == NOW + 60
 
 
 def test_of_two_writers_holding_the_same_version_only_the_first_wins(

@@ -25,9 +25,7 @@ from gatekey.errors import (
 from gatekey.hashing import Hasher
 from gatekey.model import ServiceToken, new_service_token
 from gatekey.signing import LocalKeySigner, b64url
-
-NOW = 1_800_000_000
-ISSUER = "https://auth.example.com"
+from support.constants import ISSUER, NOW
 
 
 @pytest.fixture(params=["rsa", "ec"])

@@ -16,19 +16,11 @@ import pytest
 from botocore import xform_name
 from botocore.exceptions import EndpointConnectionError
 
-from conftest import (
-    REGION,
-    ROOT,
-    TABLE_NAME,
-    AuthorizerHarness,
-    Bot,
-    FakeLambdaContext,
-    credential_headers,
-    load_event,
-    load_handler,
-)
 from gatekey.credentials import ClientSecret
 from gatekey.errors import DependencyError
+from support.constants import REGION, ROOT, TABLE_NAME
+from support.events import FakeLambdaContext, load_event, load_handler
+from support.harness import AuthorizerHarness, Bot, credential_headers
 
 Emitted = set[tuple[str, str, frozenset[tuple[str, str]]]]
 

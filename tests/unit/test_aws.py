@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from conftest import ROOT
 from gatekey import aws, wiring
 from gatekey.errors import ConcurrentModification, DependencyError
+from support.constants import ROOT
 
 FUNCTIONS = ROOT / "functions"
 BUDGETS = ("AUTHORIZER", "BOOKKEEPING", "API", "ROTATION", "LIFECYCLE")

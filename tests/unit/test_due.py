@@ -15,10 +15,9 @@ from gatekey.model import (
     new_service_token,
 )
 from gatekey.store.due import DAY, EXPIRED, IDLE, ROTATED, DueSchedule, next_due_at
+from support.constants import DELIVERY, NOW
 
-NOW = 1_800_000_000
 SCHEDULE = DueSchedule((30, 7, 1), claim_timeout=900)
-DELIVERY = "arn:aws:secretsmanager:us-east-1:123456789012:secret:bot/creds-AbCdEf"
 
 
 def token(hasher: Hasher, days: int | None = 365, **changes: object) -> ServiceToken:

@@ -6,9 +6,7 @@ from gatekey.durations import Duration
 from gatekey.errors import ValidationError
 from gatekey.hashing import Hasher
 from gatekey.model import RotationMode, RotationPolicy, TokenStatus, new_service_token
-
-NOW = 1_800_000_000
-DELIVERY = "arn:aws:secretsmanager:us-east-1:123456789012:secret:bot/creds-AbCdEf"
+from support.constants import DELIVERY, NOW
 
 
 def test_new_token_expires_after_its_duration_and_keeps_only_a_hash(unit_hasher: Hasher) -> None:

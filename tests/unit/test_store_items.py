@@ -18,9 +18,7 @@ from gatekey.model import (
 )
 from gatekey.store import DueSchedule, items
 from gatekey.store.due import DAY
-
-NOW = 1_800_000_000
-DELIVERY = "arn:aws:secretsmanager:us-east-1:123456789012:secret:bot/creds-AbCdEf"
+from support.constants import DELIVERY, NOW
 
 
 @pytest.fixture

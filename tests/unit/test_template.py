@@ -4,7 +4,6 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT, item_actions, policy_actions
 from gatekey.credentials import HEADER_PAIRS
 from gatekey.hashing import Hasher
 from gatekey.model import AuditAction, AuditEvent, new_service_token
@@ -12,6 +11,8 @@ from gatekey.store import items
 from gatekey_local.__main__ import shared_environment
 from gatekey_local.provision import load_template
 from gatekey_local.template import Stack, parameters
+from support.aws import item_actions, policy_actions
+from support.constants import ROOT
 
 
 def resource(template: dict[str, Any], name: str) -> dict[str, Any]:

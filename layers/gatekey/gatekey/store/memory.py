@@ -85,10 +85,12 @@ class InMemoryTokenStore(TokenStore):
                 raise ConcurrentModification(
                     f"service token {token.client_id} was used since it was read"
                 )
-            stored = replace(token, version=token.version + 1, last_seen_at=current.last_seen_at)
-            self._tokens[token.client_id] = stored
+            # As DynamoDB's: the authorizer's last_seen_at stays as stored, and the caller gets
+            # back its own copy at the next version.
+            written = replace(token, version=token.version + 1)
+            self._tokens[token.client_id] = replace(written, last_seen_at=current.last_seen_at)
             self._audit(event)
-            return stored
+            return written
 
     def delete(self, token: ServiceToken, event: AuditEvent) -> None:
         with self._lock:

@@ -1,0 +1,227 @@
+"""The authorizer and the admin API as API Gateway calls them, and the admin API over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import ModuleType
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from gatekey.access_tokens import issue_access_token
+from gatekey.aws.kms import KmsSigner
+from gatekey.credentials import ClientSecret
+from gatekey.hashing import Hasher
+from gatekey.model import AuditAction, AuditEvent, ServiceToken, new_service_token
+from gatekey.store import DynamoDBTokenStore
+from gatekey_local.sigv4 import verify_sigv4
+from support.constants import ACCOUNT_ID, ADMIN, ADMIN_ARN, ARN, ISSUER, NOW
+from support.events import FakeLambdaContext, load_event
+
+# -- the authorizer's harness -------------------------------------------------------------
+
+
+class Unauthorized(Exception):
+    """API Gateway's 401: the handler raised Exception("Unauthorized")."""
+
+
+@dataclass
+class Bot:
+    token: ServiceToken
+    secret: ClientSecret = field(repr=False)
+
+    @property
+    def client_id(self) -> str:
+        return self.token.client_id
+
+
+@dataclass
+class AuthorizerHarness:
+    handler: ModuleType
+    store: DynamoDBTokenStore
+    hasher: Hasher
+    signer: KmsSigner
+    clock: list[float]
+
+    def bot(self, **fields: Any) -> Bot:
+        token, secret = new_service_token(
+            name=fields.pop("name", "ci-bot"), hasher=self.hasher, now=NOW, **fields
+        )
+        token = self.store.create(
+            token, AuditEvent(token.client_id, AuditAction.CREATED, ADMIN, NOW)
+        )
+        return Bot(token, secret)
+
+    def jwt(self, bot: Bot, *, lifetime: int = 3600, scopes: tuple[str, ...] = ()) -> str:
+        return issue_access_token(
+            bot.token,
+            self.signer,
+            issuer=ISSUER,
+            audience="gatekey",
+            lifetime=lifetime,
+            scopes=scopes,
+            now=int(self.clock[0]),
+        ).access_token
+
+    def call(
+        self,
+        shape: str = "rest_request",
+        headers: dict[str, str] | None = None,
+        *,
+        method: str = "GET",
+        path: str = "/items/42",
+        token: str | None = None,
+    ) -> dict[str, Any]:
+        """Invoke the handler as API Gateway would; Unauthorized when it answers 401."""
+        event = authorizer_event(shape, headers or {}, method=method, path=path, token=token)
+        return self.invoke(event)
+
+    def invoke(self, event: Any) -> dict[str, Any]:
+        try:
+            response: dict[str, Any] = self.handler.lambda_handler(event, FakeLambdaContext())
+        except Exception as exc:
+            if str(exc) == "Unauthorized":
+                raise Unauthorized from None
+            raise
+        return response
+
+
+def authorizer_event(
+    shape: str, headers: dict[str, str], *, method: str, path: str, token: str | None = None
+) -> dict[str, Any]:
+    name = {
+        "rest_request": "authorizer-rest-request.json",
+        "rest_token": "authorizer-rest-token.json",
+        "http": "authorizer-http-v2.json",
+    }[shape]
+    event = copy.deepcopy(load_event(name))
+    arn = f"{ARN}/{method}{path}"
+    if shape == "rest_token":
+        event["methodArn"] = arn
+        event["authorizationToken"] = token if token is not None else headers.get("Authorization")
+        if event["authorizationToken"] is None:
+            del event["authorizationToken"]
+        return event
+    base = {k: v for k, v in event["headers"].items() if not k.lower().startswith("gatekey-")}
+    event["headers"] = {**base, **headers}
+    if shape == "http":
+        event["routeArn"] = arn
+        event["headers"] = {k.lower(): v for k, v in event["headers"].items()}
+    else:
+        event["methodArn"] = arn
+        event["multiValueHeaders"] = {k: [v] for k, v in event["headers"].items()}
+    return event
+
+
+def credential_headers(form: str, bot: Bot, jwt: str | None = None) -> dict[str, str]:
+    client_id, secret = bot.client_id, bot.secret.reveal()
+    if form == "gatekey_headers":
+        return {"Gatekey-Client-Id": client_id, "Gatekey-Client-Secret": secret}
+    if form == "access_headers":
+        return {"cf-access-client-id": client_id, "CF-ACCESS-CLIENT-SECRET": secret}
+    if form == "access_json":
+        document = {"cf-access-client-id": client_id, "cf-access-client-secret": secret}
+        return {"Authorization": json.dumps(document)}
+    if form == "basic":
+        return {
+            "Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+        }
+    assert form == "bearer"
+    return {"Authorization": f"Bearer {jwt}"}
+
+
+# -- the admin API's harness -----------------------------------------------------------------
+
+
+@dataclass
+class AdminHarness:
+    handler: ModuleType
+    clock: list[float]
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        query: dict[str, str] | None = None,
+        raw_body: str | None = None,
+        actor: str = ADMIN_ARN,
+    ) -> tuple[int, Any]:
+        """Call the admin handler as API Gateway would; (status, decoded JSON body or None)."""
+        event = copy.deepcopy(load_event("admin-create-token.json"))
+        event["httpMethod"] = method
+        event["path"] = path
+        event["requestContext"]["httpMethod"] = method
+        event["requestContext"]["path"] = f"/v1{path}"
+        event["requestContext"]["identity"]["userArn"] = actor
+        event["queryStringParameters"] = query
+        event["multiValueQueryStringParameters"] = (
+            {k: [v] for k, v in query.items()} if query else None
+        )
+        event["body"] = (
+            raw_body if raw_body is not None else (None if body is None else json.dumps(body))
+        )
+        response = self.handler.lambda_handler(event, FakeLambdaContext())
+        text = response.get("body") or ""
+        return response["statusCode"], (json.loads(text) if text else None)
+
+
+class AdminGateway:
+    """The admin API over real HTTP on 127.0.0.1, with AWS_IAM's SigV4 check in front, for
+    tests of the CLI. (The local stack, `make run`, serves every route of the template.)"""
+
+    def __init__(self, admin: AdminHarness, credentials: dict[str, str]) -> None:
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                url = f"http://{self.headers['Host']}{self.path}"
+                key = verify_sigv4(
+                    method=self.command,
+                    url=url,
+                    headers=dict(self.headers.items()),
+                    body=body,
+                    credentials=credentials,
+                )
+                if key is None:
+                    self._answer(403, {"message": "The request signature does not match"})
+                    return
+                split = urlsplit(self.path)
+                query = dict(parse_qsl(split.query)) or None
+                status, answer = gateway.admin.request(
+                    self.command,
+                    split.path,
+                    query=query,
+                    raw_body=body.decode() if body else None,
+                    actor=f"arn:aws:iam::{ACCOUNT_ID}:user/{key}",
+                )
+                self._answer(status, answer)
+
+            def _answer(self, status: int, answer: Any) -> None:
+                data = b"" if answer is None else json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _serve
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.admin = admin
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,132 @@
+"""What the lifecycle's tests share: a clock, a notifier that records (and fails on demand), a
+Secrets Manager delivery without AWS, and the tokens the runs start from."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gatekey.admin import Actor, TokenAdmin
+from gatekey.durations import Duration
+from gatekey.errors import DependencyError
+from gatekey.model import RotationMode, RotationPolicy
+from support.constants import ACCOUNT_ID, ADMIN, NOW, REGION
+
+if TYPE_CHECKING:  # only for types: the lifecycle's modules are being reshaped
+    from gatekey.credentials import ClientSecret
+    from gatekey.lifecycle import Notice, Notifier
+
+
+@dataclass
+class Clock:
+    now: int = NOW
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@dataclass
+class RecordingNotifier:
+    """A notifier (the real AWS one on moto, or SilentNotifier) recording what went out, and
+    able to fail a channel on demand."""
+
+    inner: Notifier
+    sent: list[tuple[str, str]] = field(default_factory=list)  # (notice_id, channel)
+    fail_after: dict[str, int] = field(default_factory=dict)  # channel -> successful sends left
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    channels: tuple[str, ...] = ("sns", "events")
+
+    def send(self, notice: Notice, channel: str) -> None:
+        with self.lock:
+            left = self.fail_after.get(channel)
+            if left is not None and left <= 0:
+                raise DependencyError(f"{channel} notification failed: EndpointConnectionError")
+            if left is not None:
+                self.fail_after[channel] = left - 1
+        self.inner.send(notice, channel)
+        with self.lock:
+            self.sent.append((notice.notice_id, channel))
+
+    def duplicates(self) -> list[tuple[str, str]]:
+        return [key for key, count in Counter(self.sent).items() if count > 1]
+
+
+class SilentNotifier:
+    """SNS and EventBridge that accept every notice and deliver none."""
+
+    channels: tuple[str, ...] = ("sns", "events")
+
+    def send(self, notice: Notice, channel: str) -> None:
+        pass
+
+
+@dataclass
+class _Secret:
+    versions: dict[str, str]  # version id -> value
+    stages: dict[str, str]  # stage label -> version id
+
+
+class FakeDelivery:
+    """Consumers' delivery secrets as Secrets Manager keeps them (versions, AWSPENDING,
+    AWSCURRENT, and AWSPREVIOUS given to the version AWSCURRENT leaves), for
+    SecretsManagerDelivery's three calls."""
+
+    def __init__(self) -> None:
+        self._secrets: dict[str, _Secret] = {}
+        self._ids = itertools.count(1)
+
+    def create(self, name: str, value: str = "{}") -> str:
+        """A new secret whose current value is `value`; its ARN."""
+        arn = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:{name}-{next(self._ids):06d}"
+        self._secrets[arn] = _Secret({"v0": value}, {"AWSCURRENT": "v0"})
+        return arn
+
+    def current(self, arn: str) -> dict[str, str]:
+        """What the consumer reads: the AWSCURRENT version."""
+        secret = self._secrets[arn]
+        return dict(json.loads(secret.versions[secret.stages["AWSCURRENT"]]))
+
+    def stage(self, secret_arn: str, client_id: str, secret: ClientSecret) -> str:
+        stored = self._secrets[secret_arn]
+        version_id = f"v{next(self._ids)}"
+        value = {"client_id": client_id, "client_secret": secret.reveal()}
+        stored.versions[version_id] = json.dumps(value)
+        stored.stages["AWSPENDING"] = version_id
+        return version_id
+
+    def promote(self, secret_arn: str, version_id: str) -> None:
+        stored = self._secrets[secret_arn]
+        if stored.stages["AWSCURRENT"] != version_id:
+            self._move_current(stored, version_id)
+
+    def withdraw(self, secret_arn: str, version_id: str) -> None:
+        stored = self._secrets[secret_arn]
+        previous = stored.stages.get("AWSPREVIOUS")
+        if stored.stages["AWSCURRENT"] == version_id and previous is not None:
+            self._move_current(stored, previous)
+
+    @staticmethod
+    def _move_current(stored: _Secret, version_id: str) -> None:
+        stored.stages["AWSPREVIOUS"] = stored.stages["AWSCURRENT"]
+        stored.stages["AWSCURRENT"] = version_id
+
+
+def create(admin: TokenAdmin, name: str, hours: int | None, **rotation: Any) -> Any:
+    policy = RotationPolicy(**rotation) if rotation else RotationPolicy()
+    return admin.create(
+        Actor(ADMIN),
+        name=name,
+        duration=Duration(hours),
+        routes=("*",),
+        scopes=(),
+        owner=f"{name}@example.com",
+        rotation=policy,
+    )
+
+
+def create_auto(admin: TokenAdmin, delivery: str) -> Any:
+    return create(admin, "auto-bot", 40 * 24, mode=RotationMode.AUTO, delivery_secret_arn=delivery)
