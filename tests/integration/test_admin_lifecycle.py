@@ -46,9 +46,14 @@ def test_concurrent_rotate_refresh_enable_and_revoke_lose_nothing_and_revocation
     def run(container: AdminHarness, operation: tuple[str, str, Any]) -> None:
         method, path, body = operation
         barrier.wait(timeout=10)
-        for _ in range(5):  # each container repeats its operation, racing the others
+        # Each container repeats its operation, racing the others; the revoking one goes on
+        # until its revocation is through (on a busy machine it can lose five races in a row).
+        for attempt in range(50):
             status, answer = container.request(method, path, body)
             results.append((path.rsplit("/", 1)[-1], status, answer))
+            revoking = path.endswith("/revoke") and status != 200
+            if attempt >= 4 and not revoking:
+                break
 
     # WHEN they all change the token at once
     threads = [
