@@ -21,10 +21,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from gatekey import aws
+from gatekey.aws.delivery import SecretsManagerDelivery
+from gatekey.aws.notify import AwsNotifier
 from gatekey.config import Config
 from gatekey.errors import DependencyError
 from gatekey.hashing import load_hasher
-from gatekey.lifecycle import AwsNotifier, Lifecycle, SecretsManagerDelivery
+from gatekey.lifecycle import Lifecycle
 from gatekey.store import DynamoDBTokenStore
 
 # Tokens worked on at once: each waits on AWS most of its time (6 calls in a row for a notice),

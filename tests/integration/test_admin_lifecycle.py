@@ -13,9 +13,11 @@ from botocore.exceptions import EndpointConnectionError
 
 from conftest import NOW, REGION, AdminHarness, AuthorizerHarness
 from gatekey.authorizer import policy_allows
+from gatekey.aws.delivery import SecretsManagerDelivery
+from gatekey.aws.notify import AwsNotifier
 from gatekey.credentials import ClientSecret
 from gatekey.hashing import Hasher
-from gatekey.lifecycle import DAY, AwsNotifier, Lifecycle, SecretsManagerDelivery
+from gatekey.lifecycle import DAY, Lifecycle
 from gatekey.store import DynamoDBTokenStore
 
 BASE = "/admin/service-tokens"

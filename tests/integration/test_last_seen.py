@@ -13,8 +13,10 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 
 from conftest import NOW, REGION, AuthorizerHarness, credential_headers
+from gatekey.aws.delivery import SecretsManagerDelivery
+from gatekey.aws.notify import AwsNotifier
 from gatekey.hashing import Hasher
-from gatekey.lifecycle import DAY, AwsNotifier, Lifecycle, SecretsManagerDelivery
+from gatekey.lifecycle import DAY, Lifecycle
 from gatekey.store import DynamoDBTokenStore
 
 

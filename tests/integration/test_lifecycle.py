@@ -28,11 +28,13 @@ from conftest import (
     policy_actions,
 )
 from gatekey.admin import Actor, TokenAdmin
+from gatekey.aws.delivery import SecretsManagerDelivery
+from gatekey.aws.notify import AwsNotifier
 from gatekey.credentials import ClientSecret
 from gatekey.durations import Duration
 from gatekey.errors import DependencyError, InvalidCredentials
 from gatekey.hashing import Hasher
-from gatekey.lifecycle import DAY, AwsNotifier, Lifecycle, Notice, SecretsManagerDelivery
+from gatekey.lifecycle import DAY, Lifecycle
 from gatekey.model import (
     AuditAction,
     AuditEvent,
@@ -41,6 +43,7 @@ from gatekey.model import (
     ServiceToken,
     new_service_token,
 )
+from gatekey.notices import Notice
 from gatekey.store import DueSchedule, DynamoDBTokenStore
 from gatekey.store.items import token_to_item
 

@@ -18,7 +18,6 @@ a reminder can repeat, chosen over a reminder that is never sent.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import threading
@@ -26,11 +25,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from gatekey.aws import error_code
 from gatekey.credentials import ClientSecret
 from gatekey.errors import (
     ConcurrentModification,
@@ -48,8 +44,8 @@ from gatekey.model import (
     RotationMode,
     ServiceToken,
     TokenStatus,
-    rfc3339,
 )
+from gatekey.notices import Notice, Notifier
 from gatekey.store import DueSchedule, Page, RunState, TokenStore
 from gatekey.store.due import (
     DAY,
@@ -61,63 +57,11 @@ from gatekey.store.due import (
     superseded,
 )
 
-if TYPE_CHECKING:
-    from mypy_boto3_secretsmanager import SecretsManagerClient
-
 logger = logging.getLogger(__name__)
 ACTOR: Final = "gatekey:lifecycle"
 # A run stops taking work when less than this share of the time it was given is left: enough
 # for the tokens in hand to finish and the run's state to be written.
 RESERVE: Final = 0.2
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """A lifecycle event for people (SNS) and systems (EventBridge). Never a secret."""
-
-    detail_type: str
-    client_id: str
-    name: str
-    owner: str | None
-    expires_at: int | None
-    days_left: int | None
-    last_seen_at: int | None
-    # Stable for one notice of one token's expiry, so a consumer can drop a repeat.
-    notice_id: str
-
-    @classmethod
-    def of(
-        cls, detail_type: str, token: ServiceToken, notice_id: str, days_left: int | None = None
-    ) -> Notice:
-        return cls(
-            detail_type,
-            token.client_id,
-            token.name,
-            token.owner,
-            token.expires_at,
-            days_left,
-            token.last_seen_at,
-            f"{token.client_id}:{notice_id}",
-        )
-
-    def detail(self) -> dict[str, Any]:
-        return {
-            "notice_id": self.notice_id,
-            "client_id": self.client_id,
-            "name": self.name,
-            "owner": self.owner,
-            "expires_at": rfc3339(self.expires_at),
-            "days_left": self.days_left,
-            "last_seen_at": rfc3339(self.last_seen_at),
-        }
-
-
-class Notifier(Protocol):
-    @property
-    def channels(self) -> tuple[str, ...]: ...
-
-    def send(self, notice: Notice, channel: str) -> None:
-        """Deliver on one channel or raise DependencyError."""
 
 
 class SecretDelivery(Protocol):
@@ -621,97 +565,3 @@ class Lifecycle:
 
 def _put(token: ServiceToken, pending: PendingNotice) -> tuple[PendingNotice, ...]:
     return (*(p for p in token.reminders_pending if p.days != pending.days), pending)
-
-
-# -- AWS adapters ------------------------------------------------------------------------------
-
-
-class AwsNotifier:
-    """SNS for people (e-mail, chat: whatever the owner subscribes) and EventBridge for
-    systems (`source: gatekey`). botocore's standard retries absorb transient failures."""
-
-    def __init__(self, *, sns: Any, events: Any, topic_arn: str, bus: str = "default") -> None:
-        self._sns = sns
-        self._events = events
-        self._topic_arn = topic_arn
-        self._bus = bus
-
-    channels: tuple[str, ...] = ("sns", "events")
-
-    def send(self, notice: Notice, channel: str) -> None:
-        detail = notice.detail()
-        try:
-            if channel == "sns":
-                self._sns.publish(
-                    TopicArn=self._topic_arn,
-                    Subject=f"Gatekey: {notice.detail_type}: {notice.name}"[:100],
-                    Message=json.dumps({"detail-type": notice.detail_type, **detail}),
-                )
-                return
-            answer = self._events.put_events(
-                Entries=[
-                    {
-                        "Source": "gatekey",
-                        "DetailType": notice.detail_type,
-                        "Detail": json.dumps(detail),
-                        "EventBusName": self._bus,
-                    }
-                ]
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise DependencyError(f"{channel} notification failed: {error_code(exc)}") from exc
-        if answer.get("FailedEntryCount"):
-            raise DependencyError("events notification failed: EventBridge refused the event")
-
-
-class SecretsManagerDelivery:
-    """Writes a rotated secret to the consumer's own secret as a new version, then makes it
-    AWSCURRENT (the stage a consumer reads)."""
-
-    def __init__(self, client: SecretsManagerClient) -> None:
-        self._client = client
-
-    def stage(self, secret_arn: str, client_id: str, secret: ClientSecret) -> str:
-        value = json.dumps({"client_id": client_id, "client_secret": secret.reveal()})
-        try:
-            answer = self._client.put_secret_value(
-                SecretId=secret_arn, SecretString=value, VersionStages=["AWSPENDING"]
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise DependencyError(f"cannot deliver the new secret: {error_code(exc)}") from exc
-        return answer["VersionId"]
-
-    def promote(self, secret_arn: str, version_id: str) -> None:
-        try:
-            current = self._client.describe_secret(SecretId=secret_arn)["VersionIdsToStages"]
-            old = next((v for v, stages in current.items() if "AWSCURRENT" in stages), None)
-            if old == version_id:
-                return  # made current by an earlier run
-            arguments: dict[str, Any] = {"MoveToVersionId": version_id}
-            if old is not None:
-                arguments["RemoveFromVersionId"] = old
-            self._client.update_secret_version_stage(
-                SecretId=secret_arn, VersionStage="AWSCURRENT", **arguments
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise DependencyError(f"cannot make the new secret current: {error_code(exc)}") from exc
-
-    def withdraw(self, secret_arn: str, version_id: str) -> None:
-        """Secrets Manager labels AWSPREVIOUS the version a promotion replaced: back to it."""
-        try:
-            stages = self._client.describe_secret(SecretId=secret_arn)["VersionIdsToStages"]
-            if "AWSCURRENT" not in stages.get(version_id, []):
-                return  # never made current, or replaced since
-            previous = next((v for v, labels in stages.items() if "AWSPREVIOUS" in labels), None)
-            if previous is None:
-                return  # nothing was current before it
-            self._client.update_secret_version_stage(
-                SecretId=secret_arn,
-                VersionStage="AWSCURRENT",
-                MoveToVersionId=previous,
-                RemoveFromVersionId=version_id,
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise DependencyError(
-                f"cannot withdraw the abandoned secret: {error_code(exc)}"
-            ) from exc
