@@ -298,14 +298,14 @@ class Lifecycle:
         now: int,
         notice: Notice,
         confirmed: AuditAction,
-        done_changes: Mapping[str, object] | None = None,
+        announced: Callable[[ServiceToken], ServiceToken] | None = None,
         details: Mapping[str, AuditValue] | None = None,
         *,
         if_unused: bool = False,
         sent: list[str] | None = None,
     ) -> ServiceToken | None:
         """Send `notice` once per channel, under the claim `days` (a reminder threshold or one of
-        the codes above); then confirm with one write that also applies `done_changes` (by
+        the codes above); then confirm with one write that also applies `announced` (by
         default: `days` joins reminders_sent). Return the token as stored, or None when another
         run holds the claim. With `if_unused`, the claim and each write after a send require
         that no use was recorded since the token was read (ConcurrentModification otherwise).
@@ -318,7 +318,9 @@ class Lifecycle:
         done = previous.done if previous is not None else ()
         # 1. claim: a conditional write; a racing run fails here and sends nothing
         token = update(
-            token.with_changes(now, reminders_pending=_put(token, PendingNotice(days, now, done))),
+            replace(
+                token, updated_at=now, reminders_pending=_put(token, PendingNotice(days, now, done))
+            ),
             self._event(token, AuditAction.REMINDER_CLAIMED, days=days),
         )
         # 2. send on each channel not yet done, recording each; a failure releases the claim
@@ -330,8 +332,10 @@ class Lifecycle:
                 self._notifier.send(notice, channel)
             except DependencyError:
                 self._store.update(
-                    token.with_changes(
-                        now, reminders_pending=_put(token, PendingNotice(days, 0, done))
+                    replace(
+                        token,
+                        updated_at=now,
+                        reminders_pending=_put(token, PendingNotice(days, 0, done)),
                     ),
                     self._event(token, AuditAction.REMINDER_RELEASED, days=days, sent=list(done)),
                 )
@@ -341,24 +345,29 @@ class Lifecycle:
                 sent.append(channel)
             if len(done) < len(self._notifier.channels):
                 token = update(
-                    token.with_changes(
-                        now, reminders_pending=_put(token, PendingNotice(days, now, done))
+                    replace(
+                        token,
+                        updated_at=now,
+                        reminders_pending=_put(token, PendingNotice(days, now, done)),
                     ),
                     self._event(token, AuditAction.REMINDER_CLAIMED, days=days, sent=list(done)),
                 )
         # 3. confirm, and apply what the notice announced; claims on reminders this one
         #    supersedes (released or abandoned by an earlier run) go with it
         sent_now = (*token.reminders_sent, days)
-        return update(
-            token.with_changes(
-                now,
-                reminders_pending=tuple(
-                    p
-                    for p in token.reminders_pending
-                    if p.days != days and not superseded(p.days, sent_now)
-                ),
-                **(done_changes or {"reminders_sent": (*token.reminders_sent, days)}),
+        confirmed_token = replace(
+            token,
+            updated_at=now,
+            reminders_pending=tuple(
+                p
+                for p in token.reminders_pending
+                if p.days != days and not superseded(p.days, sent_now)
             ),
+        )
+        return update(
+            announced(confirmed_token)
+            if announced is not None
+            else replace(confirmed_token, reminders_sent=sent_now),
             self._event(token, confirmed, **(details if details is not None else {"days": days})),
         )
 
@@ -386,8 +395,9 @@ class Lifecycle:
             secret = ClientSecret.generate()
             version_id = self._delivery.stage(arn, token.client_id, secret)
             token = self._store.update(
-                token.with_changes(
-                    now,
+                replace(
+                    token,
+                    updated_at=now,
                     secret_hash=self._hasher.hash(secret),
                     client_secret_version=token.client_secret_version + 1,
                     previous_secret_hash=token.secret_hash,
@@ -416,8 +426,9 @@ class Lifecycle:
             token = notified
         expires_at = token.duration.after(token.expires_at or now)
         token = self._store.update(
-            token.with_changes(
-                now,
+            replace(
+                token,
+                updated_at=now,
                 expires_at=expires_at,
                 delivery_pending=None,
                 reminders_sent=(),
@@ -449,7 +460,7 @@ class Lifecycle:
             raise
         try:
             return self._store.update(
-                token.with_changes(now, reminders_sent=(*token.reminders_sent, PROMOTED)),
+                replace(token, updated_at=now, reminders_sent=(*token.reminders_sent, PROMOTED)),
                 self._event(
                     token,
                     AuditAction.UPDATED,
@@ -476,7 +487,7 @@ class Lifecycle:
         if token.previous_secret_hash is None or (ends or 0) >= keep_until:
             return
         self._store.update(
-            token.with_changes(now, previous_client_secret_expires_at=keep_until),
+            replace(token, updated_at=now, previous_client_secret_expires_at=keep_until),
             self._event(
                 token,
                 AuditAction.UPDATED,
@@ -502,7 +513,6 @@ class Lifecycle:
             return
         notice = Notice.of("Service Token Disabled", token, f"disabled:{idle_clock}")
         details: dict[str, AuditValue] = {"reason": "idle", "idle_days": idle_days}
-        disabled = {"enabled": False}
         sent: list[str] = []
         try:
             done = self._notify_once(
@@ -511,7 +521,7 @@ class Lifecycle:
                 now,
                 notice,
                 AuditAction.DISABLED,
-                disabled,
+                _disabled,
                 details,
                 if_unused=True,
                 sent=sent,
@@ -531,8 +541,10 @@ class Lifecycle:
         if claim is None:
             return  # used before anything was claimed, so before anything was sent
         self._store.update(
-            token.with_changes(
-                now, reminders_pending=tuple(p for p in token.reminders_pending if p.days != IDLE)
+            replace(
+                token,
+                updated_at=now,
+                reminders_pending=tuple(p for p in token.reminders_pending if p.days != IDLE),
             ),
             self._event(
                 token,
@@ -552,8 +564,11 @@ class Lifecycle:
         if token.delivery_pending is not None and PROMOTED not in token.reminders_sent:
             return  # the consumer still reads the old secret (see _keep_previous_secret)
         self._store.update(
-            token.with_changes(
-                now, previous_secret_hash=None, previous_client_secret_expires_at=None
+            replace(
+                token,
+                updated_at=now,
+                previous_secret_hash=None,
+                previous_client_secret_expires_at=None,
             ),
             self._event(token, AuditAction.GRACE_ENDED),
         )
@@ -565,3 +580,7 @@ class Lifecycle:
 
 def _put(token: ServiceToken, pending: PendingNotice) -> tuple[PendingNotice, ...]:
     return (*(p for p in token.reminders_pending if p.days != pending.days), pending)
+
+
+def _disabled(token: ServiceToken) -> ServiceToken:
+    return replace(token, enabled=False)

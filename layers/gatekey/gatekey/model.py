@@ -6,7 +6,7 @@ Times are whole epoch seconds (UTC). A token never holds a plaintext secret: onl
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Final
@@ -288,10 +288,6 @@ class ServiceToken:
             raise TokenDisabled(f"service token {self.client_id} is disabled")
         if self.is_expired(now):
             raise TokenExpired(f"service token {self.client_id} has expired")
-
-    def with_changes(self, now: int, **changes: object) -> ServiceToken:
-        """A copy with `changes` applied and `updated_at` moved to `now` (validated again)."""
-        return replace(self, updated_at=now, **changes)  # type: ignore[arg-type]
 
 
 def new_service_token(
