@@ -17,7 +17,14 @@ from gatekey.errors import (
     ValidationError,
 )
 from gatekey.hashing import Hasher
-from gatekey.model import AuditAction, AuditEvent, ServiceToken, TokenStatus, new_service_token
+from gatekey.model import (
+    EXPIRED,
+    AuditAction,
+    AuditEvent,
+    ServiceToken,
+    TokenStatus,
+    new_service_token,
+)
 from gatekey.store import InMemoryTokenStore, Page, RunState, TokenStore
 
 NOW = 1_800_000_000
@@ -321,7 +328,7 @@ def test_idle_index_holds_usable_tokens_by_last_use_or_creation_oldest_first(
     )
     expired_and_told = create(any_store, unit_hasher)
     any_store.update(
-        replace(expired_and_told, updated_at=NOW, reminders_sent=(0,)),
+        replace(expired_and_told, updated_at=NOW, reminders_sent=(EXPIRED,)),
         event(expired_and_told, AuditAction.EXPIRED),
     )
     any_store.record_last_seen(seen_late.client_id, NOW + 300, min_interval=60)

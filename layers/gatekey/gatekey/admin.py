@@ -17,6 +17,8 @@ from gatekey.durations import Duration, parse_duration
 from gatekey.errors import InvalidTransition, ValidationError
 from gatekey.hashing import Hasher, SecretHash
 from gatekey.model import (
+    PROMOTED,
+    ROTATED,
     AuditAction,
     AuditEvent,
     AuditValue,
@@ -31,7 +33,6 @@ from gatekey.model import (
     validate_scopes,
 )
 from gatekey.store import Page, TokenStore
-from gatekey.store.due import PROMOTED, ROTATED
 
 DAY: Final = 86_400
 # What reminders_sent says of an automatic rotation's delivery, not of the expiry.

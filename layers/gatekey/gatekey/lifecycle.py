@@ -37,25 +37,24 @@ from gatekey.errors import (
 )
 from gatekey.hashing import Hasher
 from gatekey.model import (
-    AuditAction,
-    AuditEvent,
-    AuditValue,
-    PendingNotice,
-    RotationMode,
-    ServiceToken,
-    TokenStatus,
-)
-from gatekey.notices import Notice, Notifier
-from gatekey.store import DueSchedule, Page, RunState, TokenStore
-from gatekey.store.due import (
-    DAY,
     EXPIRED,
     IDLE,
     PROMOTED,
     ROTATED,
-    next_due_at,
+    AuditAction,
+    AuditEvent,
+    AuditValue,
+    NoticeKey,
+    PendingNotice,
+    RotationMode,
+    ServiceToken,
+    TokenStatus,
+    number,
     superseded,
 )
+from gatekey.notices import Notice, Notifier
+from gatekey.store import DueSchedule, Page, RunState, TokenStore
+from gatekey.store.due import DAY, next_due_at
 
 logger = logging.getLogger(__name__)
 ACTOR: Final = "gatekey:lifecycle"
@@ -276,25 +275,27 @@ class Lifecycle:
             return self._rotate(token, now, report)
         # The most urgent threshold reached (one message a run at most); past expiry, the notice.
         due = [d for d in reversed(self.reminder_days) if now >= token.expires_at - d * DAY]
-        days = EXPIRED if now >= token.expires_at else (due[0] if due else None)
+        days: NoticeKey | None = EXPIRED if now >= token.expires_at else (due[0] if due else None)
         if days is None or days in token.reminders_sent:
             return False
         notice = Notice.of(
             "Service Token Expired" if days == EXPIRED else "Service Token Expiring",
             token,
-            f"{token.expires_at}:{days}",
+            f"{token.expires_at}:{number(days)}",
             None if days == EXPIRED else max(0, token.expires_at - now) // DAY,
         )
         action = AuditAction.EXPIRED if days == EXPIRED else AuditAction.REMINDED
         if self._notify_once(token, days, now, notice, action) is None:
             return False  # another run is sending it
-        (report.expired if days == EXPIRED else report.reminded).append(f"{client_id}:{days}")
+        (report.expired if days == EXPIRED else report.reminded).append(
+            f"{client_id}:{number(days)}"
+        )
         return True
 
     def _notify_once(
         self,
         token: ServiceToken,
-        days: int,
+        days: NoticeKey,
         now: int,
         notice: Notice,
         confirmed: AuditAction,
@@ -321,7 +322,7 @@ class Lifecycle:
             replace(
                 token, updated_at=now, reminders_pending=_put(token, PendingNotice(days, now, done))
             ),
-            self._event(token, AuditAction.REMINDER_CLAIMED, days=days),
+            self._event(token, AuditAction.REMINDER_CLAIMED, days=number(days)),
         )
         # 2. send on each channel not yet done, recording each; a failure releases the claim
         #    and keeps what was sent, so the next run completes it and repeats nothing
@@ -337,7 +338,9 @@ class Lifecycle:
                         updated_at=now,
                         reminders_pending=_put(token, PendingNotice(days, 0, done)),
                     ),
-                    self._event(token, AuditAction.REMINDER_RELEASED, days=days, sent=list(done)),
+                    self._event(
+                        token, AuditAction.REMINDER_RELEASED, days=number(days), sent=list(done)
+                    ),
                 )
                 raise
             done = (*done, channel)
@@ -350,7 +353,9 @@ class Lifecycle:
                         updated_at=now,
                         reminders_pending=_put(token, PendingNotice(days, now, done)),
                     ),
-                    self._event(token, AuditAction.REMINDER_CLAIMED, days=days, sent=list(done)),
+                    self._event(
+                        token, AuditAction.REMINDER_CLAIMED, days=number(days), sent=list(done)
+                    ),
                 )
         # 3. confirm, and apply what the notice announced; claims on reminders this one
         #    supersedes (released or abandoned by an earlier run) go with it
@@ -368,7 +373,9 @@ class Lifecycle:
             announced(confirmed_token)
             if announced is not None
             else replace(confirmed_token, reminders_sent=sent_now),
-            self._event(token, confirmed, **(details if details is not None else {"days": days})),
+            self._event(
+                token, confirmed, **(details if details is not None else {"days": number(days)})
+            ),
         )
 
     def _rotate(self, token: ServiceToken, now: int, report: RunReport) -> bool:
@@ -549,7 +556,7 @@ class Lifecycle:
             self._event(
                 token,
                 AuditAction.REMINDER_RELEASED,
-                days=IDLE,
+                days=number(IDLE),
                 sent=sorted({*claim.done, *sent}),
                 reason="used",
             ),
