@@ -162,13 +162,14 @@ class TokenAdmin:
     ) -> ServiceToken:
         """PATCH: change only what is given. Enabling or disabling is audited as such."""
         token = self._live(client_id, "changed")
-        changed = replace(
+        changed = _patched(
             token,
-            name=token.name if name is None else validate_name(name),
-            owner=validate_owner(owner) if owner is not None or clear_owner else token.owner,
-            routes=token.routes if routes is None else validate_routes(routes),
-            scopes=token.scopes if scopes is None else validate_scopes(scopes),
-            enabled=token.enabled if enabled is None else enabled,
+            name=name,
+            owner=owner,
+            clear_owner=clear_owner,
+            routes=routes,
+            scopes=scopes,
+            enabled=enabled,
         )
         if rotation is not None:
             self._check_auto_duration(rotation, token.duration, "rotation.mode")
@@ -216,14 +217,7 @@ class TokenAdmin:
                 "grace", "give grace or previous_client_secret_expires_at, not both"
             )
         now = self._clock()
-        if grace is not None:
-            if grace.hours is None or grace.hours > MAX_GRACE_HOURS:
-                raise ValidationError("grace", f"must be at most {MAX_GRACE_HOURS}h")
-            previous_expires_at = now + grace.hours * 3600
-        if previous_expires_at is not None and not now < previous_expires_at <= now + 30 * DAY:
-            raise ValidationError(
-                "previous_client_secret_expires_at", "must be in the next 30 days"
-            )
+        previous_expires_at = _grace_end(now, grace, previous_expires_at)
         token = self._live(client_id, "rotated")
         secret = ClientSecret.generate()
         abandoned = token.delivery_pending is not None
@@ -297,6 +291,39 @@ class TokenAdmin:
     def delete(self, actor: Actor, client_id: str) -> None:
         token = self.get(client_id)
         self._store.delete(token, self._event(token, AuditAction.DELETED, actor))
+
+
+def _patched(
+    token: ServiceToken,
+    *,
+    name: str | None,
+    owner: str | None,
+    clear_owner: bool,
+    routes: tuple[str, ...] | None,
+    scopes: tuple[str, ...] | None,
+    enabled: bool | None,
+) -> ServiceToken:
+    """The token with the fields given, each validated as a person sets it."""
+    return replace(
+        token,
+        name=token.name if name is None else validate_name(name),
+        owner=validate_owner(owner) if owner is not None or clear_owner else token.owner,
+        routes=token.routes if routes is None else validate_routes(routes),
+        scopes=token.scopes if scopes is None else validate_scopes(scopes),
+        enabled=token.enabled if enabled is None else enabled,
+    )
+
+
+def _grace_end(now: int, grace: Duration | None, previous_expires_at: int | None) -> int | None:
+    """When a rotated-out secret stops: `grace` from now, or `previous_expires_at`, within the
+    next 30 days; None: at once."""
+    if grace is not None:
+        if grace.hours is None or grace.hours > MAX_GRACE_HOURS:
+            raise ValidationError("grace", f"must be at most {MAX_GRACE_HOURS}h")
+        previous_expires_at = now + grace.hours * 3600
+    if previous_expires_at is not None and not now < previous_expires_at <= now + 30 * DAY:
+        raise ValidationError("previous_client_secret_expires_at", "must be in the next 30 days")
+    return previous_expires_at
 
 
 def _audit_value(value: object) -> AuditValue:

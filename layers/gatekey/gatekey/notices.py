@@ -116,11 +116,9 @@ class Notices:
         token as stored, or None when another run holds the claim. With `if_unused`, the claim
         and each write after a send require that no use was recorded since the token was read
         (ConcurrentModification otherwise). Channels sent to by this call are added to `sent`."""
-        previous = next((p for p in token.reminders_pending if p.days == key), None)
-        claimed_at = previous.claimed_at if previous is not None else 0
-        if claimed_at > 0 and now - claimed_at < self._claim_timeout:
+        done = self._claimable(token, key, now)
+        if done is None:
             return None  # another run is sending it right now
-        done = previous.done if previous is not None else ()
         token = self.claim(token, key, done, now=now, if_unused=if_unused)
         for channel in self._notifier.channels:
             if channel in done:
@@ -144,6 +142,16 @@ class Notices:
             details=details,
             if_unused=if_unused,
         )
+
+    def _claimable(self, token: ServiceToken, key: NoticeKey, now: int) -> tuple[str, ...] | None:
+        """The channels a claim on `key` starts with (those an earlier run sent), or None while
+        another run's claim holds."""
+        previous = next((p for p in token.reminders_pending if p.days == key), None)
+        if previous is None:
+            return ()
+        if previous.claimed_at > 0 and now - previous.claimed_at < self._claim_timeout:
+            return None
+        return previous.done
 
     def claim(
         self,
