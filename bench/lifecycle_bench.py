@@ -37,12 +37,15 @@ for path in ("layers/gatekey", "local"):
     if str(ROOT / path) not in sys.path:
         sys.path.insert(0, str(ROOT / path))
 
+from gatekey.aws.delivery import SecretsManagerDelivery  # noqa: E402
+from gatekey.aws.notify import AwsNotifier  # noqa: E402
 from gatekey.durations import Duration  # noqa: E402
 from gatekey.hashing import Hasher  # noqa: E402
-from gatekey.lifecycle import AwsNotifier, Lifecycle, Notice, SecretsManagerDelivery  # noqa: E402
+from gatekey.lifecycle import Lifecycle  # noqa: E402
 from gatekey.model import RotationMode, RotationPolicy, ServiceToken, new_service_token  # noqa: E402
+from gatekey.notices import Notice  # noqa: E402
 from gatekey.store import DueSchedule, DynamoDBTokenStore  # noqa: E402
-from gatekey.store.due import DAY, EXPIRED  # noqa: E402
+from gatekey.store.due import DAY  # noqa: E402
 from gatekey.store.items import token_to_item  # noqa: E402
 
 REGION = "us-east-1"
@@ -77,7 +80,7 @@ def steady_state_tokens(count: int, run_at: int = RUN_AT) -> list[ServiceToken]:
 
 def due_today(tokens: list[ServiceToken], run_at: int = RUN_AT) -> int:
     """The notices today's run owes: thresholds (and expiries) passed since yesterday's run."""
-    points = (*SCHEDULE.reminder_days, EXPIRED)
+    points = (*SCHEDULE.reminder_days, 0)  # days before expiry; 0: the expiry notice
     return sum(
         1
         for t in tokens

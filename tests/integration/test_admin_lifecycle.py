@@ -11,9 +11,11 @@ from typing import Any
 import boto3
 from botocore.exceptions import EndpointConnectionError
 
+from gatekey.aws.delivery import SecretsManagerDelivery
+from gatekey.aws.notify import AwsNotifier
 from gatekey.credentials import ClientSecret
 from gatekey.hashing import Hasher
-from gatekey.lifecycle import DAY, AwsNotifier, Lifecycle, SecretsManagerDelivery
+from gatekey.lifecycle import DAY, Lifecycle
 from gatekey.store import DynamoDBTokenStore
 from gatekey_local.policy import policy_allows
 from support.constants import ARN as API

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+from dataclasses import replace
 from typing import Any
 
 import jwt
@@ -188,7 +189,7 @@ def test_a_token_for_a_revoked_service_token(
 ) -> None:
     current = authorizer.store.get(bot.client_id, consistent=True)
     authorizer.store.update(
-        current.with_changes(NOW, status=TokenStatus.REVOKED),
+        replace(current, updated_at=NOW, status=TokenStatus.REVOKED),
         AuditEvent(bot.client_id, AuditAction.REVOKED, "admin", NOW),
     )
     authorizer.clock[0] += 30  # past the status cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import boto3
@@ -39,7 +40,7 @@ def allowed(response: dict[str, Any], method: str = "GET", path: str = "/items/4
 def change(authorizer: AuthorizerHarness, bot: Bot, **changes: Any) -> None:
     current = authorizer.store.get(bot.client_id, consistent=True)
     authorizer.store.update(
-        current.with_changes(NOW, **changes),
+        replace(current, updated_at=NOW, **changes),
         AuditEvent(bot.client_id, AuditAction.UPDATED, ADMIN, NOW),
     )
 

@@ -52,8 +52,9 @@ def test_no_plaintext_secret_reaches_any_item_index_or_log(
     rotated_to = ClientSecret.generate()
     secrets.append(rotated_to)
     rotated = store.update(
-        token.with_changes(
-            NOW + 1,
+        replace(
+            token,
+            updated_at=NOW + 1,
             secret_hash=hasher.hash(rotated_to),
             previous_secret_hash=token.secret_hash,
             previous_client_secret_expires_at=NOW + 3600,

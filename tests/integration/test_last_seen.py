@@ -12,8 +12,10 @@ import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
+from gatekey.aws.delivery import SecretsManagerDelivery
+from gatekey.aws.notify import AwsNotifier
 from gatekey.hashing import Hasher
-from gatekey.lifecycle import DAY, AwsNotifier, Lifecycle, SecretsManagerDelivery
+from gatekey.lifecycle import DAY, Lifecycle
 from gatekey.store import DynamoDBTokenStore
 from support.constants import NOW, REGION
 from support.harness import AuthorizerHarness, credential_headers

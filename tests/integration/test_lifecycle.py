@@ -18,17 +18,20 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 
 from gatekey.admin import Actor, TokenAdmin
+from gatekey.aws.delivery import SecretsManagerDelivery
+from gatekey.aws.notify import AwsNotifier
 from gatekey.credentials import ClientSecret
 from gatekey.durations import Duration
 from gatekey.errors import DependencyError, InvalidCredentials
 from gatekey.hashing import Hasher
-from gatekey.lifecycle import DAY, AwsNotifier, Lifecycle, Notice, SecretsManagerDelivery
+from gatekey.lifecycle import DAY, Lifecycle
 from gatekey.model import (
     RotationMode,
     RotationPolicy,
     ServiceToken,
     new_service_token,
 )
+from gatekey.notices import Notice
 from gatekey.store import DueSchedule, DynamoDBTokenStore
 from gatekey.store.items import token_to_item
 from support import constants

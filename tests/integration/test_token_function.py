@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlencode
@@ -218,12 +219,12 @@ def test_every_client_authentication_method_gets_a_token(
 def _invalid_client_cases(store: DynamoDBTokenStore, hasher: Hasher, bot: Bot) -> dict[str, Bot]:
     revoked = make_bot(store, hasher)
     store.update(
-        revoked.token.with_changes(NOW, status=TokenStatus.REVOKED),
+        replace(revoked.token, updated_at=NOW, status=TokenStatus.REVOKED),
         AuditEvent(revoked.token.client_id, AuditAction.REVOKED, ADMIN, NOW),
     )
     disabled = make_bot(store, hasher)
     store.update(
-        disabled.token.with_changes(NOW, enabled=False),
+        replace(disabled.token, updated_at=NOW, enabled=False),
         AuditEvent(disabled.token.client_id, AuditAction.DISABLED, ADMIN, NOW),
     )
     unknown, unknown_secret = new_service_token(name="ghost", hasher=hasher, now=NOW)
@@ -350,8 +351,9 @@ def rotate_with_grace(
     """Rotate the bot's token to version 2, keeping its secret until `grace_ends`."""
     new_secret = ClientSecret.generate()
     store.update(
-        bot.token.with_changes(
-            NOW,
+        replace(
+            bot.token,
+            updated_at=NOW,
             secret_hash=hasher.hash(new_secret),
             previous_secret_hash=bot.token.secret_hash,
             previous_client_secret_expires_at=grace_ends,
@@ -436,7 +438,7 @@ def test_a_token_with_more_scopes_than_fit_in_an_access_token_gets_an_oauth_erro
     scopes = tuple(f"{i:02d}" + "s" * 126 for i in range(50))
     bot = make_bot(store, hasher)
     store.update(
-        bot.token.with_changes(NOW, scopes=scopes),
+        replace(bot.token, updated_at=NOW, scopes=scopes),
         AuditEvent(bot.token.client_id, AuditAction.UPDATED, ADMIN, NOW),
     )
     everything = request_token(rsa_handler, bot)

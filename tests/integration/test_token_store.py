@@ -17,7 +17,14 @@ from gatekey.errors import (
     ValidationError,
 )
 from gatekey.hashing import Hasher
-from gatekey.model import AuditAction, AuditEvent, ServiceToken, TokenStatus, new_service_token
+from gatekey.model import (
+    EXPIRED,
+    AuditAction,
+    AuditEvent,
+    ServiceToken,
+    TokenStatus,
+    new_service_token,
+)
 from gatekey.store import InMemoryTokenStore, Page, RunState, TokenStore
 from support.constants import ADMIN, NOW
 
@@ -96,7 +103,7 @@ def test_update_bumps_the_version_and_writes_an_audit_item(
 ) -> None:
     token = create(any_store, unit_hasher)
     renamed = any_store.update(
-        token.with_changes(NOW + 10, name="renamed"),
+        replace(token, updated_at=NOW + 10, name="renamed"),
         event(token, AuditAction.UPDATED, NOW + 10, name="renamed"),
     )
     assert renamed.version == 2
@@ -132,11 +139,11 @@ def test_of_two_writers_holding_the_same_version_only_the_first_wins(
     second = any_store.get(token.client_id, consistent=True)
     # WHEN both write
     any_store.update(
-        first.with_changes(NOW + 1, name="first"), event(first, AuditAction.UPDATED, NOW + 1)
+        replace(first, updated_at=NOW + 1, name="first"), event(first, AuditAction.UPDATED, NOW + 1)
     )
     with pytest.raises(ConcurrentModification, match="changed by someone else"):
         any_store.update(
-            second.with_changes(NOW + 2, scopes=("admin",)),
+            replace(second, updated_at=NOW + 2, scopes=("admin",)),
             event(second, AuditAction.UPDATED, NOW + 2),
         )
     # THEN the first write stands whole, the second left no trace, not even an audit item
@@ -152,18 +159,18 @@ def test_a_revoked_token_cannot_be_reactivated_by_a_racing_or_later_write(
     token = create(any_store, unit_hasher)
     stale = any_store.get(token.client_id, consistent=True)
     revoked = any_store.update(
-        stale.with_changes(NOW + 1, status=TokenStatus.REVOKED),
+        replace(stale, updated_at=NOW + 1, status=TokenStatus.REVOKED),
         event(stale, AuditAction.REVOKED),
     )
     # A racing enable that read before the revocation...
     with pytest.raises(InvalidTransition, match="revocation is final"):
         any_store.update(
-            stale.with_changes(NOW + 2, enabled=True), event(stale, AuditAction.ENABLED)
+            replace(stale, updated_at=NOW + 2, enabled=True), event(stale, AuditAction.ENABLED)
         )
     # ...and a write from a fresh read, which a careless caller might attempt, both fail.
     with pytest.raises(InvalidTransition):
         any_store.update(
-            revoked.with_changes(NOW + 3, status=TokenStatus.ACTIVE),
+            replace(revoked, updated_at=NOW + 3, status=TokenStatus.ACTIVE),
             event(revoked, AuditAction.ENABLED),
         )
     assert any_store.get(token.client_id, consistent=True).status is TokenStatus.REVOKED
@@ -174,7 +181,7 @@ def test_delete_checks_the_version_and_keeps_the_audit_trail(
 ) -> None:
     token = create(any_store, unit_hasher)
     any_store.update(
-        token.with_changes(NOW + 1, name="v2"), event(token, AuditAction.UPDATED, NOW + 1)
+        replace(token, updated_at=NOW + 1, name="v2"), event(token, AuditAction.UPDATED, NOW + 1)
     )
     with pytest.raises(ConcurrentModification):
         any_store.delete(token, event(token, AuditAction.DELETED))
@@ -203,7 +210,7 @@ def test_list_filters_by_name_and_by_status(any_store: TokenStore, unit_hasher: 
     tokens = [create(any_store, unit_hasher, name=f"bot-{i % 3}") for i in range(9)]
     for token in tokens[:4]:
         any_store.update(
-            token.with_changes(NOW + 1, status=TokenStatus.REVOKED),
+            replace(token, updated_at=NOW + 1, status=TokenStatus.REVOKED),
             event(token, AuditAction.REVOKED),
         )
     named = [t for page in all_pages(any_store.list, limit=2, name="bot-1") for t in page]
@@ -233,7 +240,8 @@ def test_due_returns_tokens_whose_next_notice_is_due_soonest_first(
     create(any_store, unit_hasher, duration=Duration(None))  # never due
     revoked = create(any_store, unit_hasher, duration=Duration(24))
     any_store.update(
-        revoked.with_changes(NOW, status=TokenStatus.REVOKED), event(revoked, AuditAction.REVOKED)
+        replace(revoked, updated_at=NOW, status=TokenStatus.REVOKED),
+        event(revoked, AuditAction.REVOKED),
     )
     pages = all_pages(any_store.due, before=NOW, limit=1)
     assert [client_id for page in pages for client_id in page] == [
@@ -243,7 +251,8 @@ def test_due_returns_tokens_whose_next_notice_is_due_soonest_first(
     # Once its 1-day reminder is recorded, a token falls due at its expiry.
     reminded = any_store.get(due_late.client_id, consistent=True)
     any_store.update(
-        reminded.with_changes(NOW, reminders_sent=(1,)), event(reminded, AuditAction.REMINDED)
+        replace(reminded, updated_at=NOW, reminders_sent=(1,)),
+        event(reminded, AuditAction.REMINDED),
     )
     assert any_store.due(NOW).items == [due_soon.client_id]
     assert any_store.due(NOW + 48 * HOUR).items == [due_soon.client_id, due_late.client_id]
@@ -259,7 +268,7 @@ def test_paging_through_due_tokens_misses_none_when_tokens_leave_between_pages(
     for client_id in first.items:
         token = any_store.get(client_id, consistent=True)
         any_store.update(
-            token.with_changes(NOW, reminders_sent=(1,)), event(token, AuditAction.REMINDED)
+            replace(token, updated_at=NOW, reminders_sent=(1,)), event(token, AuditAction.REMINDED)
         )
     # THEN the pages after it still hold every token not yet worked on
     rest = [c for page in all_pages(any_store.due, before=NOW, limit=2, first=first) for c in page]
@@ -275,7 +284,7 @@ def test_an_update_if_unused_fails_after_a_recorded_use_and_writes_nothing(
     assert any_store.record_last_seen(token.client_id, NOW + 60, min_interval=30)
     with pytest.raises(ConcurrentModification, match="used since it was read"):
         any_store.update(
-            read.with_changes(NOW + 61, enabled=False),
+            replace(read, updated_at=NOW + 61, enabled=False),
             event(read, AuditAction.DISABLED),
             if_unused=True,
         )
@@ -285,7 +294,7 @@ def test_an_update_if_unused_fails_after_a_recorded_use_and_writes_nothing(
     assert len(any_store.events(token.client_id).items) == 1
     # AND a write from a read that saw the use goes through
     any_store.update(
-        stored.with_changes(NOW + 62, enabled=False),
+        replace(stored, updated_at=NOW + 62, enabled=False),
         event(stored, AuditAction.DISABLED),
         if_unused=True,
     )
@@ -297,7 +306,9 @@ def test_reindex_writes_nothing_over_a_newer_version(
 ) -> None:
     token = create(any_store, unit_hasher)
     assert any_store.reindex(token)
-    any_store.update(token.with_changes(NOW, name="renamed"), event(token, AuditAction.UPDATED))
+    any_store.update(
+        replace(token, updated_at=NOW, name="renamed"), event(token, AuditAction.UPDATED)
+    )
     assert not any_store.reindex(token)
     stored = any_store.get(token.client_id, consistent=True)
     assert (stored.name, stored.version) == ("renamed", 2)
@@ -326,11 +337,11 @@ def test_idle_index_holds_usable_tokens_by_last_use_or_creation_oldest_first(
     seen_early = create(any_store, unit_hasher)
     disabled = create(any_store, unit_hasher)
     any_store.update(
-        disabled.with_changes(NOW, enabled=False), event(disabled, AuditAction.DISABLED)
+        replace(disabled, updated_at=NOW, enabled=False), event(disabled, AuditAction.DISABLED)
     )
     expired_and_told = create(any_store, unit_hasher)
     any_store.update(
-        expired_and_told.with_changes(NOW, reminders_sent=(0,)),
+        replace(expired_and_told, updated_at=NOW, reminders_sent=(EXPIRED,)),
         event(expired_and_told, AuditAction.EXPIRED),
     )
     any_store.record_last_seen(seen_late.client_id, NOW + 300, min_interval=60)
@@ -351,7 +362,9 @@ def test_last_seen_is_written_at_most_once_per_interval_and_survives_updates(
     assert not any_store.record_last_seen(token.client_id, NOW + 200, min_interval=300)
     assert any_store.record_last_seen(token.client_id, NOW + 400, min_interval=300)
     # An admin change made from a copy read earlier does not move last_seen_at back.
-    any_store.update(token.with_changes(NOW + 500, name="x"), event(token, AuditAction.UPDATED))
+    any_store.update(
+        replace(token, updated_at=NOW + 500, name="x"), event(token, AuditAction.UPDATED)
+    )
     stored = any_store.get(token.client_id, consistent=True)
     assert stored.last_seen_at == NOW + 400
     assert stored.version == 2
@@ -361,7 +374,7 @@ def test_events_page_newest_first(any_store: TokenStore, unit_hasher: Hasher) ->
     token = create(any_store, unit_hasher)
     for i in range(1, 6):
         token = any_store.update(
-            token.with_changes(NOW + i, name=f"n{i}"),
+            replace(token, updated_at=NOW + i, name=f"n{i}"),
             event(token, AuditAction.UPDATED, NOW + i, name=f"n{i}"),
         )
     pages = all_pages(any_store.events, client_id=token.client_id, limit=4)

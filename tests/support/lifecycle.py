@@ -18,7 +18,7 @@ from support.constants import ACCOUNT_ID, ADMIN, NOW, REGION
 
 if TYPE_CHECKING:  # only for types: the lifecycle's modules are being reshaped
     from gatekey.credentials import ClientSecret
-    from gatekey.lifecycle import Notice, Notifier
+    from gatekey.notices import Notice, Notifier
 
 
 @dataclass

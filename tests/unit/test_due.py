@@ -7,6 +7,9 @@ import pytest
 from gatekey.durations import Duration
 from gatekey.hashing import Hasher
 from gatekey.model import (
+    EXPIRED,
+    IDLE,
+    ROTATED,
     PendingNotice,
     RotationMode,
     RotationPolicy,
@@ -14,7 +17,7 @@ from gatekey.model import (
     TokenStatus,
     new_service_token,
 )
-from gatekey.store.due import DAY, EXPIRED, IDLE, ROTATED, DueSchedule, next_due_at
+from gatekey.store.due import DAY, DueSchedule, next_due_at
 from support.constants import DELIVERY, NOW
 
 SCHEDULE = DueSchedule((30, 7, 1), claim_timeout=900)

@@ -9,8 +9,13 @@ from gatekey.durations import Duration
 from gatekey.errors import ValidationError
 from gatekey.hashing import Hasher, SecretHash
 from gatekey.model import (
+    EXPIRED,
+    IDLE,
+    PROMOTED,
+    ROTATED,
     AuditAction,
     AuditEvent,
+    PendingNotice,
     RotationMode,
     RotationPolicy,
     TokenStatus,
@@ -63,7 +68,10 @@ def test_tokens_with_lifecycle_work_ahead_are_in_by_due_at_its_time_and_none_in_
     item = items.token_to_item(token, DueSchedule((60, 7)))
     assert (item["due_pk"], item["next_due_at"]) == ({"S": "token"}, {"N": str(NOW + 305 * DAY)})
     assert "expiry_pk" not in item
-    for done in (replace(token, status=TokenStatus.REVOKED), replace(token, reminders_sent=(0,))):
+    for done in (
+        replace(token, status=TokenStatus.REVOKED),
+        replace(token, reminders_sent=(EXPIRED,)),
+    ):
         assert "due_pk" not in items.token_to_item(done)
         assert "next_due_at" not in items.token_to_item(done)
 
@@ -182,3 +190,18 @@ def test_page_tokens_round_trip() -> None:
 def test_page_tokens_we_did_not_issue_are_rejected_naming_the_field(token: str) -> None:
     with pytest.raises(ValidationError, match="next_token"):
         items.decode_page_token(token, frozenset({"pk", "sk"}))
+
+
+def test_notice_keys_are_stored_as_the_numbers_items_already_in_the_table_hold(
+    unit_hasher: Hasher,
+) -> None:
+    token, _ = new_service_token(name="n", hasher=unit_hasher, now=NOW)
+    typed = replace(
+        token,
+        reminders_sent=(30, 7, EXPIRED, ROTATED, PROMOTED),
+        reminders_pending=(PendingNotice(1, NOW, ("sns",)), PendingNotice(IDLE, 0)),
+    )
+    item = items.token_to_item(typed)
+    assert item["reminders_sent"] == {"L": [{"N": n} for n in ("30", "7", "0", "-1", "-3")]}
+    assert item["reminders_pending"] == {"L": [{"S": f"1@{NOW}@sns"}, {"S": "-2@0@"}]}
+    assert items.token_from_item(item) == typed

@@ -9,7 +9,7 @@ InvalidTransition. The plaintext secret leaves only through `create` and `rotate
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from gatekey.credentials import ClientSecret
@@ -17,6 +17,8 @@ from gatekey.durations import Duration, parse_duration
 from gatekey.errors import InvalidTransition, ValidationError
 from gatekey.hashing import Hasher, SecretHash
 from gatekey.model import (
+    PROMOTED,
+    ROTATED,
     AuditAction,
     AuditEvent,
     AuditValue,
@@ -31,7 +33,6 @@ from gatekey.model import (
     validate_scopes,
 )
 from gatekey.store import Page, TokenStore
-from gatekey.store.due import PROMOTED, ROTATED
 
 DAY: Final = 86_400
 # What reminders_sent says of an automatic rotation's delivery, not of the expiry.
@@ -161,34 +162,37 @@ class TokenAdmin:
     ) -> ServiceToken:
         """PATCH: change only what is given. Enabling or disabling is audited as such."""
         token = self._live(client_id, "changed")
-        changes: dict[str, object] = {}
-        if name is not None:
-            changes["name"] = validate_name(name)
-        if owner is not None or clear_owner:
-            changes["owner"] = validate_owner(owner)
-        if routes is not None:
-            changes["routes"] = validate_routes(routes)
-        if scopes is not None:
-            changes["scopes"] = validate_scopes(scopes)
-        if enabled is not None:
-            changes["enabled"] = enabled
+        changed = _patched(
+            token,
+            name=name,
+            owner=owner,
+            clear_owner=clear_owner,
+            routes=routes,
+            scopes=scopes,
+            enabled=enabled,
+        )
         if rotation is not None:
             self._check_auto_duration(rotation, token.duration, "rotation.mode")
-            changes["rotation"] = rotation
-        if not changes:
+            changed = replace(changed, rotation=rotation)
+        given = {
+            "name": name is not None,
+            "owner": owner is not None or clear_owner,
+            "routes": routes is not None,
+            "scopes": scopes is not None,
+            "enabled": enabled is not None,
+            "rotation": rotation is not None,
+        }
+        details = {k: _audit_value(getattr(changed, k)) for k, v in given.items() if v}
+        if not details:
             raise ValidationError("body", "names no field to change")
         action = AuditAction.UPDATED
-        if set(changes) == {"enabled"}:
+        if set(details) == {"enabled"}:
             action = AuditAction.ENABLED if enabled else AuditAction.DISABLED
-        details: dict[str, AuditValue] = {
-            k: (v.mode.value if isinstance(v, RotationPolicy) else _audit_value(v))
-            for k, v in changes.items()
-        }
         event = self._event(token, action, actor, **details)
         now = self._clock()
-        if enabled and not token.enabled:
-            changes["idle_since"] = now  # re-enabled: the idle clock starts again
-        return self._store.update(token.with_changes(now, **changes), event)
+        # Re-enabled: the idle clock starts again.
+        idle_since = now if enabled and not token.enabled else token.idle_since
+        return self._store.update(replace(changed, updated_at=now, idle_since=idle_since), event)
 
     def rotate(
         self,
@@ -213,36 +217,30 @@ class TokenAdmin:
                 "grace", "give grace or previous_client_secret_expires_at, not both"
             )
         now = self._clock()
-        if grace is not None:
-            if grace.hours is None or grace.hours > MAX_GRACE_HOURS:
-                raise ValidationError("grace", f"must be at most {MAX_GRACE_HOURS}h")
-            previous_expires_at = now + grace.hours * 3600
-        if previous_expires_at is not None and not now < previous_expires_at <= now + 30 * DAY:
-            raise ValidationError(
-                "previous_client_secret_expires_at", "must be in the next 30 days"
-            )
+        previous_expires_at = _grace_end(now, grace, previous_expires_at)
         token = self._live(client_id, "rotated")
         secret = ClientSecret.generate()
-        abandoned: dict[str, object] = {}
+        abandoned = token.delivery_pending is not None
         held: SecretHash | None = token.secret_hash  # the secret the bot holds
-        if token.delivery_pending is not None:
-            if PROMOTED not in token.reminders_sent:
-                held = token.previous_secret_hash
-            abandoned = {
-                "delivery_pending": None,
-                "reminders_sent": tuple(d for d in token.reminders_sent if d not in _DELIVERY),
-                "reminders_pending": tuple(p for p in token.reminders_pending if p.days != ROTATED),
-            }
+        if abandoned and PROMOTED not in token.reminders_sent:
+            held = token.previous_secret_hash
         if held is None:
             previous_expires_at = None
-        rotated = token.with_changes(
-            now,
+        rotated = replace(
+            token,
+            updated_at=now,
             secret_hash=self._hasher.hash(secret),
             client_secret_version=token.client_secret_version + 1,
             previous_secret_hash=held if previous_expires_at else None,
             previous_client_secret_expires_at=previous_expires_at,
-            **abandoned,
         )
+        if abandoned:
+            rotated = replace(
+                rotated,
+                delivery_pending=None,
+                reminders_sent=tuple(d for d in token.reminders_sent if d not in _DELIVERY),
+                reminders_pending=tuple(p for p in token.reminders_pending if p.days != ROTATED),
+            )
         details: dict[str, AuditValue] = {
             "client_secret_version": rotated.client_secret_version,
             "previous_client_secret_expires_at": previous_expires_at,
@@ -260,8 +258,9 @@ class TokenAdmin:
         duration = duration or token.duration
         self._check_auto_duration(token.rotation, duration, "duration")
         now = self._clock()
-        refreshed = token.with_changes(
-            now,
+        refreshed = replace(
+            token,
+            updated_at=now,
             expires_at=duration.after(now),
             duration=duration,
             # A new expiry earns its reminders again; a delivery still pending goes on.
@@ -280,8 +279,9 @@ class TokenAdmin:
     def revoke(self, actor: Actor, client_id: str) -> ServiceToken:
         """Final: a revoked token can never be enabled, rotated or refreshed again."""
         token = self._live(client_id, "revoked again")
-        revoked = token.with_changes(
-            self._clock(),
+        revoked = replace(
+            token,
+            updated_at=self._clock(),
             status=TokenStatus.REVOKED,
             previous_secret_hash=None,
             previous_client_secret_expires_at=None,
@@ -293,7 +293,42 @@ class TokenAdmin:
         self._store.delete(token, self._event(token, AuditAction.DELETED, actor))
 
 
+def _patched(
+    token: ServiceToken,
+    *,
+    name: str | None,
+    owner: str | None,
+    clear_owner: bool,
+    routes: tuple[str, ...] | None,
+    scopes: tuple[str, ...] | None,
+    enabled: bool | None,
+) -> ServiceToken:
+    """The token with the fields given, each validated as a person sets it."""
+    return replace(
+        token,
+        name=token.name if name is None else validate_name(name),
+        owner=validate_owner(owner) if owner is not None or clear_owner else token.owner,
+        routes=token.routes if routes is None else validate_routes(routes),
+        scopes=token.scopes if scopes is None else validate_scopes(scopes),
+        enabled=token.enabled if enabled is None else enabled,
+    )
+
+
+def _grace_end(now: int, grace: Duration | None, previous_expires_at: int | None) -> int | None:
+    """When a rotated-out secret stops: `grace` from now, or `previous_expires_at`, within the
+    next 30 days; None: at once."""
+    if grace is not None:
+        if grace.hours is None or grace.hours > MAX_GRACE_HOURS:
+            raise ValidationError("grace", f"must be at most {MAX_GRACE_HOURS}h")
+        previous_expires_at = now + grace.hours * 3600
+    if previous_expires_at is not None and not now < previous_expires_at <= now + 30 * DAY:
+        raise ValidationError("previous_client_secret_expires_at", "must be in the next 30 days")
+    return previous_expires_at
+
+
 def _audit_value(value: object) -> AuditValue:
+    if isinstance(value, RotationPolicy):
+        return value.mode.value
     if isinstance(value, tuple):
         return [str(v) for v in value]
     if value is None or isinstance(value, str | int | bool):

@@ -1,6 +1,8 @@
-"""Lifecycle work, run daily by functions/lifecycle: reminders before expiry, rotation of
-`auto` tokens, the expiry notice, removal of previous-secret hashes past their grace, and
-(optionally) disabling tokens idle for too long.
+"""The lifecycle run, daily by functions/lifecycle: it finds the tokens with work due and
+hands each to its work: reminders, the expiry notice and rotation of `auto` tokens
+(expiry.py, auto_rotation.py), removal of previous-secret hashes past their grace
+(auto_rotation.py), and (optionally) disabling tokens idle for too long (idle.py). Each
+notice goes out exactly once per channel (notices.py).
 
 Work is found through sparse indexes keyed on when it falls due (by-due: the next notice or
 rotation, store/due.py; by-grace-end: the grace's end; by-idle: the idle clock), never by
@@ -8,30 +10,20 @@ scanning, so a run reads on the order of the work it does. A run is bounded by t
 given: it takes one page of each source in turn, so no source's backlog starves another, and
 records after each page where it stands (`RunState`); `resume` goes on from there, working
 through what was due when the run began.
-
-Exactly once: a reminder is claimed with a conditional write before it is sent (a second run,
-overlapping or retried, finds the claim and sends nothing), confirmed after the send, and
-released if the send fails (the next run sends it). A claim left by a run that was killed
-between its send and its confirmation is sent again after `claim_timeout`: the one case where
-a reminder can repeat, chosen over a reminder that is never sent.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Final
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from gatekey.aws import error_code
-from gatekey.credentials import ClientSecret
+from gatekey.auto_rotation import AutoRotation, SecretDelivery
 from gatekey.errors import (
     ConcurrentModification,
     ConfigurationError,
@@ -39,96 +31,18 @@ from gatekey.errors import (
     InvalidTransition,
     NotFound,
 )
+from gatekey.expiry import ExpiryWork
 from gatekey.hashing import Hasher
-from gatekey.model import (
-    AuditAction,
-    AuditEvent,
-    AuditValue,
-    PendingNotice,
-    RotationMode,
-    ServiceToken,
-    TokenStatus,
-    rfc3339,
-)
+from gatekey.idle import IdleWork
+from gatekey.notices import Notices, Notifier
 from gatekey.store import DueSchedule, Page, RunState, TokenStore
-from gatekey.store.due import (
-    DAY,
-    EXPIRED,
-    IDLE,
-    PROMOTED,
-    ROTATED,
-    next_due_at,
-    superseded,
-)
-
-if TYPE_CHECKING:
-    from mypy_boto3_secretsmanager import SecretsManagerClient
+from gatekey.store.due import DAY
 
 logger = logging.getLogger(__name__)
 ACTOR: Final = "gatekey:lifecycle"
 # A run stops taking work when less than this share of the time it was given is left: enough
 # for the tokens in hand to finish and the run's state to be written.
 RESERVE: Final = 0.2
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """A lifecycle event for people (SNS) and systems (EventBridge). Never a secret."""
-
-    detail_type: str
-    client_id: str
-    name: str
-    owner: str | None
-    expires_at: int | None
-    days_left: int | None
-    last_seen_at: int | None
-    # Stable for one notice of one token's expiry, so a consumer can drop a repeat.
-    notice_id: str
-
-    @classmethod
-    def of(
-        cls, detail_type: str, token: ServiceToken, notice_id: str, days_left: int | None = None
-    ) -> Notice:
-        return cls(
-            detail_type,
-            token.client_id,
-            token.name,
-            token.owner,
-            token.expires_at,
-            days_left,
-            token.last_seen_at,
-            f"{token.client_id}:{notice_id}",
-        )
-
-    def detail(self) -> dict[str, Any]:
-        return {
-            "notice_id": self.notice_id,
-            "client_id": self.client_id,
-            "name": self.name,
-            "owner": self.owner,
-            "expires_at": rfc3339(self.expires_at),
-            "days_left": self.days_left,
-            "last_seen_at": rfc3339(self.last_seen_at),
-        }
-
-
-class Notifier(Protocol):
-    @property
-    def channels(self) -> tuple[str, ...]: ...
-
-    def send(self, notice: Notice, channel: str) -> None:
-        """Deliver on one channel or raise DependencyError."""
-
-
-class SecretDelivery(Protocol):
-    def stage(self, secret_arn: str, client_id: str, secret: ClientSecret) -> str:
-        """Write the secret as a new AWSPENDING version; return its version id."""
-
-    def promote(self, secret_arn: str, version_id: str) -> None:
-        """Make that version AWSCURRENT, the one the consumer reads."""
-
-    def withdraw(self, secret_arn: str, version_id: str) -> None:
-        """If that version is AWSCURRENT, make the one it replaced current again."""
 
 
 @dataclass
@@ -181,15 +95,28 @@ class Lifecycle:
                 f"reminder days {reminder_days} differ from the store's {schedule.reminder_days}"
             )
         self._store = store
-        self._schedule = schedule
-        self._hasher = hasher
-        self._notifier = notifier
-        self._delivery = delivery
-        self.reminder_days = schedule.reminder_days
-        self.claim_timeout = schedule.claim_timeout
-        self.grace_seconds = grace_seconds
-        self.idle_days = idle_days  # 0: never disable idle tokens
         self._clock = clock
+        self._idle_days = idle_days  # 0: never disable idle tokens
+        notices = Notices(
+            store=store,
+            notifier=notifier,
+            claim_timeout=schedule.claim_timeout,
+            clock=clock,
+            actor=ACTOR,
+        )
+        self._rotation = AutoRotation(
+            store=store,
+            hasher=hasher,
+            delivery=delivery,
+            notices=notices,
+            grace_seconds=grace_seconds,
+            clock=clock,
+            actor=ACTOR,
+        )
+        self._expiry = ExpiryWork(
+            store=store, schedule=schedule, notices=notices, rotation=self._rotation, clock=clock
+        )
+        self._idle = IdleWork(store=store, notices=notices, idle_days=idle_days, clock=clock)
         self.workers = workers  # tokens worked on at once
         self.page_size = page_size
         # Per run (in this container): for each kind of work, the tokens it was done for.
@@ -216,15 +143,15 @@ class Lifecycle:
         """Where each kind of work is found, and what to do with each token found there."""
         before = state.due_before
         sources: dict[str, tuple[Callable[..., Page[str]], Work]] = {
-            "due": (partial(self._store.due, before), self._expiry_work),
-            "unscheduled": (self._store.unscheduled, self._expiry_work),
-            "grace": (partial(self._store.grace_ended, before), self._clean),
+            "due": (partial(self._store.due, before), self._expiry.expiry),
+            "unscheduled": (self._store.unscheduled, self._expiry.expiry),
+            "grace": (partial(self._store.grace_ended, before), self._rotation.clean),
         }
-        if self.idle_days:
-            idle_before = before - self.idle_days * DAY
+        if self._idle_days:
+            idle_before = before - self._idle_days * DAY
             sources["idle"] = (
                 partial(self._store.idle_since_before, idle_before),
-                self._disable_idle,
+                self._idle.disable_idle,
             )
         return sources
 
@@ -306,412 +233,3 @@ class Lifecycle:
                 "lifecycle work failed", extra={"client_id": client_id, "reason": exc.message}
             )
             report.failed.append(f"{client_id}: {exc.message}")
-
-    # -- expiry work ---------------------------------------------------------------------------
-
-    def _expiry_work(self, client_id: str, report: RunReport) -> None:
-        """Work only a token due now by the run's own schedule: the index may say otherwise
-        (a token stored before by-due, found with no time bound, or under other reminder days).
-        Otherwise, or when there was nothing to do, store when it is due, so it is not read
-        again before then."""
-        token = self._store.get(client_id, consistent=True)
-        now = self._clock()
-        due = next_due_at(token, self._schedule)
-        if due is None or now < due or not self._notice_or_rotation(token, now, report):
-            self._store.reindex(token)
-
-    def _notice_or_rotation(self, token: ServiceToken, now: int, report: RunReport) -> bool:
-        """The token's expiry work due now; False when there was none and nothing was written."""
-        client_id = token.client_id
-        if token.status is TokenStatus.REVOKED or token.expires_at is None:
-            return False
-        if token.rotation.mode is RotationMode.AUTO and now < token.expires_at:
-            rotation_at = token.expires_at - self.reminder_days[0] * DAY
-            if token.delivery_pending is None and now < rotation_at:
-                return False  # not yet: an `auto` token rotates at the first reminder threshold
-            return self._rotate(token, now, report)
-        # The most urgent threshold reached (one message a run at most); past expiry, the notice.
-        due = [d for d in reversed(self.reminder_days) if now >= token.expires_at - d * DAY]
-        days = EXPIRED if now >= token.expires_at else (due[0] if due else None)
-        if days is None or days in token.reminders_sent:
-            return False
-        notice = Notice.of(
-            "Service Token Expired" if days == EXPIRED else "Service Token Expiring",
-            token,
-            f"{token.expires_at}:{days}",
-            None if days == EXPIRED else max(0, token.expires_at - now) // DAY,
-        )
-        action = AuditAction.EXPIRED if days == EXPIRED else AuditAction.REMINDED
-        if self._notify_once(token, days, now, notice, action) is None:
-            return False  # another run is sending it
-        (report.expired if days == EXPIRED else report.reminded).append(f"{client_id}:{days}")
-        return True
-
-    def _notify_once(
-        self,
-        token: ServiceToken,
-        days: int,
-        now: int,
-        notice: Notice,
-        confirmed: AuditAction,
-        done_changes: Mapping[str, object] | None = None,
-        details: Mapping[str, AuditValue] | None = None,
-        *,
-        if_unused: bool = False,
-        sent: list[str] | None = None,
-    ) -> ServiceToken | None:
-        """Send `notice` once per channel, under the claim `days` (a reminder threshold or one of
-        the codes above); then confirm with one write that also applies `done_changes` (by
-        default: `days` joins reminders_sent). Return the token as stored, or None when another
-        run holds the claim. With `if_unused`, the claim and each write after a send require
-        that no use was recorded since the token was read (ConcurrentModification otherwise).
-        Channels sent to by this call are added to `sent`."""
-        update = partial(self._store.update, if_unused=if_unused)
-        previous = next((p for p in token.reminders_pending if p.days == days), None)
-        claimed = previous is not None and previous.claimed_at > 0
-        if claimed and now - previous.claimed_at < self.claim_timeout:  # type: ignore[union-attr]
-            return None  # another run is sending it right now
-        done = previous.done if previous is not None else ()
-        # 1. claim: a conditional write; a racing run fails here and sends nothing
-        token = update(
-            token.with_changes(now, reminders_pending=_put(token, PendingNotice(days, now, done))),
-            self._event(token, AuditAction.REMINDER_CLAIMED, days=days),
-        )
-        # 2. send on each channel not yet done, recording each; a failure releases the claim
-        #    and keeps what was sent, so the next run completes it and repeats nothing
-        for channel in self._notifier.channels:
-            if channel in done:
-                continue
-            try:
-                self._notifier.send(notice, channel)
-            except DependencyError:
-                self._store.update(
-                    token.with_changes(
-                        now, reminders_pending=_put(token, PendingNotice(days, 0, done))
-                    ),
-                    self._event(token, AuditAction.REMINDER_RELEASED, days=days, sent=list(done)),
-                )
-                raise
-            done = (*done, channel)
-            if sent is not None:
-                sent.append(channel)
-            if len(done) < len(self._notifier.channels):
-                token = update(
-                    token.with_changes(
-                        now, reminders_pending=_put(token, PendingNotice(days, now, done))
-                    ),
-                    self._event(token, AuditAction.REMINDER_CLAIMED, days=days, sent=list(done)),
-                )
-        # 3. confirm, and apply what the notice announced; claims on reminders this one
-        #    supersedes (released or abandoned by an earlier run) go with it
-        sent_now = (*token.reminders_sent, days)
-        return update(
-            token.with_changes(
-                now,
-                reminders_pending=tuple(
-                    p
-                    for p in token.reminders_pending
-                    if p.days != days and not superseded(p.days, sent_now)
-                ),
-                **(done_changes or {"reminders_sent": (*token.reminders_sent, days)}),
-            ),
-            self._event(token, confirmed, **(details if details is not None else {"days": days})),
-        )
-
-    def _rotate(self, token: ServiceToken, now: int, report: RunReport) -> bool:
-        """Auto rotation, conditional writes around making the new secret current:
-
-        1. a new secret is staged (AWSPENDING: nothing reads it) and the token accepts it,
-           keeping the old one for the grace;
-        2. once the new secret is AWSCURRENT (what the consumer reads), the token records so
-           (PROMOTED), so a manual rotation keeps that one for its grace;
-        3. the expiry moves forward by the token's duration.
-
-        Between 2 and 3, the "Service Token Rotated" notice goes out once per channel, like a
-        reminder. The consumer never reads a secret that does not authenticate, and the old one
-        works through the grace whatever fails. A run that fails before 3 leaves the token due
-        with `delivery_pending` set: the next run finishes the delivery and the notice, minting
-        nothing new and repeating no channel. Each write requires the token as this run read or
-        wrote it, so a manual rotation landing meanwhile is never undone (see `_promote`).
-        False when this run wrote nothing (another run holds the notice's claim).
-        """
-        arn = token.rotation.delivery_secret_arn
-        assert arn is not None  # noqa: S101 - RotationPolicy requires it for AUTO
-        wrote = token.delivery_pending is None
-        if wrote:
-            secret = ClientSecret.generate()
-            version_id = self._delivery.stage(arn, token.client_id, secret)
-            token = self._store.update(
-                token.with_changes(
-                    now,
-                    secret_hash=self._hasher.hash(secret),
-                    client_secret_version=token.client_secret_version + 1,
-                    previous_secret_hash=token.secret_hash,
-                    previous_client_secret_expires_at=now + self.grace_seconds,
-                    delivery_pending=version_id,
-                ),
-                self._event(
-                    token,
-                    AuditAction.ROTATED,
-                    client_secret_version=token.client_secret_version + 1,
-                    previous_client_secret_expires_at=now + self.grace_seconds,
-                ),
-            )
-        promoted = self._promote(token, arn, now)
-        if promoted is None:
-            return True  # a manual rotation abandoned the delivery; the next run rotates afresh
-        wrote = wrote or promoted is not token
-        token = promoted
-        if ROTATED not in token.reminders_sent:
-            notice = Notice.of(
-                "Service Token Rotated", token, f"rotated:{token.client_secret_version}"
-            )
-            notified = self._notify_once(token, ROTATED, now, notice, AuditAction.NOTIFIED)
-            if notified is None:
-                return wrote  # another run holds the notice's claim and finishes the rotation
-            token = notified
-        expires_at = token.duration.after(token.expires_at or now)
-        token = self._store.update(
-            token.with_changes(
-                now,
-                expires_at=expires_at,
-                delivery_pending=None,
-                reminders_sent=(),
-                reminders_pending=(),
-            ),
-            self._event(token, AuditAction.REFRESHED, expires_at=expires_at),
-        )
-        report.rotated.append(token.client_id)
-        return True
-
-    def _promote(self, token: ServiceToken, arn: str, now: int) -> ServiceToken | None:
-        """Make the staged secret AWSCURRENT, then record that on the token (PROMOTED, before
-        the notice): from then on the consumer may hold it, and a manual rotation keeps it for
-        its grace (TokenAdmin.rotate). Return the token as stored.
-
-        The record requires the token as read. A manual rotation landing after that read
-        abandoned the staged secret and kept the older one for its grace, so the record fails;
-        the promotion is then withdrawn (the version it replaced is current again) and None is
-        returned: the consumer reads a secret the token accepts, and the next run rotates
-        afresh."""
-        version_id = token.delivery_pending
-        assert version_id is not None  # noqa: S101 - staged above or by an earlier run
-        if PROMOTED in token.reminders_sent:
-            return token
-        try:
-            self._delivery.promote(arn, version_id)
-        except DependencyError:
-            self._keep_previous_secret(token, now)
-            raise
-        try:
-            return self._store.update(
-                token.with_changes(now, reminders_sent=(*token.reminders_sent, PROMOTED)),
-                self._event(
-                    token,
-                    AuditAction.UPDATED,
-                    reason="delivered",
-                    client_secret_version=token.client_secret_version,
-                ),
-            )
-        except ConcurrentModification:
-            current = self._store.get(token.client_id, consistent=True)
-            if current.delivery_pending == version_id:
-                raise  # still this delivery (another run wrote): the next run records it
-            self._delivery.withdraw(arn, version_id)
-            logger.info(
-                "delivery abandoned by a manual rotation: withdrawn",
-                extra={"client_id": token.client_id},
-            )
-            return None
-
-    def _keep_previous_secret(self, token: ServiceToken, now: int) -> None:
-        """The consumer still reads the old secret: keep it working past the next daily run,
-        for as long as the delivery keeps failing (LifecycleErrorsAlarm fires meanwhile)."""
-        keep_until = now + self.grace_seconds + DAY
-        ends = token.previous_client_secret_expires_at
-        if token.previous_secret_hash is None or (ends or 0) >= keep_until:
-            return
-        self._store.update(
-            token.with_changes(now, previous_client_secret_expires_at=keep_until),
-            self._event(
-                token,
-                AuditAction.UPDATED,
-                previous_client_secret_expires_at=keep_until,
-                reason="delivery_pending",
-            ),
-        )
-
-    def _disable_idle(self, client_id: str, report: RunReport) -> None:
-        """Announced, then disabled in the confirming write: a failed send leaves the token
-        enabled and idle, so the next run completes the notice and the change.
-
-        The authorizer records a use without taking the token's lock, so every write of the
-        notice requires the idle clock to be the one read: a use recorded meanwhile keeps the
-        token enabled. If that use lands after a channel went out, the claim is withdrawn (and
-        audited) so the token's next idle spell starts a notice of its own."""
-        now = self._clock()
-        token = self._store.get(client_id, consistent=True)
-        idle_clock = token.idle_clock()
-        idle_days = (now - idle_clock) // DAY
-        usable = token.status is TokenStatus.ACTIVE and token.enabled and not token.is_expired(now)
-        if not usable or idle_days < self.idle_days:
-            return
-        notice = Notice.of("Service Token Disabled", token, f"disabled:{idle_clock}")
-        details: dict[str, AuditValue] = {"reason": "idle", "idle_days": idle_days}
-        disabled = {"enabled": False}
-        sent: list[str] = []
-        try:
-            done = self._notify_once(
-                token,
-                IDLE,
-                now,
-                notice,
-                AuditAction.DISABLED,
-                disabled,
-                details,
-                if_unused=True,
-                sent=sent,
-            )
-        except ConcurrentModification:
-            current = self._store.get(client_id, consistent=True)
-            if current.idle_clock() == idle_clock:
-                raise  # not a use: someone else changed the token
-            self._withdraw_idle_notice(current, now, sent)
-            return
-        if done:
-            report.disabled.append(client_id)
-
-    def _withdraw_idle_notice(self, token: ServiceToken, now: int, sent: list[str]) -> None:
-        claim = next((p for p in token.reminders_pending if p.days == IDLE), None)
-        logger.info("idle token used during its notice: kept", extra={"client_id": token.client_id})
-        if claim is None:
-            return  # used before anything was claimed, so before anything was sent
-        self._store.update(
-            token.with_changes(
-                now, reminders_pending=tuple(p for p in token.reminders_pending if p.days != IDLE)
-            ),
-            self._event(
-                token,
-                AuditAction.REMINDER_RELEASED,
-                days=IDLE,
-                sent=sorted({*claim.done, *sent}),
-                reason="used",
-            ),
-        )
-
-    def _clean(self, client_id: str, report: RunReport) -> None:
-        now = self._clock()
-        token = self._store.get(client_id, consistent=True)
-        ends = token.previous_client_secret_expires_at
-        if token.previous_secret_hash is None or ends is None or ends > now:
-            return
-        if token.delivery_pending is not None and PROMOTED not in token.reminders_sent:
-            return  # the consumer still reads the old secret (see _keep_previous_secret)
-        self._store.update(
-            token.with_changes(
-                now, previous_secret_hash=None, previous_client_secret_expires_at=None
-            ),
-            self._event(token, AuditAction.GRACE_ENDED),
-        )
-        report.cleaned.append(client_id)
-
-    def _event(self, token: ServiceToken, action: AuditAction, **details: Any) -> AuditEvent:
-        return AuditEvent(token.client_id, action, ACTOR, self._clock(), None, details)
-
-
-def _put(token: ServiceToken, pending: PendingNotice) -> tuple[PendingNotice, ...]:
-    return (*(p for p in token.reminders_pending if p.days != pending.days), pending)
-
-
-# -- AWS adapters ------------------------------------------------------------------------------
-
-
-class AwsNotifier:
-    """SNS for people (e-mail, chat: whatever the owner subscribes) and EventBridge for
-    systems (`source: gatekey`). botocore's standard retries absorb transient failures."""
-
-    def __init__(self, *, sns: Any, events: Any, topic_arn: str, bus: str = "default") -> None:
-        self._sns = sns
-        self._events = events
-        self._topic_arn = topic_arn
-        self._bus = bus
-
-    channels: tuple[str, ...] = ("sns", "events")
-
-    def send(self, notice: Notice, channel: str) -> None:
-        detail = notice.detail()
-        try:
-            if channel == "sns":
-                self._sns.publish(
-                    TopicArn=self._topic_arn,
-                    Subject=f"Gatekey: {notice.detail_type}: {notice.name}"[:100],
-                    Message=json.dumps({"detail-type": notice.detail_type, **detail}),
-                )
-                return
-            answer = self._events.put_events(
-                Entries=[
-                    {
-                        "Source": "gatekey",
-                        "DetailType": notice.detail_type,
-                        "Detail": json.dumps(detail),
-                        "EventBusName": self._bus,
-                    }
-                ]
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise DependencyError(f"{channel} notification failed: {error_code(exc)}") from exc
-        if answer.get("FailedEntryCount"):
-            raise DependencyError("events notification failed: EventBridge refused the event")
-
-
-class SecretsManagerDelivery:
-    """Writes a rotated secret to the consumer's own secret as a new version, then makes it
-    AWSCURRENT (the stage a consumer reads)."""
-
-    def __init__(self, client: SecretsManagerClient) -> None:
-        self._client = client
-
-    def stage(self, secret_arn: str, client_id: str, secret: ClientSecret) -> str:
-        value = json.dumps({"client_id": client_id, "client_secret": secret.reveal()})
-        try:
-            answer = self._client.put_secret_value(
-                SecretId=secret_arn, SecretString=value, VersionStages=["AWSPENDING"]
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise DependencyError(f"cannot deliver the new secret: {error_code(exc)}") from exc
-        return answer["VersionId"]
-
-    def promote(self, secret_arn: str, version_id: str) -> None:
-        try:
-            current = self._client.describe_secret(SecretId=secret_arn)["VersionIdsToStages"]
-            old = next((v for v, stages in current.items() if "AWSCURRENT" in stages), None)
-            if old == version_id:
-                return  # made current by an earlier run
-            arguments: dict[str, Any] = {"MoveToVersionId": version_id}
-            if old is not None:
-                arguments["RemoveFromVersionId"] = old
-            self._client.update_secret_version_stage(
-                SecretId=secret_arn, VersionStage="AWSCURRENT", **arguments
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise DependencyError(f"cannot make the new secret current: {error_code(exc)}") from exc
-
-    def withdraw(self, secret_arn: str, version_id: str) -> None:
-        """Secrets Manager labels AWSPREVIOUS the version a promotion replaced: back to it."""
-        try:
-            stages = self._client.describe_secret(SecretId=secret_arn)["VersionIdsToStages"]
-            if "AWSCURRENT" not in stages.get(version_id, []):
-                return  # never made current, or replaced since
-            previous = next((v for v, labels in stages.items() if "AWSPREVIOUS" in labels), None)
-            if previous is None:
-                return  # nothing was current before it
-            self._client.update_secret_version_stage(
-                SecretId=secret_arn,
-                VersionStage="AWSCURRENT",
-                MoveToVersionId=previous,
-                RemoveFromVersionId=version_id,
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise DependencyError(
-                f"cannot withdraw the abandoned secret: {error_code(exc)}"
-            ) from exc

@@ -6,10 +6,10 @@ Times are whole epoch seconds (UTC). A token never holds a plaintext secret: onl
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Final
+from enum import Enum, StrEnum
+from typing import Final, TypeAlias
 
 from gatekey.credentials import ClientSecret, generate_client_id, parse_client_id
 from gatekey.durations import DEFAULT_TOKEN_DURATION, Duration
@@ -164,22 +164,57 @@ def rfc3339(epoch: int | None) -> str | None:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class Milestone(Enum):
+    """What a token's notice bookkeeping holds besides reminders. The values are the numbers
+    each has always been known by outside: in notice ids, run reports and audit details."""
+
+    EXPIRED = 0  # the expiry notice
+    ROTATED = -1  # the notice of an automatic rotation, sent before the expiry moves
+    IDLE = -2  # the notice of disabling an idle token, sent as it is disabled
+    # Not a notice: the staged secret (`delivery_pending`) is AWSCURRENT, the one the consumer
+    # reads.
+    PROMOTED = -3
+
+
+EXPIRED: Final = Milestone.EXPIRED
+ROTATED: Final = Milestone.ROTATED
+IDLE: Final = Milestone.IDLE
+PROMOTED: Final = Milestone.PROMOTED
+
+# A reminder, as the number of days before expiry it is sent (positive), or a milestone.
+NoticeKey: TypeAlias = int | Milestone
+
+
+def number(key: NoticeKey) -> int:
+    """The key as notice ids, run reports and audit details show it."""
+    return key if isinstance(key, int) else key.value
+
+
+def superseded(key: NoticeKey, sent: tuple[NoticeKey, ...]) -> bool:
+    """Whether the reminder `key` is moot once the notices `sent` went out: a more urgent
+    reminder, or the expiry notice, has been sent. Other notices never are."""
+    if isinstance(key, Milestone):
+        return False
+    return any(s is EXPIRED or (isinstance(s, int) and s < key) for s in sent)
+
+
+def _check_keys(keys: tuple[NoticeKey, ...], field_name: str) -> None:
+    for key in keys:
+        if not isinstance(key, Milestone) and (not isinstance(key, int) or key < 1):
+            raise ValueError(f"{field_name}: {key!r} is neither a reminder (days) nor a milestone")
+
+
 @dataclass(frozen=True, slots=True)
 class PendingNotice:
-    """A reminder being sent: claimed at `claimed_at` (0: released, free to claim), with the
+    """A notice being sent: claimed at `claimed_at` (0: released, free to claim), with the
     channels it has already gone out on, so a retry completes it without repeating any."""
 
-    days: int
+    days: NoticeKey
     claimed_at: int
     done: tuple[str, ...] = ()
 
-    def encode(self) -> str:
-        return f"{self.days}@{self.claimed_at}@{','.join(self.done)}"
-
-    @classmethod
-    def decode(cls, text: str) -> PendingNotice:
-        days, claimed_at, done = text.split("@", 2)
-        return cls(int(days), int(claimed_at), tuple(c for c in done.split(",") if c))
+    def __post_init__(self) -> None:
+        _check_keys((self.days,), "days")
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,10 +247,9 @@ class ServiceToken:
     # (given as 0: creation). The store keeps it beside last_seen_at for the by-idle index.
     idle_since: int = 0
     rotation: RotationPolicy = field(default_factory=RotationPolicy)
-    # Lifecycle bookkeeping for the current expires_at (reset when it moves): the reminder
-    # thresholds, in days before expiry (0: the expiry notice), already sent, and those a run
-    # has claimed and is sending.
-    reminders_sent: tuple[int, ...] = ()
+    # Lifecycle bookkeeping for the current expires_at (reset when it moves): the reminders
+    # and other notices already sent, and those a run has claimed and is sending.
+    reminders_sent: tuple[NoticeKey, ...] = ()
     reminders_pending: tuple[PendingNotice, ...] = ()
     # An automatic rotation whose new secret is accepted but not yet AWSCURRENT in the delivery
     # secret: the staged version id. The expiry moves only once it is current.
@@ -231,6 +265,7 @@ class ServiceToken:
         # Normalised (deduplicated, tuples) so every copy of a token compares and stores alike.
         object.__setattr__(self, "routes", validate_routes(self.routes))
         object.__setattr__(self, "scopes", _scopes(self.scopes))
+        _check_keys(self.reminders_sent, "reminders_sent")
         if not self.idle_since:
             object.__setattr__(self, "idle_since", self.created_at)
 
@@ -288,10 +323,6 @@ class ServiceToken:
             raise TokenDisabled(f"service token {self.client_id} is disabled")
         if self.is_expired(now):
             raise TokenExpired(f"service token {self.client_id} has expired")
-
-    def with_changes(self, now: int, **changes: object) -> ServiceToken:
-        """A copy with `changes` applied and `updated_at` moved to `now` (validated again)."""
-        return replace(self, updated_at=now, **changes)  # type: ignore[arg-type]
 
 
 def new_service_token(

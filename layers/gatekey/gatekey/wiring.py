@@ -156,7 +156,9 @@ def signing_key_rotation(config: Config) -> SigningKeyRotation:
 
 
 def lifecycle(config: Config) -> Lifecycle:
-    from gatekey.lifecycle import AwsNotifier, Lifecycle, SecretsManagerDelivery
+    from gatekey.aws.delivery import SecretsManagerDelivery
+    from gatekey.aws.notify import AwsNotifier
+    from gatekey.lifecycle import Lifecycle
 
     secrets = aws.client("secretsmanager", aws.LIFECYCLE)
     return Lifecycle(

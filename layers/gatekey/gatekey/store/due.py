@@ -2,7 +2,7 @@
 
 Every write of a token item stores `next_due_at(token, schedule)` beside it (store/items.py), so
 the daily run asks for what is due (`next_due_at <= now`) and reads on the order of the notices
-it sends, not every token near its expiry every day. It mirrors gatekey.lifecycle's expiry work:
+it sends, not every token near its expiry every day. It mirrors gatekey.expiry's work:
 
 - a notice being sent (a claim in `reminders_pending`): when its claim lapses, or at once when
   a failed send released it; unless a more urgent notice has gone out since (a reminder
@@ -21,15 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from gatekey.model import RotationMode, ServiceToken, TokenStatus
+from gatekey.model import EXPIRED, IDLE, RotationMode, ServiceToken, TokenStatus, superseded
 
 DAY: Final = 86_400
-# Codes stored in reminders_sent and reminders_pending beside the reminder thresholds (days).
-EXPIRED: Final = 0  # the expiry notice
-ROTATED: Final = -1  # the notice of an automatic rotation, sent before the expiry moves
-IDLE: Final = -2  # the notice of disabling an idle token, sent as it is disabled
-# Not a notice: the staged secret (`delivery_pending`) is AWSCURRENT, the one the consumer reads.
-PROMOTED: Final = -3
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +39,6 @@ class DueSchedule:
         if not days or days[-1] < 1:
             raise ValueError("reminder_days must hold at least one positive number of days")
         object.__setattr__(self, "reminder_days", days)
-
-
-def superseded(days: int, sent: tuple[int, ...]) -> bool:
-    """Whether the reminder threshold `days` is moot once the notices `sent` went out: a more
-    urgent threshold, or the expiry notice, has been sent. Other notices never are."""
-    return days > 0 and any(EXPIRED <= s < days for s in sent)
 
 
 def next_due_at(token: ServiceToken, schedule: DueSchedule) -> int | None:
@@ -70,7 +58,7 @@ def next_due_at(token: ServiceToken, schedule: DueSchedule) -> int | None:
         if auto:
             due.append(expires_at - schedule.reminder_days[0] * DAY)
         else:
-            lowest_sent = min((d for d in token.reminders_sent if d > 0), default=None)
+            lowest_sent = min((d for d in token.reminders_sent if isinstance(d, int)), default=None)
             left = [d for d in schedule.reminder_days if lowest_sent is None or d < lowest_sent]
             due.append(expires_at - left[0] * DAY if left else expires_at)
     return min(due, default=None)

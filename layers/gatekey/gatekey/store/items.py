@@ -49,16 +49,19 @@ from gatekey.durations import parse_duration
 from gatekey.errors import ValidationError
 from gatekey.hashing import SecretHash
 from gatekey.model import (
+    EXPIRED,
     AuditAction,
     AuditEvent,
     AuditValue,
+    Milestone,
+    NoticeKey,
     PendingNotice,
     RotationMode,
     RotationPolicy,
     ServiceToken,
     TokenStatus,
 )
-from gatekey.store.due import EXPIRED, DueSchedule, next_due_at
+from gatekey.store.due import DueSchedule, next_due_at
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import (
@@ -133,6 +136,28 @@ def lifecycle_done(token: ServiceToken) -> bool:
     return token.status is not TokenStatus.ACTIVE or EXPIRED in token.reminders_sent
 
 
+# Notice keys as stored, in `reminders_sent` (numbers) and `reminders_pending` (text): a
+# reminder as its days before expiry (positive), a milestone as its number (0 or negative).
+def _key_to_code(key: NoticeKey) -> int:
+    return key if isinstance(key, int) else key.value
+
+
+def _key_from_code(code: int) -> NoticeKey:
+    return code if code > 0 else Milestone(code)
+
+
+def _pending_to_text(pending: PendingNotice) -> str:
+    """`<key>@<claimed_at>@<channel>,<channel>...`"""
+    return f"{_key_to_code(pending.days)}@{pending.claimed_at}@{','.join(pending.done)}"
+
+
+def _pending_from_text(text: str) -> PendingNotice:
+    code, claimed_at, done = text.split("@", 2)
+    return PendingNotice(
+        _key_from_code(int(code)), int(claimed_at), tuple(c for c in done.split(",") if c)
+    )
+
+
 def token_to_plain(token: ServiceToken, schedule: DueSchedule = DEFAULT_SCHEDULE) -> dict[str, Any]:
     """The token as plain attribute values; absent optionals are None (removed on write)."""
     done = lifecycle_done(token)
@@ -169,8 +194,8 @@ def token_to_plain(token: ServiceToken, schedule: DueSchedule = DEFAULT_SCHEDULE
             "mode": token.rotation.mode.value,
             "delivery_secret_arn": token.rotation.delivery_secret_arn,
         },
-        "reminders_sent": list(token.reminders_sent),
-        "reminders_pending": [pending.encode() for pending in token.reminders_pending],
+        "reminders_sent": [_key_to_code(key) for key in token.reminders_sent],
+        "reminders_pending": [_pending_to_text(pending) for pending in token.reminders_pending],
         "delivery_pending": token.delivery_pending,
         "version": token.version,
     }
@@ -232,10 +257,8 @@ def token_from_item(item: Mapping[str, Any]) -> ServiceToken:
         rotation=RotationPolicy(
             RotationMode(rotation["mode"]), rotation.get("delivery_secret_arn")
         ),
-        reminders_sent=tuple(plain.get("reminders_sent", [])),
-        reminders_pending=tuple(
-            PendingNotice.decode(text) for text in plain.get("reminders_pending", [])
-        ),
+        reminders_sent=tuple(_key_from_code(code) for code in plain.get("reminders_sent", [])),
+        reminders_pending=tuple(_pending_from_text(t) for t in plain.get("reminders_pending", [])),
         delivery_pending=plain.get("delivery_pending"),
         version=plain["version"],
     )
