@@ -149,10 +149,10 @@ def main() -> int:
         from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
         from gatekey.access_tokens import issue_access_token
+        from gatekey.aws.dynamodb import DynamoDBTokenStore
         from gatekey.aws.kms import KmsSigner
         from gatekey.aws.secrets import load_hasher
         from gatekey.model import AuditAction, AuditEvent, new_service_token
-        from gatekey.store import DynamoDBTokenStore
         from gatekey_local.provision import provision
 
         kms = boto3.client("kms")

@@ -38,15 +38,15 @@ for path in ("layers/gatekey", "local"):
         sys.path.insert(0, str(ROOT / path))
 
 from gatekey.aws.delivery import SecretsManagerDelivery  # noqa: E402
+from gatekey.aws.dynamodb import DynamoDBTokenStore  # noqa: E402
+from gatekey.aws.dynamodb_items import token_to_item  # noqa: E402
 from gatekey.aws.notify import AwsNotifier  # noqa: E402
-from gatekey.durations import Duration  # noqa: E402
+from gatekey.durations import DAY, Duration  # noqa: E402
 from gatekey.hashing import Hasher  # noqa: E402
 from gatekey.lifecycle import Lifecycle  # noqa: E402
 from gatekey.model import RotationMode, RotationPolicy, ServiceToken, new_service_token  # noqa: E402
 from gatekey.notices import Notice  # noqa: E402
-from gatekey.store import DueSchedule, DynamoDBTokenStore  # noqa: E402
-from gatekey.store.due import DAY  # noqa: E402
-from gatekey.store.items import token_to_item  # noqa: E402
+from gatekey.store import DueSchedule  # noqa: E402
 
 REGION = "us-east-1"
 TABLE = "gatekey-bench"

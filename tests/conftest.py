@@ -13,10 +13,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from gatekey.aws.dynamodb import DynamoDBTokenStore
 from gatekey.aws.kms import KmsSigner
 from gatekey.aws.secrets import load_hasher
 from gatekey.hashing import Hasher
-from gatekey.store import DynamoDBTokenStore, InMemoryTokenStore
+from gatekey.store import InMemoryTokenStore
 from gatekey_local.provision import generated_pepper, load_template
 from support.aws import (
     AWS_ACTIONS,

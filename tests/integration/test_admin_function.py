@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from gatekey.aws.dynamodb import DynamoDBTokenStore
 from gatekey.credentials import ClientSecret
 from gatekey.hashing import Hasher
-from gatekey.store import DynamoDBTokenStore
 from support.constants import ADMIN_ARN, BASE, DELIVERY, NOW, TABLE_NAME
 from support.harness import AdminHarness
 

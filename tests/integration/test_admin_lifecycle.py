@@ -12,11 +12,12 @@ import boto3
 from botocore.exceptions import EndpointConnectionError
 
 from gatekey.aws.delivery import SecretsManagerDelivery
+from gatekey.aws.dynamodb import DynamoDBTokenStore
 from gatekey.aws.notify import AwsNotifier
 from gatekey.credentials import ClientSecret
+from gatekey.durations import DAY
 from gatekey.hashing import Hasher
-from gatekey.lifecycle import DAY, Lifecycle
-from gatekey.store import DynamoDBTokenStore
+from gatekey.lifecycle import Lifecycle
 from gatekey_local.policy import policy_allows
 from support.constants import ARN as API
 from support.constants import BASE, NOW, REGION

@@ -12,6 +12,7 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 from botocore.stub import Stubber
 
+from gatekey.aws.dynamodb import DynamoDBTokenStore
 from gatekey.config import Config
 from gatekey.credentials import ClientSecret
 from gatekey.durations import parse_duration
@@ -24,7 +25,6 @@ from gatekey.errors import (
 )
 from gatekey.hashing import Hasher
 from gatekey.model import AuditAction, AuditEvent, new_service_token
-from gatekey.store import DynamoDBTokenStore
 from support.constants import ADMIN, NOW, REGION, TABLE_NAME
 
 

@@ -14,8 +14,8 @@ import boto3
 import pytest
 
 from gatekey import aws
+from gatekey.durations import DAY
 from gatekey.errors import DependencyError
-from gatekey.lifecycle import DAY
 from support.constants import REGION, TABLE_NAME
 from support.events import FakeLambdaContext, load_event, load_handler
 from support.harness import AuthorizerHarness, credential_headers

@@ -13,10 +13,11 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 
 from gatekey.aws.delivery import SecretsManagerDelivery
+from gatekey.aws.dynamodb import DynamoDBTokenStore
 from gatekey.aws.notify import AwsNotifier
+from gatekey.durations import DAY
 from gatekey.hashing import Hasher
-from gatekey.lifecycle import DAY, Lifecycle
-from gatekey.store import DynamoDBTokenStore
+from gatekey.lifecycle import Lifecycle
 from support.constants import NOW, REGION
 from support.harness import AuthorizerHarness, credential_headers
 

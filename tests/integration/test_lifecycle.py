@@ -19,12 +19,14 @@ from botocore.exceptions import EndpointConnectionError
 
 from gatekey.admin import Actor, TokenAdmin
 from gatekey.aws.delivery import SecretsManagerDelivery
+from gatekey.aws.dynamodb import DynamoDBTokenStore
+from gatekey.aws.dynamodb_items import token_to_item
 from gatekey.aws.notify import AwsNotifier
 from gatekey.credentials import ClientSecret
-from gatekey.durations import Duration
+from gatekey.durations import DAY, Duration
 from gatekey.errors import DependencyError, InvalidCredentials
 from gatekey.hashing import Hasher
-from gatekey.lifecycle import DAY, Lifecycle
+from gatekey.lifecycle import Lifecycle
 from gatekey.model import (
     RotationMode,
     RotationPolicy,
@@ -32,8 +34,7 @@ from gatekey.model import (
     new_service_token,
 )
 from gatekey.notices import Notice
-from gatekey.store import DueSchedule, DynamoDBTokenStore
-from gatekey.store.items import token_to_item
+from gatekey.store import DueSchedule
 from support import constants
 from support.aws import AWS_ACTIONS, policy_actions
 from support.constants import NOW, REGION, ROOT, TABLE_NAME, UNUSED_KEY_ARN

@@ -18,12 +18,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc import jwt as joserfc_jwt
 from joserfc.jwk import KeySet
 
+from gatekey.aws.dynamodb import DynamoDBTokenStore
 from gatekey.aws.kms import kms_public_key
 from gatekey.credentials import ClientSecret
 from gatekey.durations import Duration
 from gatekey.hashing import Hasher
 from gatekey.model import AuditAction, AuditEvent, ServiceToken, TokenStatus, new_service_token
-from gatekey.store import DynamoDBTokenStore
 from support.aws import AwsCallCounter
 from support.constants import ADMIN, NOW, REGION, TABLE_NAME
 from support.events import FakeLambdaContext, load_event, load_handler

@@ -13,11 +13,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from gatekey.access_tokens import issue_access_token
+from gatekey.aws.dynamodb import DynamoDBTokenStore
 from gatekey.aws.kms import KmsSigner
 from gatekey.credentials import ClientSecret
 from gatekey.hashing import Hasher
 from gatekey.model import AuditAction, AuditEvent, ServiceToken, new_service_token
-from gatekey.store import DynamoDBTokenStore
 from gatekey_local.sigv4 import verify_sigv4
 from support.constants import ACCOUNT_ID, ADMIN, ADMIN_ARN, ARN, ISSUER, NOW
 from support.events import FakeLambdaContext, load_event

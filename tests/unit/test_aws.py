@@ -155,13 +155,11 @@ def done(_: str) -> None:
 
 
 def test_only_the_aws_package_imports_botocore() -> None:
-    # Besides the adapters still outside it (moved by other changes of issue 14). Type stubs
-    # (mypy_boto3_*, under TYPE_CHECKING) are not imports of botocore.
-    pending = {"lifecycle.py", "store/dynamodb.py", "store/items.py"}
+    # Type stubs (mypy_boto3_*, under TYPE_CHECKING) are not imports of botocore.
     imports = re.compile(r"^\s*(from|import) (boto3|botocore)\b", re.MULTILINE)
     layer = ROOT / "layers/gatekey/gatekey"
     for path in [*layer.rglob("*.py"), *FUNCTIONS.glob("*/app.py")]:
         name = path.relative_to(ROOT).as_posix().removeprefix("layers/gatekey/gatekey/")
-        if name.startswith("aws/") or name in pending:
+        if name.startswith("aws/"):
             continue
         assert not imports.search(path.read_text()), name

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from gatekey.durations import Duration
+from gatekey.durations import DAY, Duration
 from gatekey.hashing import Hasher
 from gatekey.model import (
     EXPIRED,
@@ -17,7 +17,7 @@ from gatekey.model import (
     TokenStatus,
     new_service_token,
 )
-from gatekey.store.due import DAY, DueSchedule, next_due_at
+from gatekey.store.due import DueSchedule, next_due_at
 from support.constants import DELIVERY, NOW
 
 SCHEDULE = DueSchedule((30, 7, 1), claim_timeout=900)

@@ -13,10 +13,10 @@ import pytest
 
 from gatekey.admin import Actor, TokenAdmin
 from gatekey.credentials import ClientSecret
-from gatekey.durations import Duration
+from gatekey.durations import DAY, Duration
 from gatekey.errors import InvalidCredentials
 from gatekey.hashing import Hasher
-from gatekey.lifecycle import DAY, Lifecycle
+from gatekey.lifecycle import Lifecycle
 from gatekey.model import (
     EXPIRED,
     AuditAction,

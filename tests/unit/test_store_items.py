@@ -5,7 +5,8 @@ from dataclasses import replace
 
 import pytest
 
-from gatekey.durations import Duration
+from gatekey.aws import dynamodb_items as items
+from gatekey.durations import DAY, Duration
 from gatekey.errors import ValidationError
 from gatekey.hashing import Hasher, SecretHash
 from gatekey.model import (
@@ -21,8 +22,7 @@ from gatekey.model import (
     TokenStatus,
     new_service_token,
 )
-from gatekey.store import DueSchedule, items
-from gatekey.store.due import DAY
+from gatekey.store import DueSchedule, layout
 from support.constants import DELIVERY, NOW
 
 
@@ -167,11 +167,11 @@ def test_last_seen_is_written_at_most_once_per_interval() -> None:
 
 def test_page_tokens_round_trip() -> None:
     key = {"pk": {"S": "TOKEN#gk_x"}, "sk": {"S": "TOKEN"}}
-    token = items.encode_page_token(key)
+    token = layout.encode_page_token(key)
     assert token is not None
-    assert items.decode_page_token(token, frozenset({"pk", "sk"})) == key
-    assert items.encode_page_token(None) is None
-    assert items.encode_page_token({}) is None
+    assert layout.decode_page_token(token, frozenset({"pk", "sk"})) == key
+    assert layout.encode_page_token(None) is None
+    assert layout.encode_page_token({}) is None
 
 
 @pytest.mark.parametrize(
@@ -189,7 +189,7 @@ def test_page_tokens_round_trip() -> None:
 )
 def test_page_tokens_we_did_not_issue_are_rejected_naming_the_field(token: str) -> None:
     with pytest.raises(ValidationError, match="next_token"):
-        items.decode_page_token(token, frozenset({"pk", "sk"}))
+        layout.decode_page_token(token, frozenset({"pk", "sk"}))
 
 
 def test_notice_keys_are_stored_as_the_numbers_items_already_in_the_table_hold(

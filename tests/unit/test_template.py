@@ -4,10 +4,11 @@ from typing import Any
 
 import pytest
 
+from gatekey.aws import dynamodb_items as items
 from gatekey.credentials import HEADER_PAIRS
 from gatekey.hashing import Hasher
 from gatekey.model import AuditAction, AuditEvent, new_service_token
-from gatekey.store import items
+from gatekey.store import layout
 from gatekey_local.__main__ import shared_environment
 from gatekey_local.provision import load_template
 from gatekey_local.template import Stack, parameters
@@ -41,12 +42,12 @@ def test_table_indexes_are_the_ones_the_store_queries(template: dict[str, Any]) 
         for i in resource(template, "Table")["Properties"]["GlobalSecondaryIndexes"]
     }
     sparse = {
-        items.BY_DUE_INDEX: ["due_pk", "next_due_at"],
-        items.BY_EXPIRY_INDEX: ["expiry_pk", "expires_at"],
-        items.BY_GRACE_END_INDEX: ["grace_pk", "previous_client_secret_expires_at"],
-        items.BY_IDLE_INDEX: ["idle_pk", "idle_since"],
+        layout.BY_DUE_INDEX: ["due_pk", "next_due_at"],
+        layout.BY_EXPIRY_INDEX: ["expiry_pk", "expires_at"],
+        layout.BY_GRACE_END_INDEX: ["grace_pk", "previous_client_secret_expires_at"],
+        layout.BY_IDLE_INDEX: ["idle_pk", "idle_since"],
     }
-    assert set(indexes) == {items.BY_NAME_INDEX, *sparse}
+    assert set(indexes) == {layout.BY_NAME_INDEX, *sparse}
     for name, keys in sparse.items():
         assert [k["AttributeName"] for k in indexes[name]["KeySchema"]] == keys
         assert indexes[name]["Projection"]["ProjectionType"] == "KEYS_ONLY"

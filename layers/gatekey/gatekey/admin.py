@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 from gatekey.credentials import ClientSecret
-from gatekey.durations import Duration, parse_duration
+from gatekey.durations import DAY, HOUR, Duration, parse_duration
 from gatekey.errors import InvalidTransition, ValidationError
 from gatekey.hashing import Hasher, SecretHash
 from gatekey.model import (
@@ -34,7 +34,6 @@ from gatekey.model import (
 )
 from gatekey.store import Page, TokenStore
 
-DAY: Final = 86_400
 # What reminders_sent says of an automatic rotation's delivery, not of the expiry.
 _DELIVERY: Final = frozenset({ROTATED, PROMOTED})
 MAX_GRACE_HOURS: Final = 30 * 24  # a previous secret stays valid at most 30 days
@@ -320,7 +319,7 @@ def _grace_end(now: int, grace: Duration | None, previous_expires_at: int | None
     if grace is not None:
         if grace.hours is None or grace.hours > MAX_GRACE_HOURS:
             raise ValidationError("grace", f"must be at most {MAX_GRACE_HOURS}h")
-        previous_expires_at = now + grace.hours * 3600
+        previous_expires_at = now + grace.hours * HOUR
     if previous_expires_at is not None and not now < previous_expires_at <= now + 30 * DAY:
         raise ValidationError("previous_client_secret_expires_at", "must be in the next 30 days")
     return previous_expires_at

@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 from gatekey.credentials import ClientSecret
+from gatekey.durations import DAY
 from gatekey.errors import ConcurrentModification, DependencyError
 from gatekey.hashing import Hasher
 from gatekey.model import (
@@ -22,7 +23,6 @@ from gatekey.model import (
 )
 from gatekey.notices import Notice, Notices
 from gatekey.store import TokenStore
-from gatekey.store.due import DAY
 
 if TYPE_CHECKING:
     from gatekey.lifecycle import RunReport

@@ -9,6 +9,7 @@ from typing import Final
 from gatekey.errors import InvalidDuration
 
 HOUR: Final = 3600
+DAY: Final = 24 * HOUR
 FOREVER: Final = "forever"
 # Ten years, Access's longest finite choice (87600h); anything longer is almost surely a typo.
 MAX_HOURS: Final = 87_600

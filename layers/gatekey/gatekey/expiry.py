@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gatekey.auto_rotation import AutoRotation
+from gatekey.durations import DAY
 from gatekey.model import (
     EXPIRED,
     AuditAction,
@@ -18,7 +19,7 @@ from gatekey.model import (
 )
 from gatekey.notices import Notice, Notices
 from gatekey.store import DueSchedule, TokenStore
-from gatekey.store.due import DAY, next_due_at
+from gatekey.store.due import next_due_at
 
 if TYPE_CHECKING:
     from gatekey.lifecycle import RunReport

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from gatekey.durations import DAY
 from gatekey.errors import ConcurrentModification
 from gatekey.model import IDLE, AuditAction, ServiceToken, TokenStatus
 from gatekey.notices import Notice, Notices
 from gatekey.store import TokenStore
-from gatekey.store.due import DAY
 
 if TYPE_CHECKING:
     from gatekey.lifecycle import RunReport

@@ -24,6 +24,7 @@ from functools import partial
 from typing import Final
 
 from gatekey.auto_rotation import AutoRotation, SecretDelivery
+from gatekey.durations import DAY
 from gatekey.errors import (
     ConcurrentModification,
     ConfigurationError,
@@ -36,7 +37,6 @@ from gatekey.hashing import Hasher
 from gatekey.idle import IdleWork
 from gatekey.notices import Notices, Notifier
 from gatekey.store import DueSchedule, Page, RunState, TokenStore
-from gatekey.store.due import DAY
 
 logger = logging.getLogger(__name__)
 ACTOR: Final = "gatekey:lifecycle"

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from gatekey import aws
+from gatekey.aws.dynamodb import DynamoDBTokenStore
 from gatekey.aws.secrets import load_hasher
 from gatekey.config import MAX_ACCESS_TOKEN_LIFETIME, Config
-from gatekey.store import DynamoDBTokenStore
+from gatekey.durations import DAY
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from gatekey.rotation import SigningKeyRotation
     from gatekey.signing import PublicKey, Signer
 
-DAY: Final = 86_400
 # Tokens the lifecycle run works on at once: each waits on AWS most of its time (6 calls in a
 # row for a notice), and 8 keep a 10,000-notice day inside one invocation (docs/scale.md).
 LIFECYCLE_WORKERS: Final = 8

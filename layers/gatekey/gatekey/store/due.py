@@ -1,6 +1,6 @@
 """When a token's lifecycle work is next due: the sort key of the by-due index.
 
-Every write of a token item stores `next_due_at(token, schedule)` beside it (store/items.py), so
+Every write of a token item stores `next_due_at(token, schedule)` beside it (store/layout.py), so
 the daily run asks for what is due (`next_due_at <= now`) and reads on the order of the notices
 it sends, not every token near its expiry every day. It mirrors gatekey.expiry's work:
 
@@ -19,11 +19,9 @@ that work is found through by-idle, keyed on the idle clock itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
 
+from gatekey.durations import DAY
 from gatekey.model import EXPIRED, IDLE, RotationMode, ServiceToken, TokenStatus, superseded
-
-DAY: Final = 86_400
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from typing import TypeVar
 from gatekey.credentials import parse_client_id
 from gatekey.errors import AlreadyExists, ConcurrentModification, InvalidTransition, NotFound
 from gatekey.model import AuditEvent, ServiceToken, TokenStatus
-from gatekey.store import items
+from gatekey.store import layout
 from gatekey.store.base import Page, RunState, TokenStore, validate_limit
 from gatekey.store.due import DueSchedule, next_due_at
 
@@ -27,11 +27,11 @@ _INDEX_POSITION = frozenset({"key", "client_id"})
 def _page(
     rows: Sequence[T], limit: int, next_token: str | None, keep: Callable[[T], bool]
 ) -> Page[T]:
-    start = items.decode_page_token(next_token, _POSITION)
+    start = layout.decode_page_token(next_token, _POSITION)
     offset = int(start["position"]["N"]) if start else 0
     window = rows[offset : offset + validate_limit(limit)]
     end = offset + len(window)
-    token = items.encode_page_token({"position": {"N": str(end)}}) if end < len(rows) else None
+    token = layout.encode_page_token({"position": {"N": str(end)}}) if end < len(rows) else None
     return Page([row for row in window if keep(row)], token)
 
 
@@ -106,7 +106,7 @@ class InMemoryTokenStore(TokenStore):
         return _page(rows, limit, next_token, lambda _: True)
 
     # The sparse indexes: the sort key of a token in the index, or None when it is not in it.
-    # Kept in step with store/items.py's token_to_plain. Every token here is written with its
+    # Kept in step with store/layout.py's token_to_plain. Every token here is written with its
     # due time, so none is unscheduled and reindexing has nothing to store.
 
     def due(self, before: int, *, limit: int = 100, next_token: str | None = None) -> Page[str]:
@@ -114,7 +114,7 @@ class InMemoryTokenStore(TokenStore):
 
     def unscheduled(self, *, limit: int = 100, next_token: str | None = None) -> Page[str]:
         validate_limit(limit)
-        items.decode_page_token(next_token, _INDEX_POSITION)
+        layout.decode_page_token(next_token, _INDEX_POSITION)
         return Page([])
 
     def reindex(self, token: ServiceToken) -> bool:
@@ -133,7 +133,7 @@ class InMemoryTokenStore(TokenStore):
         self, before: int, *, limit: int = 100, next_token: str | None = None
     ) -> Page[str]:
         def idle_since(t: ServiceToken) -> int | None:
-            in_index = t.enabled and not items.lifecycle_done(t)
+            in_index = t.enabled and not layout.lifecycle_done(t)
             return t.idle_since if in_index else None
 
         return self._ids_before(idle_since, before, limit, next_token)
@@ -147,7 +147,7 @@ class InMemoryTokenStore(TokenStore):
     ) -> Page[str]:
         """Pages by position in the index, as DynamoDB's do: after the last (key, client_id)
         returned, so tokens leaving the index between pages make no one else skipped."""
-        start = items.decode_page_token(next_token, _INDEX_POSITION)
+        start = layout.decode_page_token(next_token, _INDEX_POSITION)
         after = (int(start["key"]["N"]), start["client_id"]["S"]) if start else None
         keyed = ((sort_key(t), t.client_id) for t in list(self._tokens.values()))
         rows = sorted(
@@ -160,7 +160,7 @@ class InMemoryTokenStore(TokenStore):
         if len(rows) > len(window):
             key, client_id = window[-1]
             last = {"key": {"N": str(key)}, "client_id": {"S": client_id}}
-            token = items.encode_page_token(last)
+            token = layout.encode_page_token(last)
         return Page([client_id for _, client_id in window], token)
 
     def record_last_seen(self, client_id: str, now: int, min_interval: int) -> bool:

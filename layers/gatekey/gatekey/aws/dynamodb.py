@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gatekey import aws
+from gatekey.aws import dynamodb_items as items
 from gatekey.aws import error_code
 from gatekey.config import Config
 from gatekey.credentials import parse_client_id
@@ -22,7 +23,7 @@ from gatekey.errors import (
     ValidationError,
 )
 from gatekey.model import AuditEvent, ServiceToken, TokenStatus
-from gatekey.store import items
+from gatekey.store import layout
 from gatekey.store.base import Page, RunState, TokenStore, validate_limit
 from gatekey.store.due import DueSchedule
 
@@ -92,10 +93,10 @@ class DynamoDBTokenStore(TokenStore):
     ) -> Page[ServiceToken]:
         request: dict[str, Any] = {
             "TableName": self.table_name,
-            "IndexName": items.BY_NAME_INDEX,
+            "IndexName": layout.BY_NAME_INDEX,
             "Limit": validate_limit(limit),
             "KeyConditionExpression": "entity = :entity",
-            "ExpressionAttributeValues": {":entity": {"S": items.TOKEN_ENTITY}},
+            "ExpressionAttributeValues": {":entity": {"S": layout.TOKEN_ENTITY}},
         }
         if name is not None:
             request["KeyConditionExpression"] += " AND #name = :name"
@@ -116,31 +117,31 @@ class DynamoDBTokenStore(TokenStore):
             "Limit": validate_limit(limit),
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :events)",
             "ExpressionAttributeValues": {
-                ":pk": {"S": items.token_pk(client_id)},
-                ":events": {"S": items.EVENT_SK_PREFIX},
+                ":pk": {"S": layout.token_pk(client_id)},
+                ":events": {"S": layout.EVENT_SK_PREFIX},
             },
             "ScanIndexForward": False,
         }
         return self._query(request, next_token, _EVENT_KEYS, items.event_from_item)
 
     def due(self, before: int, *, limit: int = 100, next_token: str | None = None) -> Page[str]:
-        index = (items.BY_DUE_INDEX, "due_pk", "next_due_at")
+        index = (layout.BY_DUE_INDEX, "due_pk", "next_due_at")
         return self._ids_before(*index, before, limit, next_token)
 
     def unscheduled(self, *, limit: int = 100, next_token: str | None = None) -> Page[str]:
-        index = (items.BY_EXPIRY_INDEX, "expiry_pk", "expires_at")
+        index = (layout.BY_EXPIRY_INDEX, "expiry_pk", "expires_at")
         return self._ids_before(*index, None, limit, next_token)
 
     def grace_ended(
         self, before: int, *, limit: int = 100, next_token: str | None = None
     ) -> Page[str]:
-        index = (items.BY_GRACE_END_INDEX, "grace_pk", "previous_client_secret_expires_at")
+        index = (layout.BY_GRACE_END_INDEX, "grace_pk", "previous_client_secret_expires_at")
         return self._ids_before(*index, before, limit, next_token)
 
     def idle_since_before(
         self, before: int, *, limit: int = 100, next_token: str | None = None
     ) -> Page[str]:
-        index = (items.BY_IDLE_INDEX, "idle_pk", "idle_since")
+        index = (layout.BY_IDLE_INDEX, "idle_pk", "idle_since")
         return self._ids_before(*index, before, limit, next_token)
 
     def _ids_before(
@@ -160,7 +161,7 @@ class DynamoDBTokenStore(TokenStore):
             "Limit": validate_limit(limit),
             "KeyConditionExpression": "#p = :entity",
             "ExpressionAttributeNames": {"#p": partition},
-            "ExpressionAttributeValues": {":entity": {"S": items.TOKEN_ENTITY}},
+            "ExpressionAttributeValues": {":entity": {"S": layout.TOKEN_ENTITY}},
         }
         if before is not None:
             request["KeyConditionExpression"] += " AND #s <= :before"
@@ -176,7 +177,7 @@ class DynamoDBTokenStore(TokenStore):
         allowed_keys: frozenset[str],
         decode: Callable[[Any], T],
     ) -> Page[T]:
-        start = items.decode_page_token(next_token, allowed_keys)
+        start = layout.decode_page_token(next_token, allowed_keys)
         if start is not None:
             request["ExclusiveStartKey"] = start
         try:
@@ -188,7 +189,7 @@ class DynamoDBTokenStore(TokenStore):
             raise
         return Page(
             [decode(item) for item in response.get("Items", [])],
-            items.encode_page_token(response.get("LastEvaluatedKey")),
+            layout.encode_page_token(response.get("LastEvaluatedKey")),
         )
 
     # -- writes ------------------------------------------------------------------------------

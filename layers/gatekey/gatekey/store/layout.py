@@ -1,0 +1,248 @@
+"""The table's layout, as plain values (no AWS types): its keys and index attributes, a token
+as plain attribute values and back, notice keys as stored, and page tokens. The DynamoDB adapter
+(gatekey.aws.dynamodb_items) turns these into attribute values; the in-memory store keeps its
+pages the same way.
+
+One table holds both kinds of item, so a token's audit trail is one Query away:
+
+=========  =======================  ==========================  ==================================
+item       pk                       sk                          extra keys
+=========  =======================  ==========================  ==================================
+token      ``TOKEN#<client_id>``    ``TOKEN``                   ``entity`` (by-name index),
+                                                                ``due_pk`` (by-due, sparse)
+audit      ``TOKEN#<client_id>``    ``EVENT#<at>#<random>``     ``ttl`` (DynamoDB TTL)
+run        ``LIFECYCLE``            ``RUN``                     (none: in no index)
+=========  =======================  ==========================  ==================================
+
+``by-name`` (partition ``entity``, sort ``name``) lists tokens without reading audit items.
+``by-due`` (partition ``due_pk``, sort ``next_due_at``, keys only) holds tokens with lifecycle
+work ahead, by when it is next due (store/due.py): the run reads what is due, and a token once
+per notice. Every write of a token rewrites both attributes from the whole token.
+``by-grace-end`` (partition ``grace_pk``, sort ``previous_client_secret_expires_at``, keys only)
+holds only tokens that keep a previous secret's hash, for its removal after the grace.
+``by-idle`` (partition ``idle_pk``, sort ``idle_since``, keys only) holds only tokens that could
+be disabled for idleness (active, enabled, not expired). The authorizer's last-seen write moves
+``idle_since`` too: one index write per token per last-seen interval at most.
+``by-expiry`` (partition ``expiry_pk``, sort ``expires_at``, keys only) is what lifecycle work
+was found by before by-due. Nothing writes ``expiry_pk`` any more and every token write removes
+it, so the index holds only tokens last written before by-due existed; the run moves them over
+(`reindex_request`). CloudFormation adds or removes one index per stack update: by-expiry goes in
+the release after the one that added by-due.
+The run item is where the lifecycle run stands, so a run cut short by its timeout continues.
+Keys-only projections keep the authorizer's `last_seen_at` writes from touching any index but
+by-idle.
+
+Every function here is pure: it turns model objects into request dictionaries and back.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+from gatekey.durations import parse_duration
+from gatekey.errors import ValidationError
+from gatekey.hashing import SecretHash
+from gatekey.model import (
+    EXPIRED,
+    Milestone,
+    NoticeKey,
+    PendingNotice,
+    RotationMode,
+    RotationPolicy,
+    ServiceToken,
+    TokenStatus,
+)
+from gatekey.store.due import DueSchedule, next_due_at
+
+BY_NAME_INDEX: Final = "by-name"
+BY_DUE_INDEX: Final = "by-due"
+BY_EXPIRY_INDEX: Final = "by-expiry"  # read only to move tokens written before by-due
+BY_GRACE_END_INDEX: Final = "by-grace-end"
+BY_IDLE_INDEX: Final = "by-idle"
+TOKEN_ENTITY: Final = "token"
+TOKEN_SK: Final = "TOKEN"
+EVENT_SK_PREFIX: Final = "EVENT#"
+RUN_PK: Final = "LIFECYCLE"
+RUN_SK: Final = "RUN"
+DEFAULT_SCHEDULE: Final = DueSchedule()
+
+# Attributes a token update rewrites. `last_seen_at` is left out on purpose: the authorizer
+# writes it without taking the optimistic lock, and an admin change must not move it back.
+# `idle_since` is rewritten (re-enabling restarts it), so a racing last-seen write can be undone
+# there; harmless, since the lifecycle decides on `idle_clock()`, which reads last_seen_at too.
+UPDATABLE: Final = (
+    "name",
+    "owner",
+    "routes",
+    "scopes",
+    "enabled",
+    "status",
+    "secret_hash",
+    "client_secret_version",
+    "previous_secret_hash",
+    "previous_client_secret_expires_at",
+    "duration",
+    "updated_at",
+    "expires_at",
+    "due_pk",
+    "next_due_at",
+    "expiry_pk",  # always None now: every write takes the token out of by-expiry
+    "grace_pk",
+    "idle_pk",
+    "idle_since",
+    "rotation",
+    "reminders_sent",
+    "reminders_pending",
+    "delivery_pending",
+    "version",
+)
+
+
+def token_pk(client_id: str) -> str:
+    return f"TOKEN#{client_id}"
+
+
+def _hash_to_plain(value: SecretHash | None) -> dict[str, str] | None:
+    return None if value is None else {"key_id": value.key_id, "digest": value.digest}
+
+
+def lifecycle_done(token: ServiceToken) -> bool:
+    """Revoked, or expired and told so: no lifecycle index needs the token any more."""
+    return token.status is not TokenStatus.ACTIVE or EXPIRED in token.reminders_sent
+
+
+# Notice keys as stored, in `reminders_sent` (numbers) and `reminders_pending` (text): a
+# reminder as its days before expiry (positive), a milestone as its number (0 or negative).
+def _key_to_code(key: NoticeKey) -> int:
+    return key if isinstance(key, int) else key.value
+
+
+def _key_from_code(code: int) -> NoticeKey:
+    return code if code > 0 else Milestone(code)
+
+
+def _pending_to_text(pending: PendingNotice) -> str:
+    """`<key>@<claimed_at>@<channel>,<channel>...`"""
+    return f"{_key_to_code(pending.days)}@{pending.claimed_at}@{','.join(pending.done)}"
+
+
+def _pending_from_text(text: str) -> PendingNotice:
+    code, claimed_at, done = text.split("@", 2)
+    return PendingNotice(
+        _key_from_code(int(code)), int(claimed_at), tuple(c for c in done.split(",") if c)
+    )
+
+
+def token_to_plain(token: ServiceToken, schedule: DueSchedule = DEFAULT_SCHEDULE) -> dict[str, Any]:
+    """The token as plain attribute values; absent optionals are None (removed on write)."""
+    done = lifecycle_done(token)
+    due = next_due_at(token, schedule)
+    return {
+        "pk": token_pk(token.client_id),
+        "sk": TOKEN_SK,
+        "entity": TOKEN_ENTITY,
+        "client_id": token.client_id,
+        "name": token.name,
+        "owner": token.owner,
+        "routes": list(token.routes),
+        "scopes": list(token.scopes),
+        "enabled": token.enabled,
+        "status": token.status.value,
+        "secret_hash": _hash_to_plain(token.secret_hash),
+        "client_secret_version": token.client_secret_version,
+        "previous_secret_hash": _hash_to_plain(token.previous_secret_hash),
+        "previous_client_secret_expires_at": token.previous_client_secret_expires_at,
+        "duration": str(token.duration),
+        "created_at": token.created_at,
+        "updated_at": token.updated_at,
+        "expires_at": token.expires_at,
+        # In by-due while lifecycle work lies ahead of it.
+        "due_pk": None if due is None else TOKEN_ENTITY,
+        "next_due_at": due,
+        "expiry_pk": None,
+        # In the grace index while a previous secret's hash is kept.
+        "grace_pk": TOKEN_ENTITY if token.previous_secret_hash is not None else None,
+        "last_seen_at": token.last_seen_at,
+        "idle_pk": TOKEN_ENTITY if token.enabled and not done else None,
+        "idle_since": token.idle_since,
+        "rotation": {
+            "mode": token.rotation.mode.value,
+            "delivery_secret_arn": token.rotation.delivery_secret_arn,
+        },
+        "reminders_sent": [_key_to_code(key) for key in token.reminders_sent],
+        "reminders_pending": [_pending_to_text(pending) for pending in token.reminders_pending],
+        "delivery_pending": token.delivery_pending,
+        "version": token.version,
+    }
+
+
+def _hash_from_plain(value: Mapping[str, str] | None) -> SecretHash | None:
+    return None if value is None else SecretHash(value["key_id"], value["digest"])
+
+
+def token_from_plain(plain: Mapping[str, Any]) -> ServiceToken:
+    """The token from its plain attribute values (token_to_plain's)."""
+    rotation = plain["rotation"]
+    return ServiceToken(
+        client_id=plain["client_id"],
+        name=plain["name"],
+        owner=plain.get("owner"),
+        routes=tuple(plain["routes"]),
+        scopes=tuple(plain["scopes"]),
+        enabled=plain["enabled"],
+        status=TokenStatus(plain["status"]),
+        secret_hash=SecretHash(**plain["secret_hash"]),
+        client_secret_version=plain["client_secret_version"],
+        previous_secret_hash=_hash_from_plain(plain.get("previous_secret_hash")),
+        previous_client_secret_expires_at=plain.get("previous_client_secret_expires_at"),
+        duration=parse_duration(plain["duration"]),
+        created_at=plain["created_at"],
+        updated_at=plain["updated_at"],
+        expires_at=plain.get("expires_at"),
+        last_seen_at=plain.get("last_seen_at"),
+        idle_since=plain.get("idle_since", 0),
+        rotation=RotationPolicy(
+            RotationMode(rotation["mode"]), rotation.get("delivery_secret_arn")
+        ),
+        reminders_sent=tuple(_key_from_code(code) for code in plain.get("reminders_sent", [])),
+        reminders_pending=tuple(_pending_from_text(t) for t in plain.get("reminders_pending", [])),
+        delivery_pending=plain.get("delivery_pending"),
+        version=plain["version"],
+    )
+
+
+def encode_page_token(last_key: Mapping[str, Any] | None) -> str | None:
+    if not last_key:
+        return None
+    raw = json.dumps(last_key, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str | None, allowed_keys: frozenset[str]) -> dict[str, Any] | None:
+    """Decode a `next_token` we issued; anything else is a ValidationError naming the field."""
+    if token is None:
+        return None
+    error = ValidationError("next_token", "is not a page token returned by this API")
+    if not isinstance(token, str) or len(token) > 2048 or not token.isascii():
+        raise error
+    try:
+        key = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, binascii.Error) as exc:
+        raise error from exc
+    if not isinstance(key, dict) or not key or not set(key) <= allowed_keys:
+        raise error
+    for value in key.values():
+        if not (
+            isinstance(value, dict)
+            and len(value) == 1
+            and (
+                isinstance(value.get("S"), str)
+                or (isinstance(value.get("N"), str) and value["N"].lstrip("-").isdigit())
+            )
+        ):
+            raise error
+    return key
