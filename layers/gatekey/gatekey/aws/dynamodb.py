@@ -7,11 +7,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from gatekey import aws
 from gatekey.aws import dynamodb_items as items
-from gatekey.aws import error_code
+from gatekey.aws.errors import translated
 from gatekey.config import Config
 from gatekey.credentials import parse_client_id
 from gatekey.errors import (
@@ -33,6 +31,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# A write whose condition failed, or a transaction a condition or a concurrent one cancelled:
+# the store says why from a fresh read (_raise_for_lost_write).
+_LOST: Final = {
+    code: ConcurrentModification
+    for code in ("ConditionalCheckFailedException", "TransactionCanceledException")
+}
 
 _NAME_INDEX_KEYS: Final = frozenset({"pk", "sk", "entity", "name"})
 _EVENT_KEYS: Final = frozenset({"pk", "sk"})
@@ -259,29 +264,24 @@ class DynamoDBTokenStore(TokenStore):
     def _conditional_update(self, request: dict[str, Any]) -> bool:
         """One UpdateItem; False when its condition did not hold."""
         try:
-            self.client.update_item(**request)
-        except (BotoCoreError, ClientError) as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise DependencyError(f"DynamoDB UpdateItem failed: {error_code(exc)}") from exc
+            with translated("DynamoDB UpdateItem failed", meaning=_LOST):
+                self.client.update_item(**request)
+        except ConcurrentModification:
+            return False
         return True
 
     def _transact(self, request: Sequence[TransactWriteItemTypeDef]) -> bool:
         """Run the transaction; False when a condition or a concurrent transaction stopped it."""
         try:
-            self.client.transact_write_items(TransactItems=list(request))
-        except (BotoCoreError, ClientError) as exc:
-            if not (
-                isinstance(exc, ClientError) and error_code(exc) == "TransactionCanceledException"
-            ):
-                raise DependencyError(
-                    f"DynamoDB TransactWriteItems failed: {error_code(exc)}"
-                ) from exc
-            reasons = {r.get("Code") for r in exc.response.get("CancellationReasons", [])}
+            with translated("DynamoDB TransactWriteItems failed", meaning=_LOST):
+                self.client.transact_write_items(TransactItems=list(request))
+        except ConcurrentModification as lost:
+            cause: Any = lost.__cause__  # the ClientError, whose answer says why per item
+            reasons = {r.get("Code") for r in cause.response.get("CancellationReasons", [])}
             if reasons - {"None", "ConditionalCheckFailed", "TransactionConflict", None}:
                 raise DependencyError(
                     f"DynamoDB transaction cancelled: {sorted(map(str, reasons))}"
-                ) from exc
+                ) from cause
             return False
         return True
 
@@ -306,10 +306,8 @@ class DynamoDBTokenStore(TokenStore):
 
     @staticmethod
     def _call(operation: Callable[..., Any], **request: Any) -> Any:
-        try:
+        with translated("DynamoDB request failed"):
             return operation(**request)
-        except (BotoCoreError, ClientError) as exc:
-            raise DependencyError(f"DynamoDB request failed: {error_code(exc)}") from exc
 
 
 def _client_id_of(key: Any) -> str:
