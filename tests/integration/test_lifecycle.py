@@ -39,7 +39,7 @@ from support import constants
 from support.aws import AWS_ACTIONS, policy_actions
 from support.constants import NOW, REGION, ROOT, TABLE_NAME, UNUSED_KEY_ARN
 from support.events import FakeLambdaContext, load_handler
-from support.lifecycle import Clock, RecordingNotifier, create, create_auto
+from support.lifecycle import Clock, RecordingNotifier, create, create_auto, lifecycle_builder
 
 # The lifecycle handler works on several tokens at once; moto is not safe across threads.
 pytestmark = pytest.mark.usefixtures("atomic_dynamodb_requests")
@@ -97,20 +97,7 @@ def make_lifecycle(
     secrets: Any,
     clock: Clock,
 ) -> Any:
-    def build(idle_days: int = 0, page_size: int = 100) -> Lifecycle:
-        return Lifecycle(
-            store=store,
-            hasher=hasher,
-            notifier=notifier,
-            delivery=SecretsManagerDelivery(secrets),
-            reminder_days=(30, 7, 1),
-            grace_seconds=2 * DAY,
-            idle_days=idle_days,
-            clock=clock,
-            page_size=page_size,
-        )
-
-    return build
+    return lifecycle_builder(store, hasher, notifier, SecretsManagerDelivery(secrets), clock)
 
 
 @pytest.fixture

@@ -11,14 +11,20 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gatekey.admin import Actor, TokenAdmin
-from gatekey.durations import Duration
+from gatekey.durations import DAY, Duration
 from gatekey.errors import DependencyError
+from gatekey.lifecycle import Lifecycle
 from gatekey.model import RotationMode, RotationPolicy
 from support.constants import ACCOUNT_ID, ADMIN, NOW, REGION
 
-if TYPE_CHECKING:  # only for types: the lifecycle's modules are being reshaped
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from gatekey.auto_rotation import SecretDelivery
     from gatekey.credentials import ClientSecret
+    from gatekey.hashing import Hasher
     from gatekey.notices import Notice, Notifier
+    from gatekey.store import TokenStore
 
 
 @dataclass
@@ -130,3 +136,29 @@ def create(admin: TokenAdmin, name: str, hours: int | None, **rotation: Any) -> 
 
 def create_auto(admin: TokenAdmin, delivery: str) -> Any:
     return create(admin, "auto-bot", 40 * 24, mode=RotationMode.AUTO, delivery_secret_arn=delivery)
+
+
+def lifecycle_builder(
+    store: TokenStore,
+    hasher: Hasher,
+    notifier: Notifier,
+    delivery: SecretDelivery,
+    clock: Callable[[], int],
+) -> Callable[..., Lifecycle]:
+    """Runs as the tests make them: reminders at 30, 7 and 1 days, a 2-day grace; idle
+    disabling and the page size as a test asks."""
+
+    def build(idle_days: int = 0, page_size: int = 100) -> Lifecycle:
+        return Lifecycle(
+            store=store,
+            hasher=hasher,
+            notifier=notifier,
+            delivery=delivery,
+            reminder_days=(30, 7, 1),
+            grace_seconds=2 * DAY,
+            idle_days=idle_days,
+            clock=clock,
+            page_size=page_size,
+        )
+
+    return build

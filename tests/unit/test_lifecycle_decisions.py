@@ -16,7 +16,6 @@ from gatekey.credentials import ClientSecret
 from gatekey.durations import DAY, Duration
 from gatekey.errors import InvalidCredentials
 from gatekey.hashing import Hasher
-from gatekey.lifecycle import Lifecycle
 from gatekey.model import (
     EXPIRED,
     AuditAction,
@@ -30,7 +29,14 @@ from gatekey.notices import Notice
 from gatekey.store import InMemoryTokenStore
 from support import constants
 from support.constants import NOW
-from support.lifecycle import Clock, FakeDelivery, RecordingNotifier, create, create_auto
+from support.lifecycle import (
+    Clock,
+    FakeDelivery,
+    RecordingNotifier,
+    create,
+    create_auto,
+    lifecycle_builder,
+)
 
 ADMIN = Actor(constants.ADMIN)
 
@@ -69,20 +75,7 @@ def make_lifecycle(
     secrets: FakeDelivery,
     clock: Clock,
 ) -> Any:
-    def build(idle_days: int = 0, page_size: int = 100) -> Lifecycle:
-        return Lifecycle(
-            store=store,
-            hasher=hasher,
-            notifier=notifier,
-            delivery=secrets,
-            reminder_days=(30, 7, 1),
-            grace_seconds=2 * DAY,
-            idle_days=idle_days,
-            clock=clock,
-            page_size=page_size,
-        )
-
-    return build
+    return lifecycle_builder(store, hasher, notifier, secrets, clock)
 
 
 @pytest.fixture
