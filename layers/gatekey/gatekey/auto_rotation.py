@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from gatekey.credentials import ClientSecret
@@ -41,25 +41,15 @@ class SecretDelivery(Protocol):
         """If that version is AWSCURRENT, make the one it replaced current again."""
 
 
+@dataclass(frozen=True, kw_only=True)
 class AutoRotation:
-    def __init__(
-        self,
-        *,
-        store: TokenStore,
-        hasher: Hasher,
-        delivery: SecretDelivery,
-        notices: Notices,
-        grace_seconds: int,
-        clock: Callable[[], int],
-        actor: str,
-    ) -> None:
-        self._store = store
-        self._hasher = hasher
-        self._delivery = delivery
-        self._notices = notices
-        self._grace_seconds = grace_seconds
-        self._clock = clock
-        self._actor = actor
+    store: TokenStore
+    hasher: Hasher
+    delivery: SecretDelivery
+    notices: Notices
+    grace_seconds: int
+    clock: Callable[[], int]
+    actor: str
 
     def rotate(self, token: ServiceToken, now: int, report: RunReport) -> bool:
         """Auto rotation, conditional writes around making the new secret current:
@@ -92,14 +82,12 @@ class AutoRotation:
             notice = Notice.of(
                 "Service Token Rotated", token, f"rotated:{token.client_secret_version}"
             )
-            notified = self._notices.send_once(
-                token, ROTATED, notice, AuditAction.NOTIFIED, now=now
-            )
+            notified = self.notices.send_once(token, ROTATED, notice, AuditAction.NOTIFIED, now=now)
             if notified is None:
                 return wrote  # another run holds the notice's claim and finishes the rotation
             token = notified
         expires_at = token.duration.after(token.expires_at or now)
-        token = self._store.update(
+        token = self.store.update(
             replace(
                 token,
                 updated_at=now,
@@ -116,22 +104,22 @@ class AutoRotation:
     def _stage(self, token: ServiceToken, arn: str, now: int) -> ServiceToken:
         """A new secret, staged in the delivery secret and accepted by the token."""
         secret = ClientSecret.generate()
-        version_id = self._delivery.stage(arn, token.client_id, secret)
-        return self._store.update(
+        version_id = self.delivery.stage(arn, token.client_id, secret)
+        return self.store.update(
             replace(
                 token,
                 updated_at=now,
-                secret_hash=self._hasher.hash(secret),
+                secret_hash=self.hasher.hash(secret),
                 client_secret_version=token.client_secret_version + 1,
                 previous_secret_hash=token.secret_hash,
-                previous_client_secret_expires_at=now + self._grace_seconds,
+                previous_client_secret_expires_at=now + self.grace_seconds,
                 delivery_pending=version_id,
             ),
             self._event(
                 token,
                 AuditAction.ROTATED,
                 client_secret_version=token.client_secret_version + 1,
-                previous_client_secret_expires_at=now + self._grace_seconds,
+                previous_client_secret_expires_at=now + self.grace_seconds,
             ),
         )
 
@@ -150,12 +138,12 @@ class AutoRotation:
         if PROMOTED in token.reminders_sent:
             return token
         try:
-            self._delivery.promote(arn, version_id)
+            self.delivery.promote(arn, version_id)
         except DependencyError:
             self._keep_previous_secret(token, now)
             raise
         try:
-            return self._store.update(
+            return self.store.update(
                 replace(token, updated_at=now, reminders_sent=(*token.reminders_sent, PROMOTED)),
                 self._event(
                     token,
@@ -165,10 +153,10 @@ class AutoRotation:
                 ),
             )
         except ConcurrentModification:
-            current = self._store.get(token.client_id, consistent=True)
+            current = self.store.get(token.client_id, consistent=True)
             if current.delivery_pending == version_id:
                 raise  # still this delivery (another run wrote): the next run records it
-            self._delivery.withdraw(arn, version_id)
+            self.delivery.withdraw(arn, version_id)
             logger.info(
                 "delivery abandoned by a manual rotation: withdrawn",
                 extra={"client_id": token.client_id},
@@ -178,11 +166,11 @@ class AutoRotation:
     def _keep_previous_secret(self, token: ServiceToken, now: int) -> None:
         """The consumer still reads the old secret: keep it working past the next daily run,
         for as long as the delivery keeps failing (LifecycleErrorsAlarm fires meanwhile)."""
-        keep_until = now + self._grace_seconds + DAY
+        keep_until = now + self.grace_seconds + DAY
         ends = token.previous_client_secret_expires_at
         if token.previous_secret_hash is None or (ends or 0) >= keep_until:
             return
-        self._store.update(
+        self.store.update(
             replace(token, updated_at=now, previous_client_secret_expires_at=keep_until),
             self._event(
                 token,
@@ -194,14 +182,14 @@ class AutoRotation:
 
     def clean(self, client_id: str, report: RunReport) -> None:
         """Remove the previous secret's hash once its grace has ended."""
-        now = self._clock()
-        token = self._store.get(client_id, consistent=True)
+        now = self.clock()
+        token = self.store.get(client_id, consistent=True)
         ends = token.previous_client_secret_expires_at
         if token.previous_secret_hash is None or ends is None or ends > now:
             return
         if token.delivery_pending is not None and PROMOTED not in token.reminders_sent:
             return  # the consumer still reads the old secret (see _keep_previous_secret)
-        self._store.update(
+        self.store.update(
             replace(
                 token,
                 updated_at=now,
@@ -213,4 +201,4 @@ class AutoRotation:
         report.cleaned.append(client_id)
 
     def _event(self, token: ServiceToken, action: AuditAction, **details: AuditValue) -> AuditEvent:
-        return AuditEvent(token.client_id, action, self._actor, self._clock(), None, details)
+        return AuditEvent(token.client_id, action, self.actor, self.clock(), None, details)

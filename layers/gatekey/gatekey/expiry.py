@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gatekey.auto_rotation import AutoRotation
@@ -25,42 +26,34 @@ if TYPE_CHECKING:
     from gatekey.lifecycle import RunReport
 
 
+@dataclass(frozen=True, kw_only=True)
 class ExpiryWork:
-    def __init__(
-        self,
-        *,
-        store: TokenStore,
-        schedule: DueSchedule,
-        notices: Notices,
-        rotation: AutoRotation,
-        clock: Callable[[], int],
-    ) -> None:
-        self._store = store
-        self._schedule = schedule
-        self._notices = notices
-        self._rotation = rotation
-        self._clock = clock
+    store: TokenStore
+    schedule: DueSchedule
+    notices: Notices
+    rotation: AutoRotation
+    clock: Callable[[], int]
 
     def expiry(self, client_id: str, report: RunReport) -> None:
         """Work only a token due now by the run's own schedule: the index may say otherwise
         (a token stored before by-due, found with no time bound, or under other reminder days).
         Otherwise, or when there was nothing to do, store when it is due, so it is not read
         again before then."""
-        token = self._store.get(client_id, consistent=True)
-        now = self._clock()
-        due = next_due_at(token, self._schedule)
+        token = self.store.get(client_id, consistent=True)
+        now = self.clock()
+        due = next_due_at(token, self.schedule)
         if due is None or now < due or not self._notice_or_rotation(token, now, report):
-            self._store.reindex(token)
+            self.store.reindex(token)
 
     def _notice_or_rotation(self, token: ServiceToken, now: int, report: RunReport) -> bool:
         """The token's expiry work due now; False when there was none and nothing was written."""
         if token.status is TokenStatus.REVOKED or token.expires_at is None:
             return False
         if token.rotation.mode is RotationMode.AUTO and now < token.expires_at:
-            rotation_at = token.expires_at - self._schedule.reminder_days[0] * DAY
+            rotation_at = token.expires_at - self.schedule.reminder_days[0] * DAY
             if token.delivery_pending is None and now < rotation_at:
                 return False  # not yet: an `auto` token rotates at the first reminder threshold
-            return self._rotation.rotate(token, now, report)
+            return self.rotation.rotate(token, now, report)
         key = self._due_notice(token.expires_at, now)
         if key is None or key in token.reminders_sent:
             return False
@@ -72,7 +65,7 @@ class ExpiryWork:
             None if expired else max(0, token.expires_at - now) // DAY,
         )
         action = AuditAction.EXPIRED if expired else AuditAction.REMINDED
-        if self._notices.send_once(token, key, notice, action, now=now) is None:
+        if self.notices.send_once(token, key, notice, action, now=now) is None:
             return False  # another run is sending it
         (report.expired if expired else report.reminded).append(f"{token.client_id}:{number(key)}")
         return True
@@ -82,5 +75,5 @@ class ExpiryWork:
         expiry notice."""
         if now >= expires_at:
             return EXPIRED
-        reached = [d for d in reversed(self._schedule.reminder_days) if now >= expires_at - d * DAY]
+        reached = [d for d in reversed(self.schedule.reminder_days) if now >= expires_at - d * DAY]
         return reached[0] if reached else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from gatekey.durations import DAY
@@ -19,19 +19,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, kw_only=True)
 class IdleWork:
-    def __init__(
-        self,
-        *,
-        store: TokenStore,
-        notices: Notices,
-        idle_days: int,
-        clock: Callable[[], int],
-    ) -> None:
-        self._store = store
-        self._notices = notices
-        self._idle_days = idle_days
-        self._clock = clock
+    store: TokenStore
+    notices: Notices
+    idle_days: int
+    clock: Callable[[], int]
 
     def disable_idle(self, client_id: str, report: RunReport) -> None:
         """Announced, then disabled in the confirming write: a failed send leaves the token
@@ -41,17 +34,17 @@ class IdleWork:
         notice requires the idle clock to be the one read: a use recorded meanwhile keeps the
         token enabled. If that use lands after a channel went out, the claim is withdrawn (and
         audited) so the token's next idle spell starts a notice of its own."""
-        now = self._clock()
-        token = self._store.get(client_id, consistent=True)
+        now = self.clock()
+        token = self.store.get(client_id, consistent=True)
         idle_clock = token.idle_clock()
         idle_days = (now - idle_clock) // DAY
         usable = token.status is TokenStatus.ACTIVE and token.enabled and not token.is_expired(now)
-        if not usable or idle_days < self._idle_days:
+        if not usable or idle_days < self.idle_days:
             return
         notice = Notice.of("Service Token Disabled", token, f"disabled:{idle_clock}")
         sent: list[str] = []
         try:
-            done = self._notices.send_once(
+            done = self.notices.send_once(
                 token,
                 IDLE,
                 notice,
@@ -63,11 +56,11 @@ class IdleWork:
                 sent=sent,
             )
         except ConcurrentModification:
-            current = self._store.get(client_id, consistent=True)
+            current = self.store.get(client_id, consistent=True)
             if current.idle_clock() == idle_clock:
                 raise  # not a use: someone else changed the token
             logger.info("idle token used during its notice: kept", extra={"client_id": client_id})
-            self._notices.withdraw(current, IDLE, sent, now=now, reason="used")
+            self.notices.withdraw(current, IDLE, sent, now=now, reason="used")
             return
         if done is not None:
             report.disabled.append(client_id)

@@ -79,25 +79,17 @@ class Notifier(Protocol):
         """Deliver on one channel or raise DependencyError."""
 
 
+@dataclass(frozen=True, kw_only=True)
 class Notices:
     """The exactly-once protocol over a token's `reminders_pending` (claims, with the channels
     done) and `reminders_sent` (confirmed). Every write is conditional on the token as read:
     a racing writer makes it raise ConcurrentModification and nothing is sent after that."""
 
-    def __init__(
-        self,
-        *,
-        store: TokenStore,
-        notifier: Notifier,
-        claim_timeout: int,
-        clock: Callable[[], int],
-        actor: str,
-    ) -> None:
-        self._store = store
-        self._notifier = notifier
-        self._claim_timeout = claim_timeout
-        self._clock = clock
-        self._actor = actor
+    store: TokenStore
+    notifier: Notifier
+    claim_timeout: int
+    clock: Callable[[], int]
+    actor: str
 
     def send_once(
         self,
@@ -120,18 +112,18 @@ class Notices:
         if done is None:
             return None  # another run is sending it right now
         token = self.claim(token, key, done, now=now, if_unused=if_unused)
-        for channel in self._notifier.channels:
+        for channel in self.notifier.channels:
             if channel in done:
                 continue
             try:
-                self._notifier.send(notice, channel)
+                self.notifier.send(notice, channel)
             except DependencyError:
                 self.release(token, key, done, now=now)
                 raise
             done = (*done, channel)
             if sent is not None:
                 sent.append(channel)
-            if len(done) < len(self._notifier.channels):
+            if len(done) < len(self.notifier.channels):
                 token = self.record(token, key, done, now=now, if_unused=if_unused)
         return self.confirm(
             token,
@@ -149,7 +141,7 @@ class Notices:
         previous = next((p for p in token.reminders_pending if p.days == key), None)
         if previous is None:
             return ()
-        if previous.claimed_at > 0 and now - previous.claimed_at < self._claim_timeout:
+        if previous.claimed_at > 0 and now - previous.claimed_at < self.claim_timeout:
             return None
         return previous.done
 
@@ -164,7 +156,7 @@ class Notices:
     ) -> ServiceToken:
         """Claim the notice (keeping the channels an earlier run `done`): a racing run fails
         here and sends nothing."""
-        return self._store.update(
+        return self.store.update(
             replace(token, updated_at=now, reminders_pending=_put(token, key, now, done)),
             self._event(token, AuditAction.REMINDER_CLAIMED, {"days": number(key)}),
             if_unused=if_unused,
@@ -180,7 +172,7 @@ class Notices:
         if_unused: bool = False,
     ) -> ServiceToken:
         """Record the channels `done` under the claim, so a retry repeats none of them."""
-        return self._store.update(
+        return self.store.update(
             replace(token, updated_at=now, reminders_pending=_put(token, key, now, done)),
             self._event(
                 token, AuditAction.REMINDER_CLAIMED, {"days": number(key), "sent": list(done)}
@@ -192,7 +184,7 @@ class Notices:
         self, token: ServiceToken, key: NoticeKey, done: tuple[str, ...], *, now: int
     ) -> ServiceToken:
         """A send failed: free the claim for the next run, keeping the channels done."""
-        return self._store.update(
+        return self.store.update(
             replace(token, updated_at=now, reminders_pending=_put(token, key, 0, done)),
             self._event(
                 token, AuditAction.REMINDER_RELEASED, {"days": number(key), "sent": list(done)}
@@ -218,7 +210,7 @@ class Notices:
             p for p in token.reminders_pending if p.days != key and not superseded(p.days, sent_now)
         )
         confirming = replace(token, updated_at=now, reminders_pending=pending)
-        return self._store.update(
+        return self.store.update(
             announced(confirming)
             if announced is not None
             else replace(confirming, reminders_sent=sent_now),
@@ -236,7 +228,7 @@ class Notices:
         claim = next((p for p in token.reminders_pending if p.days == key), None)
         if claim is None:
             return  # nothing was claimed, so nothing was sent
-        self._store.update(
+        self.store.update(
             replace(
                 token,
                 updated_at=now,
@@ -252,7 +244,7 @@ class Notices:
     def _event(
         self, token: ServiceToken, action: AuditAction, details: Mapping[str, AuditValue]
     ) -> AuditEvent:
-        return AuditEvent(token.client_id, action, self._actor, self._clock(), None, dict(details))
+        return AuditEvent(token.client_id, action, self.actor, self.clock(), None, dict(details))
 
 
 def _put(
