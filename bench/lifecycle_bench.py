@@ -47,12 +47,13 @@ from gatekey.lifecycle import Lifecycle  # noqa: E402
 from gatekey.model import RotationMode, RotationPolicy, ServiceToken, new_service_token  # noqa: E402
 from gatekey.notices import Notice  # noqa: E402
 from gatekey.store import DueSchedule  # noqa: E402
+from gatekey.wiring import LIFECYCLE_WORKERS  # noqa: E402
 
 REGION = "us-east-1"
 TABLE = "gatekey-bench"
 RUN_AT = 1_800_000_000 - 2 * 3600  # 2027-01-15T06:00:00Z, the daily run's time
 LAMBDA_TIMEOUT = 300.0  # LifecycleFunction's Timeout in template.yaml
-WORKERS = 8  # gatekey/wiring.py, LIFECYCLE_WORKERS
+WORKERS = LIFECYCLE_WORKERS
 SCHEDULE = DueSchedule((30, 7, 1))
 HASHER = Hasher(peppers={"p1": b"b" * 64}, current_key_id="p1")
 

@@ -14,7 +14,8 @@ from botocore.exceptions import EndpointConnectionError
 from gatekey.access_tokens import DEFAULT_LEEWAY, issue_access_token, verify_access_token
 from gatekey.aws.keyring_store import KeyRingStore
 from gatekey.aws.kms import KmsKeys, KmsSigner
-from gatekey.durations import Duration
+from gatekey.config import MAX_ACCESS_TOKEN_LIFETIME
+from gatekey.durations import DAY, Duration
 from gatekey.errors import DependencyError, InvalidCredentials, TokenExpired, UnknownKey
 from gatekey.hashing import Hasher
 from gatekey.keyring import KeyRing, SigningKeys
@@ -23,11 +24,10 @@ from gatekey.rotation import SigningKeyRotation
 from support.constants import ISSUER, NOW, REGION, TABLE_NAME
 from support.events import FakeLambdaContext, load_event, load_handler
 
-DAY = 86_400
 CADENCE = 42 * DAY
 DELAY = 3600
 LIFETIME = 3600
-RETIRE_AFTER = 86_400 + DEFAULT_LEEWAY
+RETIRE_AFTER = MAX_ACCESS_TOKEN_LIFETIME + DEFAULT_LEEWAY
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gatekey.durations import Duration
+from gatekey.durations import HOUR, Duration
 from gatekey.errors import (
     AlreadyExists,
     ConcurrentModification,
@@ -27,8 +27,6 @@ from gatekey.model import (
 )
 from gatekey.store import InMemoryTokenStore, Page, RunState, TokenStore
 from support.constants import ADMIN, NOW
-
-HOUR = 3600
 
 
 @pytest.fixture(params=["dynamodb", "memory"])

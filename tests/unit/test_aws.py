@@ -163,3 +163,19 @@ def test_only_the_aws_package_imports_botocore() -> None:
         if name.startswith("aws/"):
             continue
         assert not imports.search(path.read_text()), name
+
+
+def test_the_core_imports_no_adapter() -> None:
+    # Adapters implement the core's ports and import the core; only the wiring, which builds
+    # each function, imports both.
+    imports = re.compile(
+        r"^\s*(from gatekey\.aws\b|from gatekey import aws\b|import gatekey\.aws)", re.M
+    )
+    layer = ROOT / "layers/gatekey/gatekey"
+    core = [
+        p
+        for p in layer.rglob("*.py")
+        if not p.relative_to(layer).as_posix().startswith("aws/") and p.name != "wiring.py"
+    ]
+    assert len(core) > 20
+    assert [p.name for p in core if imports.search(p.read_text())] == []

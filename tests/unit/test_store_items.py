@@ -2,12 +2,13 @@
 
 import base64
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from gatekey.aws import dynamodb_items as items
 from gatekey.durations import DAY, Duration
-from gatekey.errors import ValidationError
+from gatekey.errors import UnreadableItem, ValidationError
 from gatekey.hashing import Hasher, SecretHash
 from gatekey.model import (
     EXPIRED,
@@ -205,3 +206,18 @@ def test_notice_keys_are_stored_as_the_numbers_items_already_in_the_table_hold(
     assert item["reminders_sent"] == {"L": [{"N": n} for n in ("30", "7", "0", "-1", "-3")]}
     assert item["reminders_pending"] == {"L": [{"S": f"1@{NOW}@sns"}, {"S": "-2@0@"}]}
     assert items.token_from_item(item) == typed
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"),
+    [("reminders_sent", {"L": [{"N": "-9"}]}), ("reminders_pending", {"L": [{"S": "-9@0@"}]})],
+)
+def test_a_notice_code_this_release_does_not_know_is_an_unreadable_item_not_a_crash(
+    unit_hasher: Hasher, attribute: str, value: dict[str, Any]
+) -> None:
+    # e.g. written by a newer release, then rolled back: the authorizer fails closed with a
+    # reason, the lifecycle reports the token and goes on (both catch GatekeyError).
+    token, _ = new_service_token(name="n", hasher=unit_hasher, now=NOW)
+    item = {**items.token_to_item(token), attribute: value}
+    with pytest.raises(UnreadableItem, match="notice code -9"):
+        items.token_from_item(item)

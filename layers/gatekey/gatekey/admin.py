@@ -238,7 +238,7 @@ class TokenAdmin:
                 rotated,
                 delivery_pending=None,
                 reminders_sent=tuple(d for d in token.reminders_sent if d not in _DELIVERY),
-                reminders_pending=tuple(p for p in token.reminders_pending if p.days != ROTATED),
+                reminders_pending=tuple(p for p in token.reminders_pending if p.key != ROTATED),
             )
         details: dict[str, AuditValue] = {
             "client_secret_version": rotated.client_secret_version,

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Final, Literal, TypeVar, overload
 
 from gatekey.credentials import CredentialForm
+from gatekey.durations import DAY
 from gatekey.errors import ConfigurationError
 
 _REQUIRED: Any = object()
 # The longest access-token lifetime the configuration allows; a retired signing key stays
 # published this long (plus leeway) after its last signature, whatever the lifetime is today.
-MAX_ACCESS_TOKEN_LIFETIME: Final = 86_400
+MAX_ACCESS_TOKEN_LIFETIME: Final = DAY
 
 
 T = TypeVar("T")
@@ -120,7 +121,7 @@ class Config:
     # Longer than every cache of the JWKS (max-age 300 s, verifiers' key caches, the token
     # function's ring cache of 60 s), so a key is everywhere before its first signature.
     signing_key_publication_delay_seconds: int = _env(
-        "SIGNING_KEY_PUBLICATION_DELAY_SECONDS", _bounded_int(600, 7 * 86_400), default=3600
+        "SIGNING_KEY_PUBLICATION_DELAY_SECONDS", _bounded_int(600, 7 * DAY), default=3600
     )
     stack_name: str = _env("STACK_NAME", _non_empty, default="gatekey")
     # Powertools reads it too, but at each metric; read here once, a metric cannot lack it.
@@ -146,7 +147,7 @@ class Config:
         "STATUS_CACHE_TTL_SECONDS", _bounded_int(0, 3600), default=30
     )
     last_seen_interval_seconds: int = _env(
-        "LAST_SEEN_INTERVAL_SECONDS", _bounded_int(60, 86_400), default=900
+        "LAST_SEEN_INTERVAL_SECONDS", _bounded_int(60, DAY), default=900
     )
     http_api_simple_responses: bool = _env("HTTP_API_SIMPLE_RESPONSES", _boolean, default=False)
     # Lifecycle: reminder thresholds (days before expiry), the grace of an automatic rotation,
@@ -177,14 +178,8 @@ class Config:
 
     @property
     def accepted_credentials(self) -> frozenset[CredentialForm]:
-        switches = {
-            CredentialForm.GATEKEY_HEADERS: self.accept_gatekey_headers,
-            CredentialForm.ACCESS_HEADERS: self.accept_access_headers,
-            CredentialForm.ACCESS_JSON: self.accept_access_json,
-            CredentialForm.BASIC: self.accept_basic,
-            CredentialForm.BEARER: self.accept_bearer,
-        }
-        return frozenset(form for form, on in switches.items() if on)
+        # Each form's switch is the field named after it (a test sets each ACCEPT_<FORM>).
+        return frozenset(form for form in CredentialForm if getattr(self, f"accept_{form.value}"))
 
     @classmethod
     def variable_names(cls) -> frozenset[str]:

@@ -1,4 +1,5 @@
-"""Client IDs and Client Secrets: generation, format and checksum.
+"""Client IDs and Client Secrets (generation, format and checksum), and the ways a request
+presents them: `CredentialForm` and the header pairs of each form (`HEADER_PAIRS`).
 
 Both have the shape ``<prefix><random part><checksum>`` in base62, as GitHub's tokens do:
 

@@ -171,3 +171,10 @@ class DependencyError(GatekeyError):
     """An AWS dependency (DynamoDB, Secrets Manager, KMS) failed. Callers fail closed."""
 
     reason = "dependency_unavailable"
+
+
+class UnreadableItem(DependencyError):
+    """The table holds what this release cannot read (e.g. written by a newer one): the
+    request fails closed, the lifecycle reports the token and goes on."""
+
+    reason = "unreadable_item"

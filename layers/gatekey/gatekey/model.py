@@ -209,12 +209,12 @@ class PendingNotice:
     """A notice being sent: claimed at `claimed_at` (0: released, free to claim), with the
     channels it has already gone out on, so a retry completes it without repeating any."""
 
-    days: NoticeKey
+    key: NoticeKey  # the reminder (days before expiry) or milestone it is
     claimed_at: int
     done: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_keys((self.days,), "days")
+        _check_keys((self.key,), "key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +248,8 @@ class ServiceToken:
     idle_since: int = 0
     rotation: RotationPolicy = field(default_factory=RotationPolicy)
     # Lifecycle bookkeeping for the current expires_at (reset when it moves): the reminders
-    # and other notices already sent, and those a run has claimed and is sending.
+    # and other notices already sent (and PROMOTED, not a notice: the staged secret is
+    # current), and those a run has claimed and is sending.
     reminders_sent: tuple[NoticeKey, ...] = ()
     reminders_pending: tuple[PendingNotice, ...] = ()
     # An automatic rotation whose new secret is accepted but not yet AWSCURRENT in the delivery

@@ -138,7 +138,7 @@ class Notices:
     def _claimable(self, token: ServiceToken, key: NoticeKey, now: int) -> tuple[str, ...] | None:
         """The channels a claim on `key` starts with (those an earlier run sent), or None while
         another run's claim holds."""
-        previous = next((p for p in token.reminders_pending if p.days == key), None)
+        previous = next((p for p in token.reminders_pending if p.key == key), None)
         if previous is None:
             return ()
         if previous.claimed_at > 0 and now - previous.claimed_at < self.claim_timeout:
@@ -207,7 +207,7 @@ class Notices:
         by an earlier run) go with it."""
         sent_now = (*token.reminders_sent, key)
         pending = tuple(
-            p for p in token.reminders_pending if p.days != key and not superseded(p.days, sent_now)
+            p for p in token.reminders_pending if p.key != key and not superseded(p.key, sent_now)
         )
         confirming = replace(token, updated_at=now, reminders_pending=pending)
         return self.store.update(
@@ -225,14 +225,14 @@ class Notices:
     ) -> None:
         """Drop the claim on `key` unconfirmed, so the notice may start afresh later; the
         channels it went out on are audited."""
-        claim = next((p for p in token.reminders_pending if p.days == key), None)
+        claim = next((p for p in token.reminders_pending if p.key == key), None)
         if claim is None:
             return  # nothing was claimed, so nothing was sent
         self.store.update(
             replace(
                 token,
                 updated_at=now,
-                reminders_pending=tuple(p for p in token.reminders_pending if p.days != key),
+                reminders_pending=tuple(p for p in token.reminders_pending if p.key != key),
             ),
             self._event(
                 token,
@@ -250,5 +250,5 @@ class Notices:
 def _put(
     token: ServiceToken, key: NoticeKey, claimed_at: int, done: tuple[str, ...]
 ) -> tuple[PendingNotice, ...]:
-    others = (p for p in token.reminders_pending if p.days != key)
+    others = (p for p in token.reminders_pending if p.key != key)
     return (*others, PendingNotice(key, claimed_at, done))

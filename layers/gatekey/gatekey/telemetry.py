@@ -1,4 +1,5 @@
-"""Counts for metrics, aggregated in memory and emitted at most once per interval.
+"""Metrics: counts aggregated in memory and emitted at most once per interval (Counters, with
+`emf` as its emitter), and a cold start counted when it fails (`counted_cold_start`).
 
 An EMF document per request costs more than the authorization it describes (`make bench`), so
 the authorizer adds to a counter per request and emits totals when `interval` seconds have

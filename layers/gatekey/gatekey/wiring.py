@@ -17,10 +17,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from gatekey import aws
-from gatekey.aws.dynamodb import DynamoDBTokenStore
-from gatekey.aws.secrets import load_hasher
 from gatekey.config import MAX_ACCESS_TOKEN_LIFETIME, Config
-from gatekey.durations import DAY
+from gatekey.durations import DAY, HOUR
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -29,6 +27,7 @@ if TYPE_CHECKING:
 
     from gatekey.admin import TokenAdmin
     from gatekey.authorizer import Authorizer
+    from gatekey.aws.dynamodb import DynamoDBTokenStore
     from gatekey.errors import GatekeyError
     from gatekey.keyring import KeyRing, PublicKeyCache, RingKey, SigningKeys
     from gatekey.lifecycle import Lifecycle
@@ -57,6 +56,8 @@ def authorizer(
     config: Config, *, last_seen_failed: Callable[[GatekeyError], None]
 ) -> AuthorizerParts:
     from gatekey.authorizer import Authorizer, AuthorizerSettings
+    from gatekey.aws.dynamodb import DynamoDBTokenStore
+    from gatekey.aws.secrets import load_hasher
 
     store = DynamoDBTokenStore.from_config(config, aws.client("dynamodb", aws.AUTHORIZER))
     secrets = aws.client("secretsmanager", aws.AUTHORIZER)
@@ -100,6 +101,8 @@ class TokenParts(NamedTuple):
 
 
 def token(config: Config) -> TokenParts:
+    from gatekey.aws.dynamodb import DynamoDBTokenStore
+    from gatekey.aws.secrets import load_hasher
     from gatekey.oauth import TokenEndpoint
 
     secrets = aws.client("secretsmanager", aws.API)
@@ -127,6 +130,8 @@ def token(config: Config) -> TokenParts:
 
 def admin(config: Config) -> TokenAdmin:
     from gatekey.admin import TokenAdmin
+    from gatekey.aws.dynamodb import DynamoDBTokenStore
+    from gatekey.aws.secrets import load_hasher
 
     return TokenAdmin(
         store=DynamoDBTokenStore.from_config(config, aws.client("dynamodb", aws.API)),
@@ -157,7 +162,9 @@ def signing_key_rotation(config: Config) -> SigningKeyRotation:
 
 def lifecycle(config: Config) -> Lifecycle:
     from gatekey.aws.delivery import SecretsManagerDelivery
+    from gatekey.aws.dynamodb import DynamoDBTokenStore
     from gatekey.aws.notify import AwsNotifier
+    from gatekey.aws.secrets import load_hasher
     from gatekey.lifecycle import Lifecycle
 
     secrets = aws.client("secretsmanager", aws.LIFECYCLE)
@@ -171,7 +178,7 @@ def lifecycle(config: Config) -> Lifecycle:
         ),
         delivery=SecretsManagerDelivery(secrets),
         reminder_days=config.reminder_days,
-        grace_seconds=config.rotation_grace_hours * 3600,
+        grace_seconds=config.rotation_grace_hours * HOUR,
         idle_days=config.idle_disable_days,
         clock=clock,
         workers=LIFECYCLE_WORKERS,

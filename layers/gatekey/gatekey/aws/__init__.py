@@ -3,7 +3,9 @@
 Domain modules speak to AWS only through these; none imports botocore. `clients`: budgets and
 clients; `errors`: the one translation of a failed call; `kms`: signing, vouching for public
 keys, the rotation's key calls; `secrets`: the pepper and the signing-key secret;
-`keyring_store`: the signing key ring's table item. Import the adapters by module: this
+`keyring_store`: the signing key ring's table item; `dynamodb`, `dynamodb_items`: the token
+store and its items; `notify`: SNS and EventBridge notices; `delivery`: a rotated secret into
+its consumer's secret. Import the adapters by module: this
 package's root loads no domain code.
 """
 

@@ -32,12 +32,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# A write whose condition failed, or a transaction a condition or a concurrent one cancelled:
-# the store says why from a fresh read (_raise_for_lost_write).
-_LOST: Final = {
-    code: ConcurrentModification
-    for code in ("ConditionalCheckFailedException", "TransactionCanceledException")
-}
+# A write whose condition failed, or a transaction that a condition or a concurrent one
+# cancelled: the store says why from a fresh read (_raise_for_lost_write).
+_CONDITION_FAILED: Final = {"ConditionalCheckFailedException": ConcurrentModification}
+_CANCELLED: Final = {"TransactionCanceledException": ConcurrentModification}
 
 _NAME_INDEX_KEYS: Final = frozenset({"pk", "sk", "entity", "name"})
 _EVENT_KEYS: Final = frozenset({"pk", "sk"})
@@ -264,7 +262,7 @@ class DynamoDBTokenStore(TokenStore):
     def _conditional_update(self, request: dict[str, Any]) -> bool:
         """One UpdateItem; False when its condition did not hold."""
         try:
-            with translated("DynamoDB UpdateItem failed", meaning=_LOST):
+            with translated("DynamoDB UpdateItem failed", meaning=_CONDITION_FAILED):
                 self.client.update_item(**request)
         except ConcurrentModification:
             return False
@@ -273,10 +271,10 @@ class DynamoDBTokenStore(TokenStore):
     def _transact(self, request: Sequence[TransactWriteItemTypeDef]) -> bool:
         """Run the transaction; False when a condition or a concurrent transaction stopped it."""
         try:
-            with translated("DynamoDB TransactWriteItems failed", meaning=_LOST):
+            with translated("DynamoDB TransactWriteItems failed", meaning=_CANCELLED):
                 self.client.transact_write_items(TransactItems=list(request))
         except ConcurrentModification as lost:
-            cause: Any = lost.__cause__  # the ClientError, whose answer says why per item
+            cause: Any = lost.__cause__  # the ClientError: its answer says why, item by item
             reasons = {r.get("Code") for r in cause.response.get("CancellationReasons", [])}
             if reasons - {"None", "ConditionalCheckFailed", "TransactionConflict", None}:
                 raise DependencyError(

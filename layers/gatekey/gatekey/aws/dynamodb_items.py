@@ -1,6 +1,6 @@
 """DynamoDB's side of the table's layout (gatekey.store.layout): items as attribute values,
-and pure builders of the requests the store makes. Every function here is pure: it turns model
-objects into request dictionaries and back.
+and builders of the requests the store makes. They turn model objects into request dictionaries
+and back, with no I/O; only an audit item's key draws on the clock and a random suffix.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ def next_due_at(token: ServiceToken, schedule: DueSchedule) -> int | None:
     due = [
         pending.claimed_at + schedule.claim_timeout if pending.claimed_at else token.updated_at
         for pending in token.reminders_pending
-        if pending.days != IDLE and not superseded(pending.days, token.reminders_sent)
+        if pending.key != IDLE and not superseded(pending.key, token.reminders_sent)
     ]
     auto = token.rotation.mode is RotationMode.AUTO
     if auto and token.delivery_pending is not None:

@@ -1,7 +1,7 @@
-"""The table's layout, as plain values (no AWS types): its keys and index attributes, a token
-as plain attribute values and back, notice keys as stored, and page tokens. The DynamoDB adapter
-(gatekey.aws.dynamodb_items) turns these into attribute values; the in-memory store keeps its
-pages the same way.
+"""The table's layout, as plain values (no boto3 types): its keys and index attributes, a token
+as plain attribute values and back, notice keys as stored, and page tokens (which carry
+DynamoDB's key shape, `{"S": ...}`, so both stores page alike). The DynamoDB adapter
+(gatekey.aws.dynamodb_items) turns these into attribute values and requests.
 
 One table holds both kinds of item, so a token's audit trail is one Query away:
 
@@ -32,7 +32,7 @@ The run item is where the lifecycle run stands, so a run cut short by its timeou
 Keys-only projections keep the authorizer's `last_seen_at` writes from touching any index but
 by-idle.
 
-Every function here is pure: it turns model objects into request dictionaries and back.
+Every function here is pure.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from gatekey.durations import parse_duration
-from gatekey.errors import ValidationError
+from gatekey.errors import UnreadableItem, ValidationError
 from gatekey.hashing import SecretHash
 from gatekey.model import (
     EXPIRED,
@@ -116,18 +116,32 @@ def lifecycle_done(token: ServiceToken) -> bool:
 
 
 # Notice keys as stored, in `reminders_sent` (numbers) and `reminders_pending` (text): a
-# reminder as its days before expiry (positive), a milestone as its number (0 or negative).
+# reminder as its days before expiry (positive), a milestone as its code below. These codes
+# are in the table: never renumber one.
+_MILESTONE_CODES: Final = {
+    Milestone.EXPIRED: 0,
+    Milestone.ROTATED: -1,
+    Milestone.IDLE: -2,
+    Milestone.PROMOTED: -3,
+}
+_MILESTONES: Final = {code: milestone for milestone, code in _MILESTONE_CODES.items()}
+
+
 def _key_to_code(key: NoticeKey) -> int:
-    return key if isinstance(key, int) else key.value
+    return key if isinstance(key, int) else _MILESTONE_CODES[key]
 
 
 def _key_from_code(code: int) -> NoticeKey:
-    return code if code > 0 else Milestone(code)
+    if code > 0:
+        return code
+    if code not in _MILESTONES:
+        raise UnreadableItem(f"notice code {code} is unknown to this release")
+    return _MILESTONES[code]
 
 
 def _pending_to_text(pending: PendingNotice) -> str:
     """`<key>@<claimed_at>@<channel>,<channel>...`"""
-    return f"{_key_to_code(pending.days)}@{pending.claimed_at}@{','.join(pending.done)}"
+    return f"{_key_to_code(pending.key)}@{pending.claimed_at}@{','.join(pending.done)}"
 
 
 def _pending_from_text(text: str) -> PendingNotice:
