@@ -1,4 +1,5 @@
-"""The Lambda authorizer's core: read credentials, decide, and answer API Gateway.
+"""The Lambda authorizer's core: decide on the credentials a request presents (read by
+gatekey.presented), and answer API Gateway.
 
 One code path serves REST REQUEST and TOKEN authorizer events and HTTP API payload 2.0 events
 (their shapes, and those of the answers, are gatekey.apigw's).
@@ -18,12 +19,10 @@ Decisions, each answered in exactly one place (`Authorizer.respond`):
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import chain
 from typing import Any, Final
 
 from gatekey.access_tokens import SECRET_VERSION_CLAIM, verify_access_token
@@ -38,15 +37,10 @@ from gatekey.apigw import (
 )
 from gatekey.cache import TtlCache
 from gatekey.credentials import (
-    AUTHORIZATION_SCHEMES,
-    HEADER_PAIRS,
     ClientSecret,
     CredentialForm,
-    decode_basic,
-    parse_client_id,
 )
 from gatekey.errors import (
-    AmbiguousCredentials,
     AuthenticationError,
     GatekeyError,
     InvalidCredentials,
@@ -58,11 +52,11 @@ from gatekey.errors import (
 from gatekey.hashing import Hasher
 from gatekey.keyring import PUBLIC_KEY_TTL, PublicKeyCache
 from gatekey.model import ServiceToken, rfc3339
+from gatekey.presented import CredentialReader, Presented
 from gatekey.store import TokenStore
 
 logger = logging.getLogger(__name__)
 
-MAX_HEADER_VALUE: Final = 8192  # API Gateway's own limit on a header is 10 KB
 # A secret that does not match a cached token item, or an access token of a secret version
 # it does not know, re-reads the item at most this often per client id: a bot that switches
 # to its new secret at once is let in, and garbage cannot become a stream of reads.
@@ -82,99 +76,11 @@ class AuthorizerSettings:
     # Refuse credentials beside an Authorization header they did not come from (config.py).
     refuse_ambiguous: bool = True
     cache_size: int = 10_000
-    # Headers a credential is read from (sorted): Authorization, the pairs accepted and the
-    # Access JSON header if accepted. Only these count towards MAX_HEADER_VALUE.
-    credential_headers: tuple[str, ...] = field(init=False)
-    # Every header any credential form uses, switched off or not: what counts for ambiguity
-    # (an API may cache on a pair this stack does not accept) and for remembered answers.
-    known_headers: tuple[str, ...] = field(init=False)
+    reader: CredentialReader = field(init=False)
 
     def __post_init__(self) -> None:
-        accepted = {"authorization"}
-        for form, pair in HEADER_PAIRS.items():
-            if form in self.accepted:
-                accepted.update(pair)
-        if CredentialForm.ACCESS_JSON in self.accepted:
-            accepted.add(self.access_json_header)
-        known = {"authorization", self.access_json_header, *chain(*HEADER_PAIRS.values())}
-        object.__setattr__(self, "credential_headers", tuple(sorted(accepted)))
-        object.__setattr__(self, "known_headers", tuple(sorted(known)))
-
-
-# -- credentials ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Presented:
-    method: CredentialForm
-    client_id: str | None = None
-    secret: ClientSecret | None = field(default=None, repr=False)
-    jwt: str | None = field(default=None, repr=False)
-
-
-def _pair(method: CredentialForm, client_id: object, secret: object) -> Presented:
-    return Presented(method, parse_client_id(client_id), ClientSecret.parse(secret))
-
-
-def _basic(value: str) -> Presented:
-    return _pair(CredentialForm.BASIC, *decode_basic(value))
-
-
-def _access_json(value: str) -> Presented:
-    try:
-        document = json.loads(value)
-    except (ValueError, RecursionError) as exc:  # RecursionError: deep nesting (Python < 3.13)
-        raise InvalidCredentials("the Access JSON header is not JSON") from exc
-    if not isinstance(document, dict):
-        raise InvalidCredentials("the Access JSON header is not an object")
-    id_key, secret_key = HEADER_PAIRS[CredentialForm.ACCESS_HEADERS]  # Access's names
-    return _pair(CredentialForm.ACCESS_JSON, document.get(id_key), document.get(secret_key))
-
-
-def _form(
-    headers: Mapping[str, str], settings: AuthorizerSettings
-) -> tuple[CredentialForm, set[str]]:
-    """The first accepted credential form present, by a fixed precedence, and the headers it
-    is read from; none is MissingCredentials."""
-    accepted = settings.accepted
-    for form, pair in HEADER_PAIRS.items():
-        if form in accepted and any(name in headers for name in pair):
-            return form, set(pair)
-    json_header = settings.access_json_header
-    json_sent = headers.get(json_header, "").strip().startswith("{")
-    if CredentialForm.ACCESS_JSON in accepted and json_sent:
-        return CredentialForm.ACCESS_JSON, {json_header}
-    scheme = headers.get("authorization", "").strip().partition(" ")[0].lower()
-    by_scheme = AUTHORIZATION_SCHEMES.get(scheme)
-    if by_scheme is not None and by_scheme in accepted:
-        return by_scheme, {"authorization"}
-    raise MissingCredentials("no credentials in an accepted form")
-
-
-def read_credentials(headers: Mapping[str, str], settings: AuthorizerSettings) -> Presented:
-    """The credentials of the request, read without I/O. Forms switched off are ignored; none
-    at all is MissingCredentials; a malformed one fails, and so does any credential beside
-    another credential header (AmbiguousCredentials): API Gateway may cache the answer under
-    that other header, which would then let through whoever sends it alone."""
-    if any(len(headers.get(n, "")) > MAX_HEADER_VALUE for n in settings.credential_headers):
-        raise InvalidCredentials("a credential header is longer than any credential")
-    form, used = _form(headers, settings)
-    if settings.refuse_ambiguous:
-        stray = {name for name in settings.known_headers if name in headers} - used
-    else:  # Authorization and the forms switched off pass to the API (config.py)
-        stray = {name for name in settings.credential_headers if name in headers} - used
-        stray.discard("authorization")
-    if stray:
-        raise AmbiguousCredentials(
-            f"{form} credentials beside the {', '.join(sorted(stray))} header(s)"
-        )
-    if form in HEADER_PAIRS:
-        id_header, secret_header = HEADER_PAIRS[form]
-        return _pair(form, headers.get(id_header), headers.get(secret_header))
-    if form is CredentialForm.ACCESS_JSON:
-        return _access_json(headers[settings.access_json_header].strip())
-    value = headers["authorization"].strip().partition(" ")[2].strip()
-    return Presented(form, jwt=value) if form is CredentialForm.BEARER else _basic(value)
+        reader = CredentialReader(self.accepted, self.access_json_header, self.refuse_ambiguous)
+        object.__setattr__(self, "reader", reader)
 
 
 def _secret_valid_until(
@@ -290,7 +196,7 @@ class Authorizer:
         # Length-prefixed, so no value can pass for a run of other headers.
         material += [
             f"{n}:{len(headers[n])}:{headers[n]}"
-            for n in self.settings.known_headers
+            for n in self.settings.reader.known_headers
             if n in headers
         ]
         return hashlib.sha256("\x00".join(material).encode("utf-8", "surrogatepass")).digest()
@@ -299,7 +205,7 @@ class Authorizer:
         """Allow or deny. MissingCredentials (a 401) and dependency errors propagate."""
         now = int(self._clock())
         try:
-            presented = read_credentials(request.headers, self.settings)
+            presented = self.settings.reader.read(request.headers)
         except MissingCredentials:
             raise
         except (AuthenticationError, ValidationError) as exc:  # malformed: no I/O was done

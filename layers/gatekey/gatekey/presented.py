@@ -1,0 +1,119 @@
+"""What a request presents to the authorizer: the one credential read from its headers, without
+I/O, by a fixed precedence among the forms a stack accepts (gatekey.credentials names them and
+their headers).
+
+A credential beside another credential header is refused (AmbiguousCredentials): API Gateway
+may cache the answer under that other header, which would then let through whoever sends it
+alone (docs/architecture.md, "Caching: what an Allow may depend on").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Final
+
+from gatekey.credentials import (
+    AUTHORIZATION_SCHEMES,
+    HEADER_PAIRS,
+    ClientSecret,
+    CredentialForm,
+    decode_basic,
+    parse_client_id,
+)
+from gatekey.errors import AmbiguousCredentials, InvalidCredentials, MissingCredentials
+
+MAX_HEADER_VALUE: Final = 8192  # API Gateway's own limit on a header is 10 KB
+
+
+@dataclass(frozen=True, slots=True)
+class Presented:
+    method: CredentialForm
+    client_id: str | None = None
+    secret: ClientSecret | None = field(default=None, repr=False)
+    jwt: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialReader:
+    accepted: frozenset[CredentialForm]
+    access_json_header: str
+    # Refuse credentials beside an Authorization header they did not come from (config.py).
+    refuse_ambiguous: bool = True
+    # Headers a credential is read from (sorted): Authorization, the pairs accepted and the
+    # Access JSON header if accepted. Only these count towards MAX_HEADER_VALUE.
+    credential_headers: tuple[str, ...] = field(init=False)
+    # Every header any credential form uses, switched off or not: what counts for ambiguity
+    # (an API may cache on a pair this stack does not accept) and for remembered answers.
+    known_headers: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        accepted = {"authorization"}
+        for form, pair in HEADER_PAIRS.items():
+            if form in self.accepted:
+                accepted.update(pair)
+        if CredentialForm.ACCESS_JSON in self.accepted:
+            accepted.add(self.access_json_header)
+        known = {"authorization", self.access_json_header, *chain(*HEADER_PAIRS.values())}
+        object.__setattr__(self, "credential_headers", tuple(sorted(accepted)))
+        object.__setattr__(self, "known_headers", tuple(sorted(known)))
+
+    def read(self, headers: Mapping[str, str]) -> Presented:
+        """The credentials of the request (header names in lower case). Forms switched off are
+        ignored; none at all is MissingCredentials; a malformed one fails, and so does any
+        credential beside another credential header (AmbiguousCredentials)."""
+        if any(len(headers.get(n, "")) > MAX_HEADER_VALUE for n in self.credential_headers):
+            raise InvalidCredentials("a credential header is longer than any credential")
+        form, used = self._form(headers)
+        if self.refuse_ambiguous:
+            stray = {name for name in self.known_headers if name in headers} - used
+        else:  # Authorization and the forms switched off pass to the API (config.py)
+            stray = {name for name in self.credential_headers if name in headers} - used
+            stray.discard("authorization")
+        if stray:
+            raise AmbiguousCredentials(
+                f"{form} credentials beside the {', '.join(sorted(stray))} header(s)"
+            )
+        if form in HEADER_PAIRS:
+            id_header, secret_header = HEADER_PAIRS[form]
+            return _pair(form, headers.get(id_header), headers.get(secret_header))
+        if form is CredentialForm.ACCESS_JSON:
+            return _access_json(headers[self.access_json_header].strip())
+        value = headers["authorization"].strip().partition(" ")[2].strip()
+        return Presented(form, jwt=value) if form is CredentialForm.BEARER else _basic(value)
+
+    def _form(self, headers: Mapping[str, str]) -> tuple[CredentialForm, set[str]]:
+        """The first accepted credential form present, by a fixed precedence, and the headers
+        it is read from; none is MissingCredentials."""
+        for form, pair in HEADER_PAIRS.items():
+            if form in self.accepted and any(name in headers for name in pair):
+                return form, set(pair)
+        json_sent = headers.get(self.access_json_header, "").strip().startswith("{")
+        if CredentialForm.ACCESS_JSON in self.accepted and json_sent:
+            return CredentialForm.ACCESS_JSON, {self.access_json_header}
+        scheme = headers.get("authorization", "").strip().partition(" ")[0].lower()
+        by_scheme = AUTHORIZATION_SCHEMES.get(scheme)
+        if by_scheme is not None and by_scheme in self.accepted:
+            return by_scheme, {"authorization"}
+        raise MissingCredentials("no credentials in an accepted form")
+
+
+def _pair(method: CredentialForm, client_id: object, secret: object) -> Presented:
+    return Presented(method, parse_client_id(client_id), ClientSecret.parse(secret))
+
+
+def _basic(value: str) -> Presented:
+    return _pair(CredentialForm.BASIC, *decode_basic(value))
+
+
+def _access_json(value: str) -> Presented:
+    try:
+        document = json.loads(value)
+    except (ValueError, RecursionError) as exc:  # RecursionError: deep nesting (Python < 3.13)
+        raise InvalidCredentials("the Access JSON header is not JSON") from exc
+    if not isinstance(document, dict):
+        raise InvalidCredentials("the Access JSON header is not an object")
+    id_key, secret_key = HEADER_PAIRS[CredentialForm.ACCESS_HEADERS]  # Access's names
+    return _pair(CredentialForm.ACCESS_JSON, document.get(id_key), document.get(secret_key))
