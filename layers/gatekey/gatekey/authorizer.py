@@ -56,6 +56,7 @@ from gatekey.presented import CredentialReader, Presented
 from gatekey.store import TokenStore
 
 logger = logging.getLogger(__name__)
+_HTTP: Final = EventShape.HTTP  # looked up once: see gatekey.apigw
 
 # A secret that does not match a cached token item, or an access token of a secret version
 # it does not know, re-reads the item at most this often per client id: a bot that switches
@@ -144,6 +145,7 @@ class Authorizer:
         self._hasher = hasher
         self._public_keys = public_keys
         self.settings = settings
+        self._known_headers = settings.reader.known_headers  # read on every authorization
         self._clock = clock
         # The last-seen write, by default the store's; the handler gives it a client whose
         # budget leaves the answer its time, and counts its failures.
@@ -195,9 +197,7 @@ class Authorizer:
         material = [request.shape, scope]
         # Length-prefixed, so no value can pass for a run of other headers.
         material += [
-            f"{n}:{len(headers[n])}:{headers[n]}"
-            for n in self.settings.reader.known_headers
-            if n in headers
+            f"{n}:{len(headers[n])}:{headers[n]}" for n in self._known_headers if n in headers
         ]
         return hashlib.sha256("\x00".join(material).encode("utf-8", "surrogatepass")).digest()
 
@@ -350,7 +350,7 @@ class Authorizer:
 
     def _simple(self, request: AuthRequest) -> bool:
         """Whether the answer is an HTTP API simple response, which is for its route only."""
-        return request.shape is EventShape.HTTP and self.settings.http_api_simple_responses
+        return request.shape is _HTTP and self.settings.http_api_simple_responses
 
     @staticmethod
     def _context(token: ServiceToken, decision: Decision) -> dict[str, str | int | bool]:
