@@ -5,6 +5,7 @@ Times are whole epoch seconds (UTC). A token never holds a plaintext secret: onl
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -161,6 +162,11 @@ def rfc3339(epoch: int | None) -> str | None:
     """An epoch second as an RFC 3339 UTC timestamp (None stays None)."""
     if epoch is None:
         return None
+    return _rfc3339(epoch)
+
+
+@functools.lru_cache(maxsize=1024)  # the authorizer formats a token's expiry on every Allow
+def _rfc3339(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -41,6 +41,10 @@ KEY_SPEC_ALGORITHM: Final[dict[str, Algorithm]] = {
     "ECC_NIST_P256": Algorithm.ES256,
 }
 _ES256_COORDINATE: Final = 32
+# Built once: verification runs on every new access token.
+_SHA256: Final = hashes.SHA256()
+_PKCS1V15: Final = padding.PKCS1v15()
+_ECDSA_SHA256: Final = ec.ECDSA(_SHA256)
 # KMS accepts at most 4096 bytes with MessageType=RAW; a JWT's signing input is far smaller.
 KMS_RAW_LIMIT: Final = 4096
 
@@ -117,12 +121,12 @@ class PublicKey:
         """Check a JOSE signature made with this key's algorithm (raw r||s for ES256)."""
         try:
             if isinstance(self.key, rsa.RSAPublicKey):
-                self.key.verify(signature, signing_input, padding.PKCS1v15(), hashes.SHA256())
+                self.key.verify(signature, signing_input, _PKCS1V15, _SHA256)
             elif len(signature) == 2 * _ES256_COORDINATE:
                 r = int.from_bytes(signature[:_ES256_COORDINATE], "big")
                 s = int.from_bytes(signature[_ES256_COORDINATE:], "big")
                 der = encode_dss_signature(r, s)
-                self.key.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
+                self.key.verify(der, signing_input, _ECDSA_SHA256)
             else:
                 return False
         except InvalidSignature:
