@@ -19,7 +19,7 @@ CHECKOV      := $(CHECKOV_VENV)/bin/checkov
 PYTHON313 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) \
                          $(shell command -v python3.13 2>/dev/null))
 BUILD_DIR := .aws-sam/build
-TEMPLATES := template.yaml examples/protected-api/template.yaml
+TEMPLATES := template.yaml $(wildcard examples/*/template.yaml)
 # sam validate needs a region; nothing here calls AWS.
 export AWS_DEFAULT_REGION ?= us-east-1
 
@@ -60,9 +60,9 @@ lint: $(STAMP) ## ruff: lint and formatting
 
 typecheck: $(STAMP) ## mypy (strict) on the core, client, CLI, local stack, test support, tools and handlers
 	$(BIN)/mypy layers/gatekey/gatekey client/gatekey_client local/gatekey_local cli/gatekey_cli tests/support \
-		tools examples/protected-api/src/app.py
+		tools
 	# Each handler is a module named `app`: one mypy run per function keeps them apart.
-	for handler in functions/*/app.py; do $(BIN)/mypy "$$handler"; done
+	for handler in functions/*/app.py examples/*/src/app.py; do $(BIN)/mypy "$$handler"; done
 
 cfn-lint: $(STAMP) ## cfn-lint on the templates
 	$(BIN)/cfn-lint $(TEMPLATES)

@@ -131,7 +131,15 @@ def test_the_authorizer_may_write_exactly_the_attributes_its_last_seen_update_se
     assert set(allowed) == {"pk", "sk", *written}
 
 
-EXPORTED = ("AuthorizerFunctionArn", "TokenEndpointUrl", "JwksUrl", "AdminApiUrl")
+EXPORTED = (
+    "AuthorizerFunctionArn",
+    "TokenEndpointUrl",
+    "JwksUrl",
+    "AdminApiUrl",
+    "Issuer",
+    "AccessTokenAudience",
+)
+EXAMPLES = ROOT / "examples"
 
 
 def test_other_stacks_can_import_the_authorizer_and_the_urls(template: dict[str, Any]) -> None:
@@ -141,7 +149,7 @@ def test_other_stacks_can_import_the_authorizer_and_the_urls(template: dict[str,
 
 
 def test_the_example_stack_protects_every_route_with_the_exported_authorizer() -> None:
-    example = load_template(ROOT / "examples" / "protected-api" / "template.yaml")
+    example = load_template(EXAMPLES / "protected-api" / "template.yaml")
     apis = [
         r["Properties"]
         for r in example["Resources"].values()
@@ -157,19 +165,43 @@ def test_the_example_stack_protects_every_route_with_the_exported_authorizer() -
             assert imported == {"Fn::Sub": "${GatekeyStackName}-AuthorizerFunctionArn"}
 
 
+def test_the_jwt_example_trusts_only_the_exported_issuer_and_audience_on_every_route() -> None:
+    example = load_template(EXAMPLES / "jwt-http-api" / "template.yaml")
+    (api,) = [r for r in example["Resources"].values() if r["Type"] == "AWS::Serverless::HttpApi"]
+    auth = api["Properties"]["Auth"]
+    jwt = auth["Authorizers"][auth["DefaultAuthorizer"]]
+    assert jwt["IdentitySource"] == "$request.header.Authorization"
+    assert jwt["JwtConfiguration"] == {
+        "issuer": {"Fn::ImportValue": {"Fn::Sub": "${GatekeyStackName}-Issuer"}},
+        "audience": [{"Fn::ImportValue": {"Fn::Sub": "${GatekeyStackName}-AccessTokenAudience"}}],
+    }
+    events = [
+        event["Properties"]
+        for r in example["Resources"].values()
+        if r["Type"] == "AWS::Serverless::Function"
+        for event in r["Properties"]["Events"].values()
+    ]
+    assert events, "the example serves routes"
+    for event in events:  # no route opts out of the authorizer
+        assert event.get("Auth", {}).get("Authorizer", auth["DefaultAuthorizer"]) == "GatekeyJwt"
+
+
 def test_every_cached_authorizer_shipped_is_keyed_on_what_it_decides(
     template: dict[str, Any],
 ) -> None:
     # An Allow may depend only on what API Gateway caches it under: a cached authorizer is a
     # TOKEN authorizer (the function sees the Authorization header alone), or its identity
     # sources hold both headers of a service-token pair (which are read before Authorization).
-    example = load_template(ROOT / "examples" / "protected-api" / "template.yaml")
+    # A JWT authorizer has no result cache: API Gateway checks every request's token itself.
+    examples = [load_template(path) for path in sorted(EXAMPLES.glob("*/template.yaml"))]
     cached = []
-    for stack in (template, example):
+    for stack in (template, *examples):
         for api in stack["Resources"].values():
             if api["Type"] not in ("AWS::Serverless::Api", "AWS::Serverless::HttpApi"):
                 continue
             for name, spec in api["Properties"].get("Auth", {}).get("Authorizers", {}).items():
+                if "JwtConfiguration" in spec:
+                    continue
                 identity = spec.get("Identity", {})
                 if identity.get("ReauthorizeEvery", 300) == 0:
                     continue
