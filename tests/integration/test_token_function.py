@@ -198,6 +198,36 @@ def test_metadata_follows_rfc_8414(rsa_handler: ModuleType) -> None:
     assert "client_secret_basic" in metadata["token_endpoint_auth_methods_supported"]
 
 
+def test_openid_configuration_is_the_rfc_8414_metadata_plus_what_oidc_discovery_requires(
+    rsa_handler: ModuleType,
+) -> None:
+    response = call(rsa_handler, "token-openid-configuration.json")
+    assert response["statusCode"] == 200
+    assert response["headers"]["Content-Type"] == "application/json"
+    document = response["json"]
+    rfc_8414 = call(rsa_handler, "token-metadata.json")["json"]
+    assert document.items() >= rfc_8414.items()
+    # OpenID Connect Discovery 1.0 §3, for a server that issues no ID tokens.
+    assert document["subject_types_supported"] == ["public"]
+    assert "RS256" in document["id_token_signing_alg_values_supported"]
+    assert document["response_types_supported"] == []
+    # No authorization endpoint exists, so none is named (gatekey.oauth.openid_configuration).
+    assert "authorization_endpoint" not in document
+
+
+def test_a_configured_issuer_is_the_one_both_documents_name(
+    environment: pytest.MonkeyPatch, aws_calls: AwsCallCounter
+) -> None:
+    environment.setenv("SIGNING_KEY_ID", kms_key())
+    environment.setenv("ISSUER", "https://auth.example.com")
+    handler = load_handler("token")
+    for event in ("token-metadata.json", "token-openid-configuration.json"):
+        document = call(handler, event)["json"]
+        assert document["issuer"] == "https://auth.example.com"
+        assert document["jwks_uri"] == "https://auth.example.com/.well-known/jwks.json"
+        assert document["token_endpoint"] == "https://auth.example.com/oauth2/token"
+
+
 @pytest.mark.parametrize("style", ["client_secret_post", "gatekey_headers", "access_headers"])
 def test_every_client_authentication_method_gets_a_token(
     rsa_handler: ModuleType, bot: Bot, style: str
