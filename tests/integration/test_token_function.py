@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc import jwt as joserfc_jwt
 from joserfc.jwk import KeySet
 
+from gatekey.access_tokens import BACKDATE
 from gatekey.aws.dynamodb import DynamoDBTokenStore
 from gatekey.aws.kms import kms_public_key
 from gatekey.credentials import ClientSecret
@@ -162,8 +163,9 @@ def test_issued_token_verifies_with_pyjwt_using_only_the_jwks(
     assert header["typ"] == "at+jwt"
     assert header["alg"] in {"RS256", "ES256"}
     assert claims["sub"] == claims["client_id"] == claims["common_name"] == bot.token.client_id
-    assert claims["exp"] - claims["iat"] == 3600
-    assert claims["nbf"] == claims["iat"] == NOW + 60
+    # Issued at NOW + 60 (the frozen clock), for 3600 s; iat and nbf BACKDATE before that.
+    assert claims["exp"] == NOW + 60 + 3600
+    assert claims["nbf"] == claims["iat"] == NOW + 60 - BACKDATE
     assert claims["scope"] == "read write"
     assert len(claims["jti"]) >= 16
 
