@@ -24,7 +24,7 @@ TEMPLATES := template.yaml $(wildcard examples/*/template.yaml)
 export AWS_DEFAULT_REGION ?= us-east-1
 
 .PHONY: help venv test lint typecheck cfn-lint validate checkov build package-check deploy \
-	pytest run schedule lock clean bench
+	pytest run schedule lock clean bench interop
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -60,7 +60,7 @@ lint: $(STAMP) ## ruff: lint and formatting
 
 typecheck: $(STAMP) ## mypy (strict) on the core, client, CLI, local stack, test support, tools and handlers
 	$(BIN)/mypy layers/gatekey/gatekey client/gatekey_client local/gatekey_local cli/gatekey_cli tests/support \
-		tools
+		tools interop/run.py
 	# Each handler is a module named `app`: one mypy run per function keeps them apart.
 	for handler in functions/*/app.py examples/*/src/app.py; do $(BIN)/mypy "$$handler"; done
 
@@ -92,6 +92,16 @@ pytest: $(STAMP) ## pytest with coverage of layers/
 
 run: $(STAMP) ## Run Gatekey locally on http://127.0.0.1:3000, or GATEKEY_PORT (moto + a local gateway)
 	PYTHONPATH=layers/gatekey:local exec $(BIN)/python -m gatekey_local
+
+# Node packages for `make interop`, exactly as package-lock.json pins them. Not part of `make
+# test`: CI installs no node packages.
+INTEROP_NODE := interop/node
+$(INTEROP_NODE)/node_modules/.installed: $(INTEROP_NODE)/package.json $(INTEROP_NODE)/package-lock.json
+	cd $(INTEROP_NODE) && npm ci --no-audit --no-fund
+	touch $@
+
+interop: $(STAMP) $(INTEROP_NODE)/node_modules/.installed ## openid-client and jose (Node) vs a local stack it starts: discovery, a grant, jwtVerify
+	PYTHONPATH=layers/gatekey:local $(BIN)/python interop/run.py
 
 FUNCTION ?= SigningKeysFunction
 schedule: $(STAMP) ## Run a scheduled function now against `make run` (FUNCTION=...)

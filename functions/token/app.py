@@ -1,4 +1,5 @@
-"""Token endpoint: POST /oauth2/token, GET /.well-known/jwks.json and oauth-authorization-server.
+"""Token endpoint: POST /oauth2/token, GET /.well-known/jwks.json, and the metadata at both
+/.well-known/oauth-authorization-server (RFC 8414) and /.well-known/openid-configuration.
 
 A thin adapter: parse the API Gateway event, call gatekey.oauth, shape the HTTP answer.
 """
@@ -16,7 +17,16 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from gatekey import wiring
 from gatekey.config import Config
 from gatekey.errors import GatekeyError
-from gatekey.oauth import authorization_server_metadata, oauth_error, parse_form
+from gatekey.oauth import (
+    JWKS_PATH,
+    OAUTH_METADATA_PATH,
+    OPENID_CONFIGURATION_PATH,
+    TOKEN_PATH,
+    authorization_server_metadata,
+    oauth_error,
+    openid_configuration,
+    parse_form,
+)
 from gatekey.wiring import clock
 
 logger = Logger()
@@ -40,7 +50,7 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str]) -> Respons
     return Response(status, "application/json", json.dumps(body), headers)
 
 
-@app.post("/oauth2/token")
+@app.post(TOKEN_PATH)
 def token() -> Response[str]:
     event = app.current_event
     issued, client_id = endpoint.exchange(
@@ -60,17 +70,23 @@ def token() -> Response[str]:
     return _json(200, body, NO_STORE)
 
 
-@app.get("/.well-known/jwks.json")
+@app.get(JWKS_PATH)
 def jwks() -> Response[str]:
     metrics.add_metric("JwksRequests", MetricUnit.Count, 1)
     keys = [key.jwk() for key in signing_keys.published(clock())]
     return _json(200, {"keys": keys}, {"Cache-Control": "max-age=300"})
 
 
-@app.get("/.well-known/oauth-authorization-server")
+@app.get(OAUTH_METADATA_PATH)
 def metadata() -> Response[str]:
     metrics.add_metric("MetadataRequests", MetricUnit.Count, 1)
     return _json(200, authorization_server_metadata(issuer()), {"Cache-Control": "max-age=3600"})
+
+
+@app.get(OPENID_CONFIGURATION_PATH)
+def openid_metadata() -> Response[str]:
+    metrics.add_metric("MetadataRequests", MetricUnit.Count, 1)
+    return _json(200, openid_configuration(issuer()), {"Cache-Control": "max-age=3600"})
 
 
 @app.exception_handler(GatekeyError)  # type: ignore[untyped-decorator]

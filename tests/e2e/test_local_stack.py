@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import requests
 
@@ -117,6 +118,35 @@ def test_a_jwt_from_the_token_endpoint_and_the_client_library(
     auth = GatekeyHttpxAuth(bot["client_id"], bot["client_secret"])  # headers mode
     with httpx.Client(auth=auth, timeout=10) as client:
         assert client.get(f"{stack.url}/demo/whoami").json()["auth_method"] == "gatekey_headers"
+
+
+def test_discovery_from_the_issuer_leads_to_a_token_that_verifies_without_leeway(
+    stack: LocalStack, bot: dict[str, Any]
+) -> None:
+    # The local issuer is the stack's URL (no path): both well-known names are appended to it.
+    issuer = stack.url
+    metadata = requests.get(f"{issuer}/.well-known/openid-configuration", timeout=10).json()
+    rfc_8414 = requests.get(f"{issuer}/.well-known/oauth-authorization-server", timeout=10).json()
+    assert metadata["issuer"] == rfc_8414["issuer"] == issuer
+    assert metadata["jwks_uri"] == rfc_8414["jwks_uri"]
+    answer = requests.post(
+        metadata["token_endpoint"],
+        data={"grant_type": "client_credentials"},
+        auth=(bot["client_id"], bot["client_secret"]),
+        timeout=10,
+    )
+    access_token = answer.json()["access_token"]
+    key = jwt.PyJWKClient(metadata["jwks_uri"]).get_signing_key_from_jwt(access_token)
+    claims = jwt.decode(
+        access_token,
+        key,
+        algorithms=["RS256", "ES256"],
+        issuer=issuer,
+        audience="gatekey",
+        leeway=0,
+        options={"require": ["iat", "nbf", "exp"]},
+    )
+    assert claims["sub"] == bot["client_id"]
 
 
 def test_missing_or_wrong_credentials(stack: LocalStack, bot: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc import jwt as joserfc_jwt
 from joserfc.jwk import KeySet
 
+from gatekey.access_tokens import BACKDATE
 from gatekey.aws.dynamodb import DynamoDBTokenStore
 from gatekey.aws.kms import kms_public_key
 from gatekey.credentials import ClientSecret
@@ -162,8 +163,9 @@ def test_issued_token_verifies_with_pyjwt_using_only_the_jwks(
     assert header["typ"] == "at+jwt"
     assert header["alg"] in {"RS256", "ES256"}
     assert claims["sub"] == claims["client_id"] == claims["common_name"] == bot.token.client_id
-    assert claims["exp"] - claims["iat"] == 3600
-    assert claims["nbf"] == claims["iat"] == NOW + 60
+    # Issued at NOW + 60 (the frozen clock), for 3600 s; iat and nbf BACKDATE before that.
+    assert claims["exp"] == NOW + 60 + 3600
+    assert claims["nbf"] == claims["iat"] == NOW + 60 - BACKDATE
     assert claims["scope"] == "read write"
     assert len(claims["jti"]) >= 16
 
@@ -196,6 +198,36 @@ def test_metadata_follows_rfc_8414(rsa_handler: ModuleType) -> None:
     assert metadata["jwks_uri"] == f"{API_URL}/.well-known/jwks.json"
     assert metadata["grant_types_supported"] == ["client_credentials"]
     assert "client_secret_basic" in metadata["token_endpoint_auth_methods_supported"]
+
+
+def test_openid_configuration_is_the_rfc_8414_metadata_plus_what_oidc_discovery_requires(
+    rsa_handler: ModuleType,
+) -> None:
+    response = call(rsa_handler, "token-openid-configuration.json")
+    assert response["statusCode"] == 200
+    assert response["headers"]["Content-Type"] == "application/json"
+    document = response["json"]
+    rfc_8414 = call(rsa_handler, "token-metadata.json")["json"]
+    assert document.items() >= rfc_8414.items()
+    # OpenID Connect Discovery 1.0 §3, for a server that issues no ID tokens.
+    assert document["subject_types_supported"] == ["public"]
+    assert "RS256" in document["id_token_signing_alg_values_supported"]
+    assert document["response_types_supported"] == []
+    # No authorization endpoint exists, so none is named (gatekey.oauth.openid_configuration).
+    assert "authorization_endpoint" not in document
+
+
+def test_a_configured_issuer_is_the_one_both_documents_name(
+    environment: pytest.MonkeyPatch, aws_calls: AwsCallCounter
+) -> None:
+    environment.setenv("SIGNING_KEY_ID", kms_key())
+    environment.setenv("ISSUER", "https://auth.example.com")
+    handler = load_handler("token")
+    for event in ("token-metadata.json", "token-openid-configuration.json"):
+        document = call(handler, event)["json"]
+        assert document["issuer"] == "https://auth.example.com"
+        assert document["jwks_uri"] == "https://auth.example.com/.well-known/jwks.json"
+        assert document["token_endpoint"] == "https://auth.example.com/oauth2/token"
 
 
 @pytest.mark.parametrize("style", ["client_secret_post", "gatekey_headers", "access_headers"])

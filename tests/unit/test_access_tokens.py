@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import json
+import time
 from dataclasses import replace
 
 import jwt
@@ -10,7 +11,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from gatekey.access_tokens import granted_scopes, issue_access_token, verify_access_token
+from gatekey.access_tokens import (
+    BACKDATE,
+    granted_scopes,
+    issue_access_token,
+    verify_access_token,
+)
+from gatekey.config import MAX_ACCESS_TOKEN_LIFETIME
 from gatekey.durations import Duration
 from gatekey.errors import (
     BadSignature,
@@ -94,6 +101,79 @@ def test_a_token_from_the_future_is_refused(
 ) -> None:
     with pytest.raises(NotYetValid, match="not valid yet"):
         verify(issue(service_token, signer, now=NOW + 120), signer, now=NOW)
+
+
+def claims_of(token: str) -> dict[str, object]:
+    decoded: dict[str, object] = jwt.decode(token, options={"verify_signature": False})
+    return decoded
+
+
+def test_iat_and_nbf_are_a_little_in_the_past_and_exp_is_not(
+    service_token: ServiceToken, signer: LocalKeySigner
+) -> None:
+    claims = claims_of(issue(service_token, signer, lifetime=600))
+    assert claims["iat"] == claims["nbf"] == NOW - BACKDATE
+    assert claims["exp"] == NOW + 600  # the lifetime counts from the issue time
+    assert 0 < BACKDATE <= 60
+
+
+def pyjwt_decode(token: str, signer: LocalKeySigner) -> dict[str, object]:
+    """PyJWT with no leeway, on the real clock: it refuses an iat or nbf in its future."""
+    decoded: dict[str, object] = jwt.decode(
+        token,
+        signer.public_key.key,  # type: ignore[arg-type]
+        algorithms=[signer.public_key.alg.value],
+        audience="api",
+        issuer=ISSUER,
+        leeway=0,
+        options={"require": ["iat", "nbf", "exp"]},
+    )
+    return decoded
+
+
+@pytest.mark.parametrize("behind", [1, BACKDATE])
+def test_a_verifier_without_leeway_whose_clock_is_behind_accepts_a_fresh_token(
+    service_token: ServiceToken, signer: LocalKeySigner, behind: int
+) -> None:
+    # Issued by a clock `behind` seconds ahead of the verifier's (the real clock).
+    issued_at = int(time.time()) + behind
+    token = issue(service_token, signer, now=issued_at)
+    assert pyjwt_decode(token, signer)["client_id"] == service_token.client_id
+    assert verify(token, signer, now=issued_at - behind, leeway=0)  # type: ignore[arg-type]
+
+
+def test_without_the_backdate_the_same_verifier_refuses_it(
+    service_token: ServiceToken, signer: LocalKeySigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the previous release issued (iat = nbf = the issue time), one second ahead.
+    monkeypatch.setattr("gatekey.access_tokens.BACKDATE", 0)
+    token = issue(service_token, signer, now=int(time.time()) + 2)
+    with pytest.raises(jwt.ImmatureSignatureError):
+        pyjwt_decode(token, signer)
+
+
+def test_tokens_of_the_previous_release_and_of_the_longest_lifetime_still_verify(
+    service_token: ServiceToken, signer: LocalKeySigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    longest = issue(service_token, signer, lifetime=MAX_ACCESS_TOKEN_LIFETIME)
+    assert verify(longest, signer, now=NOW + MAX_ACCESS_TOKEN_LIFETIME - 1)
+    monkeypatch.setattr("gatekey.access_tokens.BACKDATE", 0)  # iat = nbf = the issue time
+    previous = issue(service_token, signer, lifetime=MAX_ACCESS_TOKEN_LIFETIME)
+    assert claims_of(previous)["iat"] == claims_of(previous)["nbf"] == NOW
+    assert verify(previous, signer, now=NOW)
+    assert verify(previous, signer, now=NOW + MAX_ACCESS_TOKEN_LIFETIME - 1)
+
+
+def test_a_token_living_longer_than_any_issued_is_refused_though_signed(
+    service_token: ServiceToken, signer: LocalKeySigner
+) -> None:
+    header, body, _ = issue(service_token, signer).split(".")
+    claims = json.loads(jwt.utils.base64url_decode(body))
+    claims["exp"] = claims["iat"] + MAX_ACCESS_TOKEN_LIFETIME + BACKDATE + 1
+    signing_input = f"{header}.{b64url(json.dumps(claims).encode())}"
+    signature = b64url(signer.sign(signing_input.encode()))
+    with pytest.raises(InvalidCredentials, match="lives longer"):
+        verify(f"{signing_input}.{signature}", signer)
 
 
 def test_an_unknown_kid_is_refused(service_token: ServiceToken, signer: LocalKeySigner) -> None:

@@ -8,6 +8,7 @@ from gatekey.aws import dynamodb_items as items
 from gatekey.credentials import HEADER_PAIRS
 from gatekey.hashing import Hasher
 from gatekey.model import AuditAction, AuditEvent, new_service_token
+from gatekey.oauth import OAUTH_METADATA_PATH, OPENID_CONFIGURATION_PATH, openid_configuration
 from gatekey.store import layout
 from gatekey_local.__main__ import shared_environment
 from gatekey_local.provision import load_template
@@ -135,9 +136,9 @@ EXPORTED = (
     "AuthorizerFunctionArn",
     "TokenEndpointUrl",
     "JwksUrl",
-    "AdminApiUrl",
-    "Issuer",
+    "IssuerUrl",
     "AccessTokenAudience",
+    "AdminApiUrl",
 )
 EXAMPLES = ROOT / "examples"
 
@@ -146,6 +147,41 @@ def test_other_stacks_can_import_the_authorizer_and_the_urls(template: dict[str,
     for name in EXPORTED:
         export = template["Outputs"][name]["Export"]["Name"]
         assert export == {"Fn::Sub": f"${{AWS::StackName}}-{name}"}
+
+
+def token_api_routes(template: dict[str, Any]) -> set[tuple[str, str]]:
+    """(method, path) of every route of GatekeyApi, the token function's API."""
+    events = resource(template, "TokenFunction")["Properties"]["Events"].values()
+    return {
+        (e["Properties"]["Method"].upper(), e["Properties"]["Path"])
+        for e in events
+        if e["Type"] == "Api" and e["Properties"]["RestApiId"] == {"Ref": "GatekeyApi"}
+    }
+
+
+def test_every_url_the_discovery_metadata_names_is_a_route_of_the_token_api(
+    template: dict[str, Any],
+) -> None:
+    # The issuer is the stage's URL, so each URL in the metadata is the issuer plus a path
+    # of the API; the documents themselves are appended to the issuer too (README, "Discovery").
+    issuer = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/v1"
+    metadata = openid_configuration(issuer)
+    named = {name: value for name, value in metadata.items() if str(value).startswith("https:")}
+    assert named.keys() == {"issuer", "token_endpoint", "jwks_uri"}
+    method = {"token_endpoint": "POST", "jwks_uri": "GET"}
+    served = {
+        (method[name], str(url).removeprefix(issuer))
+        for name, url in named.items()
+        if name != "issuer"
+    }
+    served |= {("GET", OAUTH_METADATA_PATH), ("GET", OPENID_CONFIGURATION_PATH)}
+    assert served == token_api_routes(template)
+
+
+def test_the_exported_issuer_is_the_one_the_authorizer_checks(template: dict[str, Any]) -> None:
+    # An HTTP API's JWT authorizer must be given the `iss` of the tokens, exactly.
+    authorizer = resource(template, "AuthorizerFunction")["Properties"]["Environment"]
+    assert template["Outputs"]["IssuerUrl"]["Value"] == authorizer["Variables"]["ISSUER"]
 
 
 def test_the_example_stack_protects_every_route_with_the_exported_authorizer() -> None:
@@ -172,7 +208,7 @@ def test_the_jwt_example_trusts_only_the_exported_issuer_and_audience_on_every_r
     jwt = auth["Authorizers"][auth["DefaultAuthorizer"]]
     assert jwt["IdentitySource"] == "$request.header.Authorization"
     assert jwt["JwtConfiguration"] == {
-        "issuer": {"Fn::ImportValue": {"Fn::Sub": "${GatekeyStackName}-Issuer"}},
+        "issuer": {"Fn::ImportValue": {"Fn::Sub": "${GatekeyStackName}-IssuerUrl"}},
         "audience": [{"Fn::ImportValue": {"Fn::Sub": "${GatekeyStackName}-AccessTokenAudience"}}],
     }
     events = [

@@ -34,6 +34,15 @@ TOKEN_TYPE: Final = "at+jwt"
 SECRET_VERSION_CLAIM: Final = "client_secret_version"
 REQUIRED_CLAIMS: Final = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id")
 DEFAULT_LEEWAY: Final = 30
+# `iat` and `nbf` are set this long before the token is issued. Verifiers that allow no clock
+# skew refuse a token whose nbf, or iat, is in their future: jose (nbf always; iat with
+# maxTokenAge), PyJWT (both), API Gateway HTTP API's JWT authorizer ("nbf" and "iat" must be
+# before the current time), so a verifier whose clock is a second behind ours would refuse a
+# token it is handed at once. 30 s covers any clock kept by NTP, as DEFAULT_LEEWAY does on our
+# side; it gives nothing away: `exp` is still the issue time plus the lifetime, and a token
+# cannot be used before it exists. (Microsoft Entra ID backdates both by 5 minutes.) The
+# price: a verifier with maxTokenAge equal to the lifetime sees the token 30 s older.
+BACKDATE: Final = 30
 MAX_TOKEN_LENGTH: Final = 8192
 # Three base64url (so ASCII) segments, matched in one pass: this runs on every new token.
 _COMPACT_JWS: Final = re.compile(r"([A-Za-z0-9_-]*)\.([A-Za-z0-9_-]*)\.([A-Za-z0-9_-]*)")
@@ -83,8 +92,8 @@ def issue_access_token(
         "sub": token.client_id,
         "aud": audience,
         "exp": expires_at,
-        "iat": now,
-        "nbf": now,
+        "iat": now - BACKDATE,
+        "nbf": now - BACKDATE,
         "jti": secrets.token_urlsafe(16),
         "client_id": token.client_id,
         "scope": " ".join(scopes),
@@ -200,7 +209,9 @@ def _check_claims(
     if aud != audience and not (isinstance(aud, list) and audience in aud):
         raise WrongAudience("access token has the wrong audience")
     exp, nbf, iat = times
-    if exp - iat > MAX_ACCESS_TOKEN_LIFETIME:  # none is issued longer: a forged token
+    # None is issued longer (iat is BACKDATE before the issue time; before this release, it was
+    # the issue time): a longer one is forged.
+    if exp - iat > MAX_ACCESS_TOKEN_LIFETIME + BACKDATE:
         raise InvalidCredentials("access token lives longer than any Gatekey issues")
     if now >= exp + leeway:
         raise TokenExpired("access token has expired")

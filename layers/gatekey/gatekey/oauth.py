@@ -183,14 +183,47 @@ def oauth_error(exc: GatekeyError) -> OAuthError:
     return OAuthError(500, "server_error", "the token endpoint failed; try again later")
 
 
+# Where the metadata is served, relative to the issuer: both documents are appended to it.
+# OpenID Connect Discovery 1.0 §4 appends; RFC 8414 §3 inserts the well-known segment before
+# the issuer's path, which only routes to this API when the issuer has no path (README,
+# "Discovery").
+OAUTH_METADATA_PATH: Final = "/.well-known/oauth-authorization-server"
+OPENID_CONFIGURATION_PATH: Final = "/.well-known/openid-configuration"
+TOKEN_PATH: Final = "/oauth2/token"
+JWKS_PATH: Final = "/.well-known/jwks.json"
+
+
 def authorization_server_metadata(issuer: str) -> dict[str, object]:
     """RFC 8414 metadata, served at ``/.well-known/oauth-authorization-server``."""
     return {
         "issuer": issuer,
-        "token_endpoint": f"{issuer}/oauth2/token",
-        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "token_endpoint": f"{issuer}{TOKEN_PATH}",
+        "jwks_uri": f"{issuer}{JWKS_PATH}",
         "grant_types_supported": [GRANT_TYPE],
         "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
         # Required by RFC 8414; this server has no authorization endpoint, so none.
         "response_types_supported": [],
+    }
+
+
+def openid_configuration(issuer: str) -> dict[str, object]:
+    """The same metadata at ``/.well-known/openid-configuration`` (OpenID Connect Discovery
+    1.0), where openid-client looks by default and API Gateway HTTP API's JWT authorizer reads
+    ``jwks_uri``, with the members §3 requires that RFC 8414 does not.
+
+    Gatekey issues no ID tokens, so two of them say so: every client is the same ``public``
+    subject type, and RS256, which §3 says MUST be listed, is the only ID token algorithm
+    named (access tokens are RS256 or ES256, per SigningKeySpec; their JWKS says which).
+
+    ``authorization_endpoint`` is left out on purpose, although §3 calls it REQUIRED: there is
+    no authorization endpoint (``response_types_supported`` is empty), and a URL that answers
+    404 would only move a client's failure later. Nothing that reads this document for a
+    client_credentials grant or for keys needs it: openid-client v5 asks for it only in
+    ``authorizationUrl()``; v6 (oauth4webapi ``processDiscoveryResponse``) checks only
+    ``issuer``; API Gateway's JWT authorizer reads ``jwks_uri``.
+    """
+    return {
+        **authorization_server_metadata(issuer),
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
     }

@@ -1,0 +1,79 @@
+// Gatekey with openid-client and jose, as a Node service would use them, with their defaults.
+// `make interop` runs this against the local stack (interop/run.py); against a deployed stack:
+//   GATEKEY_ISSUER=https://... GATEKEY_AUDIENCE=gatekey GATEKEY_CLIENT_ID=... \
+//   GATEKEY_CLIENT_SECRET=... node interop/node/interop.mjs
+import * as client from 'openid-client';
+import { createRemoteJWKSet, jwtVerify } from 'jose';
+
+function required(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+}
+
+const issuer = new URL(required('GATEKEY_ISSUER'));
+const audience = required('GATEKEY_AUDIENCE');
+const clientId = required('GATEKEY_CLIENT_ID');
+const clientSecret = required('GATEKEY_CLIENT_SECRET');
+
+function ok(step, detail) {
+  console.log(`ok  ${step}: ${detail}`);
+}
+
+// openid-client v6 refuses plain HTTP unless told; the local stack is http://127.0.0.1, so
+// only there is it told. Nothing else about discovery is changed from the defaults.
+const execute = issuer.protocol === 'http:' ? [client.allowInsecureRequests] : [];
+
+// 1. Default discovery: {issuer}/.well-known/openid-configuration (OpenID Connect Discovery),
+//    with the issuer in the document checked against the one asked for.
+const config = await client.discovery(issuer, clientId, clientSecret, undefined, { execute });
+const metadata = config.serverMetadata();
+ok(
+  'openid-client discovery (default)',
+  `issuer=${metadata.issuer} token_endpoint=${metadata.token_endpoint} jwks_uri=${metadata.jwks_uri}`,
+);
+
+// The RFC 8414 form as well (well-known segment before the issuer's path): for an issuer with
+// no path, as here and on a custom domain, it is served too.
+const rfc8414 = await client.discovery(issuer, clientId, clientSecret, undefined, {
+  execute,
+  algorithm: 'oauth2',
+});
+if (rfc8414.serverMetadata().token_endpoint !== metadata.token_endpoint) {
+  throw new Error('RFC 8414 and OpenID discovery disagree');
+}
+ok('openid-client discovery (RFC 8414, algorithm "oauth2")', 'same metadata');
+
+// 2. client_credentials at the discovered token endpoint, with the service token's Client ID
+//    and Secret (openid-client's default client authentication: client_secret_post).
+const tokens = await client.clientCredentialsGrant(config, { scope: 'read' });
+ok(
+  'client_credentials grant',
+  `token_type=${tokens.token_type} expires_in=${tokens.expires_in} scope=${tokens.scope}`,
+);
+
+// 3. jose jwtVerify with the remote JWKS of the discovered jwks_uri, issuer and audience
+//    checked, no clock tolerance; maxTokenAge makes jose check that iat is in the past too.
+const jwks = createRemoteJWKSet(new URL(metadata.jwks_uri));
+const options = {
+  issuer: metadata.issuer,
+  audience,
+  typ: 'at+jwt',
+  clockTolerance: 0,
+  maxTokenAge: '1h',
+};
+const { payload, protectedHeader } = await jwtVerify(tokens.access_token, jwks, options);
+const now = Math.floor(Date.now() / 1000);
+ok(
+  'jose jwtVerify (remote JWKS, clockTolerance 0)',
+  `alg=${protectedHeader.alg} kid=${protectedHeader.kid} sub=${payload.sub} ` +
+    `iat=now-${now - payload.iat}s nbf=now-${now - payload.nbf}s exp=now+${payload.exp - now}s`,
+);
+
+// A verifier whose clock is behind ours, still with no tolerance: 1 s, and 29 s.
+for (const behind of [1, 29]) {
+  const currentDate = new Date(Date.now() - behind * 1000);
+  await jwtVerify(tokens.access_token, jwks, { ...options, currentDate });
+  ok(`jose jwtVerify, verifier clock ${behind} s behind`, 'accepted');
+}
+console.log('interop: all passed');
