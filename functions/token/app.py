@@ -11,7 +11,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from gatekey import wiring
@@ -33,7 +33,19 @@ logger = Logger()
 metrics = Metrics()
 config = Config.from_env()
 
-endpoint, signing_keys = wiring.token(config)
+
+def _last_seen_failed(_: GatekeyError) -> None:
+    # The alarm's metric (LastSeenWriteFailuresAlarm), as the authorizer counts its own.
+    with single_metric(
+        name="LastSeenWriteFailures",
+        unit=MetricUnit.Count,
+        value=1,
+        namespace=config.metrics_namespace,
+    ) as metric:
+        metric.add_dimension("function", "token")
+
+
+endpoint, signing_keys = wiring.token(config, last_seen_failed=_last_seen_failed)
 app = APIGatewayRestResolver()
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 

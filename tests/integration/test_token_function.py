@@ -519,12 +519,40 @@ def test_a_base64_form_of_an_ordinary_size_is_read(rsa_handler: ModuleType, bot:
 
 
 def test_each_token_costs_one_kms_sign_and_one_table_read(
-    rsa_handler: ModuleType, bot: Bot, aws_calls: AwsCallCounter
+    rsa_handler: ModuleType, bot: Bot, aws_calls: AwsCallCounter, store: DynamoDBTokenStore
 ) -> None:
     aws_calls.calls.clear()  # forget the cold start (pepper, public key)
     for _ in range(3):
         assert request_token(rsa_handler, bot)["statusCode"] == 200
-    assert aws_calls.calls == {"kms.Sign": 3, "dynamodb.GetItem": 3}
+    # ...and the use is recorded for the idle policy once per LAST_SEEN_INTERVAL_SECONDS: a
+    # bot whose APIs verify its access tokens themselves is seen nowhere else.
+    assert aws_calls.calls == {"kms.Sign": 3, "dynamodb.GetItem": 3, "dynamodb.UpdateItem": 1}
+    token = store.get(bot.token.client_id, consistent=True)
+    assert token.last_seen_at == token.idle_since == NOW + 60
+
+
+def test_a_failed_last_seen_write_still_issues_the_token(
+    environment: pytest.MonkeyPatch,
+    bot: Bot,
+    store: DynamoDBTokenStore,
+    captured_logs: pytest.LogCaptureFixture,
+) -> None:
+    environment.setenv("SIGNING_KEY_ID", kms_key())
+
+    def unreachable(**_: Any) -> None:
+        raise EndpointConnectionError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com")
+
+    session = boto3._get_default_session()
+    session.events.register("before-send.dynamodb.UpdateItem", unreachable)
+    try:  # the handler's clients, made after the hook, all have it
+        response = request_token(load_handler("token"), bot)
+    finally:
+        session.events.unregister("before-send.dynamodb.UpdateItem", unreachable)
+    assert response["statusCode"] == 200
+    assert store.get(bot.token.client_id, consistent=True).last_seen_at is None
+    warning = next(r for r in captured_logs.records if r.getMessage() == "last_seen_at not written")
+    assert warning.levelname == "WARNING"
+    assert bot.secret.reveal() not in captured_logs.text
 
 
 def test_refusals_cost_no_kms_call_and_malformed_ones_no_table_read(

@@ -103,7 +103,8 @@ def emissions(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Emitted:
     """What the functions emit: the authorizer an allow whose last-seen write fails, a denial
-    and a failure; the token endpoint a server_error; a run of each scheduled function."""
+    and a failure; the token endpoint a server_error and a token whose last-seen write fails;
+    a run of each scheduled function."""
     authorizer = make_authorizer()
     bot, other = authorizer.bot(), authorizer.bot(name="other-bot")
     _unreachable(authorizer.handler.bookkeeping.client, "UpdateItem")
@@ -128,6 +129,13 @@ def emissions(
     event["multiValueHeaders"] = {k: [v] for k, v in event["headers"].items()}
     event["body"] = "grant_type=client_credentials"
     assert token.lambda_handler(event, ScheduledContext())["statusCode"] == 500
+    # ...and, with DynamoDB's UpdateItem unreachable, a token whose last-seen write fails.
+    session.events.register_first("before-call.dynamodb.UpdateItem", _fail)
+    try:
+        token = load_handler("token")
+    finally:
+        session.events.unregister("before-call.dynamodb.UpdateItem", _fail)
+    assert token.lambda_handler(event, ScheduledContext())["statusCode"] == 200
 
     sns = boto3.client("sns", region_name=REGION)
     monkeypatch.setenv("NOTIFICATION_TOPIC_ARN", sns.create_topic(Name="reminders")["TopicArn"])
@@ -156,7 +164,7 @@ def test_every_gatekey_alarm_watches_a_metric_the_code_emits_with_its_exact_dime
                 metric["MetricName"],
                 frozenset((k, str(v)) for k, v in dimensions(metric).items()),
             )
-            same_name = sorted(dict(d) for ns, m, d in emissions if (ns, m) == key[:2])
+            same_name = [dict(d) for ns, m, d in emissions if (ns, m) == key[:2]]
             assert key in emissions, (name, dict(key[2]), "emitted with", same_name)
             checked.add(metric["MetricName"])
     # The totals and heartbeats: each has its alarm.

@@ -120,13 +120,14 @@ def test_no_function_policy_uses_a_wildcard_action(template: dict[str, Any]) -> 
                 assert not any(a.endswith("*") for a in _actions(statement)), name
 
 
-def test_the_authorizer_may_write_exactly_the_attributes_its_last_seen_update_sets(
-    template: dict[str, Any],
+@pytest.mark.parametrize("function", ["AuthorizerFunction", "TokenFunction"])
+def test_what_records_a_use_may_write_exactly_the_attributes_its_last_seen_update_sets(
+    template: dict[str, Any], function: str
 ) -> None:
     request = items.last_seen_request("t", "gk_x", now=1000, min_interval=60)
     assignments = request["UpdateExpression"].removeprefix("SET ").split(", ")
     written = {assignment.split(" = ")[0] for assignment in assignments}
-    statements = resource(template, "AuthorizerFunction")["Properties"]["Policies"][1]["Statement"]
+    statements = resource(template, function)["Properties"]["Policies"][1]["Statement"]
     update = next(s for s in statements if s.get("Action") == "dynamodb:UpdateItem")
     allowed = update["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]
     assert set(allowed) == {"pk", "sk", *written}

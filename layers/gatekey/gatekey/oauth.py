@@ -9,6 +9,7 @@ disabled or expired client are all ``invalid_client``.
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -34,6 +35,7 @@ from gatekey.errors import (
 )
 from gatekey.hashing import Hasher
 from gatekey.keyring import SigningKeys
+from gatekey.model import ServiceToken
 from gatekey.store import TokenStore
 
 GRANT_TYPE: Final = "client_credentials"
@@ -45,6 +47,8 @@ MAX_FORM_BYTES: Final = 4096
 MAX_FORM_FIELDS: Final = 16
 FORM_CONTENT_TYPE: Final = "application/x-www-form-urlencoded"
 AUTH_METHODS: Final = ("client_secret_basic", "client_secret_post")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +124,9 @@ class TokenEndpoint:
         audience: str,
         lifetime: int,
         clock: Callable[[], int],
+        last_seen_interval: int,
+        record_last_seen: Callable[[str, int, int], bool] | None = None,
+        last_seen_failed: Callable[[GatekeyError], None] | None = None,
     ) -> None:
         self._store = store
         self._hasher = hasher
@@ -127,6 +134,9 @@ class TokenEndpoint:
         self.audience = audience
         self.lifetime = lifetime
         self._clock = clock
+        self.last_seen_interval = last_seen_interval
+        self._record_last_seen = record_last_seen or store.record_last_seen
+        self._last_seen_failed = last_seen_failed
 
     def exchange(
         self,
@@ -160,7 +170,25 @@ class TokenEndpoint:
             now=now,
             secret=secret,
         )
+        self._note_use(token, now)
         return issued, token.client_id
+
+    def _note_use(self, token: ServiceToken, now: int) -> None:
+        """Record the use for the idle policy, as the authorizer does and at most once per
+        interval: a bot whose APIs verify its access tokens themselves (an HTTP API's JWT
+        authorizer) is seen here only. Bookkeeping: a failed write is logged, the token stands."""
+        interval = self.last_seen_interval
+        if token.last_seen_at is not None and now - token.last_seen_at < interval:
+            return
+        try:
+            self._record_last_seen(token.client_id, now, interval)
+        except GatekeyError as exc:
+            logger.warning(
+                "last_seen_at not written",
+                extra={"client_id": token.client_id, "reason": exc.reason},
+            )
+            if self._last_seen_failed is not None:
+                self._last_seen_failed(exc)
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,7 +100,9 @@ class TokenParts(NamedTuple):
     signing_keys: SigningKeys
 
 
-def token(config: Config) -> TokenParts:
+def token(
+    config: Config, *, last_seen_failed: Callable[[GatekeyError], None] | None = None
+) -> TokenParts:
     from gatekey.aws.dynamodb import DynamoDBTokenStore
     from gatekey.aws.secrets import load_hasher
     from gatekey.oauth import TokenEndpoint
@@ -124,6 +126,12 @@ def token(config: Config) -> TokenParts:
         audience=config.access_token_audience,
         lifetime=config.access_token_lifetime_seconds,
         clock=clock,
+        last_seen_interval=config.last_seen_interval_seconds,
+        # Bookkeeping gets one short attempt, as in the authorizer: never the answer's time.
+        record_last_seen=DynamoDBTokenStore.from_config(
+            config, aws.client("dynamodb", aws.BOOKKEEPING)
+        ).record_last_seen,
+        last_seen_failed=last_seen_failed,
     )
     return TokenParts(endpoint, keys)
 
