@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import urllib.request
+from functools import partial
 from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
@@ -53,11 +54,22 @@ def shared_environment(environments: dict[str, dict[str, str]]) -> dict[str, str
     return shared
 
 
+def discovery_fallback(routes: list[Any]) -> tuple[str, ...]:
+    """API Gateway's JWT authorizer finds keys through `{issuer}/.well-known/openid-configuration`
+    only. Until the template's token API serves it, the local JWT authorizer also reads the RFC
+    8414 metadata the token API does serve; once the route exists, only OIDC discovery is read,
+    as in AWS."""
+    if any(r.method == "GET" and r.path == "/.well-known/openid-configuration" for r in routes):
+        return ()
+    return ("/.well-known/oauth-authorization-server",)
+
+
 def start(port: int, overrides: str) -> tuple[Any, dict[str, Any]]:
     """Provision moto, load the functions, and return the (not yet serving) HTTP server."""
     import boto3
 
     from gatekey_local.gateway import Functions, Gateway
+    from gatekey_local.jwt_authorizer import IssuerKeys
     from gatekey_local.provision import provision
     from gatekey_local.template import Stack, parameters
 
@@ -98,6 +110,7 @@ def start(port: int, overrides: str) -> tuple[Any, dict[str, Any]]:
         schedules=stack.schedules(),
         functions=Functions(handlers),
         credentials=credentials,
+        issuer_keys=partial(IssuerKeys, fallback_paths=discovery_fallback(stack.routes())),
     )
     info = {"url": url, "routes": [f"{r.method} {r.path}" for r in stack.routes()]}
     return gateway.serve(port), info
