@@ -81,6 +81,7 @@ def start(port: int, overrides: str) -> tuple[Any, dict[str, Any]]:
             "GatekeyApi": "gatekeyapi",
             "AdminApi": "adminapi",
             "DemoApi": "demoapi",
+            "DemoHttpApi": "demohttpapi",
             "CoreLayer": "local-core-layer",
             "ReminderTopic": made.reminder_topic_arn or "",
         },

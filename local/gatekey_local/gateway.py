@@ -1,7 +1,9 @@
-"""A small HTTP gateway that serves the template's routes as API Gateway (REST, v1 payloads)
-would: it builds the event, runs the route's authorization (AWS_IAM's SigV4 check, or the
-Lambda authorizer with its identity sources, its result cache and its policy evaluated against
-the method ARN), calls the handler and turns its answer into the HTTP response."""
+"""A small HTTP gateway that serves the template's routes as API Gateway would: REST APIs with
+v1 payloads, and HTTP APIs with payload 2.0 (their shapes are gatekey_local.http_api's, their
+built-in JWT authorizer gatekey_local.jwt_authorizer's). For each request it builds the event,
+runs the route's authorization (AWS_IAM's SigV4 check, a Lambda authorizer with its identity
+sources, its result cache and its answer read as API Gateway reads it, or the JWT authorizer),
+calls the handler and turns its answer into the HTTP response."""
 
 from __future__ import annotations
 
@@ -11,11 +13,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from gatekey_local import http_api
+from gatekey_local.jwt_authorizer import IssuerKeys, JwtAuthorizer, JwtRefused, jwt_context
 from gatekey_local.policy import policy_allows
 from gatekey_local.sigv4 import verify_sigv4
 from gatekey_local.template import ACCOUNT, REGION, STAGE, Route, Schedule
@@ -42,6 +46,7 @@ class Answer:
     status: int
     headers: dict[str, str]
     body: bytes
+    cookies: list[str] = field(default_factory=list)  # one Set-Cookie header each
 
     @classmethod
     def message(cls, status: int, message: str | None) -> Answer:
@@ -69,13 +74,17 @@ class Gateway:
         schedules: Mapping[str, Schedule],
         functions: Functions,
         credentials: Mapping[str, str],
+        issuer_keys: Callable[[str], IssuerKeys] = IssuerKeys,
     ) -> None:
         self.routes = routes
         self.schedules = dict(schedules)
         self.functions = functions
         self.credentials = dict(credentials)
-        self._cache: dict[tuple[str, ...], tuple[dict[str, Any], float]] = {}
+        self._cache: dict[tuple[str, ...], tuple[Any, float]] = {}
         self._cache_lock = threading.Lock()
+        # One key cache per issuer, as API Gateway keeps one per authorizer's issuer.
+        self._issuer_keys = issuer_keys
+        self._keys: dict[str, IssuerKeys] = {}
 
     # -- one request -----------------------------------------------------------------------
 
@@ -89,6 +98,18 @@ class Gateway:
         route, parameters = self._match(method, path)
         if route is None:
             return Answer.message(404, f"no route {method} {path} in template.yaml")
+        if route.http:
+            request = http_api.Request(
+                method=method,
+                raw_path=split.path,
+                path=path,
+                raw_query=split.query,
+                query=parse_qsl(split.query, keep_blank_values=True),
+                headers=headers,
+                body=body,
+                host=host,
+            )
+            return self._handle_http(route, request, parameters, target)
         single = {k: v for k, v in headers}
         query = parse_qsl(split.query, keep_blank_values=True)
         event = self._event(route, path, parameters, headers, query, body, host)
@@ -168,6 +189,97 @@ class Gateway:
             "isBase64Encoded": encoded,
         }
 
+    # -- HTTP APIs -----------------------------------------------------------------------------
+
+    def _handle_http(
+        self, route: Route, request: http_api.Request, parameters: dict[str, str], target: str
+    ) -> Answer:
+        event = http_api.integration_event(route, request, parameters)
+        context = event["requestContext"]
+        if route.auth == "AWS_IAM":
+            key = verify_sigv4(
+                method=request.method,
+                url=f"http://{request.host}{target}",
+                headers=dict(request.headers),
+                body=request.body,
+                credentials=self.credentials,
+            )
+            if key is None:
+                return Answer.message(403, "Forbidden")
+            arn = f"arn:aws:iam::{ACCOUNT}:user/{key}"
+            context["authorizer"] = {"iam": {"accessKey": key, "userArn": arn}}
+        elif route.auth == "JWT":
+            denial = self._authorize_jwt(route, request, context)
+            if denial is not None:
+                return denial
+        elif route.auth == "LAMBDA":
+            denial = self._authorize_http(route, request, parameters, context)
+            if denial is not None:
+                return denial
+        reply = http_api.read_integration_answer(self.functions.invoke(route.function, event))
+        return Answer(reply.status, reply.headers, reply.body, reply.cookies)
+
+    def _authorize_http(
+        self,
+        route: Route,
+        request: http_api.Request,
+        parameters: dict[str, str],
+        context: dict[str, Any],
+    ) -> Answer | None:
+        """An HTTP API's Lambda authorizer; None means let it through."""
+        spec = route.authorizer
+        assert spec is not None  # noqa: S101 - LAMBDA routes always have one
+        identity = http_api.identity_values(spec, route, request, context)
+        if identity is None:
+            return Answer.message(401, "Unauthorized")  # a missing identity source: no call
+        arn = http_api.route_arn(route, request)
+        cached = bool(spec.ttl and spec.identity_sources)
+        key = (spec.name, route.api, *identity)
+        result = self._cached(key) if cached else None
+        if result is None:
+            event = http_api.authorizer_event(route, request, parameters, identity)
+            try:
+                result = self.functions.invoke(spec.function, event)
+            except Exception as exc:  # noqa: BLE001 - API Gateway maps any authorizer error
+                if str(exc) == "Unauthorized":
+                    return Answer.message(401, "Unauthorized")
+                return Answer.message(500, "Internal Server Error")
+            if cached:
+                with self._cache_lock:
+                    self._cache[key] = (result, time.monotonic() + spec.ttl)
+        verdict = http_api.read_authorizer_answer(spec, result, arn)
+        if verdict.status == 403:
+            return Answer.message(403, "Forbidden")
+        if verdict.status is not None:
+            return Answer.message(verdict.status, "Internal Server Error")
+        context["authorizer"] = {"lambda": verdict.context}
+        return None
+
+    def _authorize_jwt(
+        self, route: Route, request: http_api.Request, context: dict[str, Any]
+    ) -> Answer | None:
+        spec = route.authorizer
+        assert spec is not None  # noqa: S101 - JWT routes always have one
+        assert spec.jwt_issuer is not None  # noqa: S101
+        identity = http_api.identity_values(spec, route, request, context)
+        if identity is None:
+            return Answer.message(401, "Unauthorized")
+        keys = self._keys.get(spec.jwt_issuer)
+        if keys is None:
+            keys = self._keys.setdefault(spec.jwt_issuer, self._issuer_keys(spec.jwt_issuer))
+        authorizer = JwtAuthorizer(spec.jwt_issuer, spec.jwt_audiences, keys)
+        try:
+            claims = authorizer.authorize(identity[0], route.scopes)
+        except JwtRefused as refused:
+            message = "Unauthorized" if refused.status == 401 else "Forbidden"
+            answer = Answer.message(refused.status, message)
+            answer.headers["www-authenticate"] = refused.www_authenticate
+            return answer
+        context["authorizer"] = {"jwt": jwt_context(claims)}
+        return None
+
+    # -- REST APIs -------------------------------------------------------------------------------
+
     def method_arn(self, route: Route, event: dict[str, Any]) -> str:
         api = f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{route.api.lower()}/{STAGE}"
         return f"{api}/{event['httpMethod']}{event['path']}"
@@ -204,7 +316,7 @@ class Gateway:
         }
         return None
 
-    def _cached(self, key: tuple[str, ...]) -> dict[str, Any] | None:
+    def _cached(self, key: tuple[str, ...]) -> Any:
         with self._cache_lock:
             entry = self._cache.get(key)
             if entry is None or time.monotonic() >= entry[1]:
@@ -273,6 +385,8 @@ class Gateway:
                 for name, value in answer.headers.items():
                     if name.lower() not in {"content-length", "connection", "transfer-encoding"}:
                         self.send_header(name, value)
+                for cookie in answer.cookies:
+                    self.send_header("Set-Cookie", cookie)
                 self.send_header("Content-Length", str(len(answer.body)))
                 self.end_headers()
                 self.wfile.write(answer.body)

@@ -19,10 +19,16 @@ STAGE = "v1"
 @dataclass(frozen=True)
 class Authorizer:
     name: str
-    function: str  # logical id of the authorizer function
-    payload: str  # REQUEST or TOKEN
-    identity_headers: tuple[str, ...]
+    function: str  # logical id of the authorizer function ("" for a JWT authorizer)
+    payload: str  # REST: REQUEST or TOKEN; HTTP APIs: the payload format version, 1.0 or 2.0
+    identity_headers: tuple[str, ...]  # REST: lower-case header names
     ttl: int
+    # HTTP APIs: identity sources as written ($request.header.X, $request.querystring.x,
+    # $context.x, $stageVariables.x), simple responses, and a JWT authorizer's issuer/audience.
+    identity_sources: tuple[str, ...] = ()
+    simple_responses: bool = False
+    jwt_issuer: str | None = None  # set: the built-in JWT authorizer
+    jwt_audiences: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -31,17 +37,41 @@ class Route:
     method: str
     path: str  # the template's path, with {params}
     function: str
-    auth: str  # "NONE", "AWS_IAM" or "LAMBDA"
+    auth: str  # "NONE", "AWS_IAM", "LAMBDA" or "JWT"
     authorizer: Authorizer | None = None
+    # HTTP APIs (AWS::Serverless::HttpApi): the stage ("$default": no prefix in the path) and
+    # the route's AuthorizationScopes. REST routes are served without their stage prefix.
+    http: bool = False
+    stage: str = STAGE
+    scopes: tuple[str, ...] = ()
+
+    @property
+    def route_key(self) -> str:
+        """The HTTP API route key: `GET /path`, `ANY /path`, or `$default`."""
+        return "$default" if self.path == "$default" else f"{self.method} {self.path}"
 
     @property
     def pattern(self) -> re.Pattern[str]:
+        if self.path == "$default":
+            return re.compile(r"/.*", re.DOTALL)
         parts = re.split(r"(\{[^}]+\})", self.path)
         regex = "".join(
-            f"(?P<{p[1:-1].rstrip('+')}>[^/]+)" if p.startswith("{") else re.escape(p)
+            (f"(?P<{p[1:-2]}>.+)" if p.endswith("+}") else f"(?P<{p[1:-1]}>[^/]+)")
+            if p.startswith("{")
+            else re.escape(p)
             for p in parts
         )
-        return re.compile(regex)
+        if self.http and self.stage != "$default":
+            regex = re.escape(f"/{self.stage}") + regex
+        return re.compile(regex, re.DOTALL)
+
+    @property
+    def specificity(self) -> tuple[bool, bool, int, bool]:
+        """HTTP APIs match the most specific route first: literal paths, then parameters, then
+        greedy paths (the longest first), then `$default`; a method before ANY."""
+        greedy = "+}" in self.path
+        depth = -self.path.count("/") if greedy else self.path.count("{")
+        return (self.path == "$default", greedy, depth, self.method == "ANY")
 
 
 @dataclass(frozen=True)
@@ -136,15 +166,79 @@ class Stack:
         return str(self.functions()[function]["Properties"]["CodeUri"]).rstrip("/")
 
     def routes(self) -> list[Route]:
-        found = []
+        """REST routes in template order, then HTTP API routes, most specific first."""
+        found, http = [], []
         for function, resource in self.functions().items():
             for event in resource["Properties"].get("Events", {}).values():
-                if event["Type"] != "Api":
-                    continue
-                props = event["Properties"]
-                api = props["RestApiId"]["Ref"]
-                found.append(self._route(api, props, function))
-        return found
+                props = event.get("Properties") or {}
+                if event["Type"] == "Api":
+                    found.append(self._route(props["RestApiId"]["Ref"], props, function))
+                elif event["Type"] == "HttpApi":
+                    http.append(self._http_route(props, function))
+        return found + sorted(http, key=lambda r: r.specificity)
+
+    def _http_route(self, props: Mapping[str, Any], function: str) -> Route:
+        """A `Type: HttpApi` event: its API (SAM's implicit ServerlessHttpApi without ApiId),
+        route key, stage and authorization."""
+        api = props["ApiId"]["Ref"] if "ApiId" in props else "ServerlessHttpApi"
+        if str(props.get("PayloadFormatVersion", "2.0")) != "2.0":
+            raise ValueError(f"{function}: the local gateway serves HTTP API payload 2.0 only")
+        api_props = self.template["Resources"].get(api, {}).get("Properties", {})
+        stage = str(self.resolve(api_props.get("StageName", "$default")))
+        if "Path" in props:
+            method, path = str(props.get("Method", "ANY")).upper(), str(props["Path"])
+        else:
+            method, path = "ANY", "$default"
+        auth = api_props.get("Auth", {})
+        route_auth = props.get("Auth", {})
+        chosen = route_auth.get("Authorizer", auth.get("DefaultAuthorizer", "NONE"))
+        scopes = tuple(route_auth.get("AuthorizationScopes", auth.get("DefaultScopes", [])))
+
+        def route(kind: str, authorizer: Authorizer | None = None) -> Route:
+            return Route(api, method, path, function, kind, authorizer, True, stage, scopes)
+
+        if chosen in ("NONE", "AWS_IAM"):
+            return route(chosen)
+        spec = auth["Authorizers"][chosen]
+        if "JwtConfiguration" in spec:
+            jwt = self.resolve(spec["JwtConfiguration"])
+            audiences = jwt.get("audience", [])
+            source = str(spec.get("IdentitySource", "$request.header.Authorization"))
+            authorizer = Authorizer(
+                name=chosen,
+                function="",
+                payload="JWT",
+                identity_headers=(),
+                ttl=0,
+                identity_sources=(source,),
+                jwt_issuer=str(jwt["issuer"]),
+                jwt_audiences=tuple(audiences if isinstance(audiences, list) else [audiences]),
+            )
+            return route("JWT", authorizer)
+        identity = spec.get("Identity", {})
+        sources = [
+            f"{prefix}{name}"
+            for prefix, key in (
+                ("$request.header.", "Headers"),
+                ("$request.querystring.", "QueryStrings"),
+                ("$stageVariables.", "StageVariables"),
+                ("$context.", "Context"),
+            )
+            for name in identity.get(key, [])
+        ]
+        version = str(spec.get("AuthorizerPayloadFormatVersion", "2.0"))
+        authorizer = Authorizer(
+            name=chosen,
+            function=spec["FunctionArn"]["Fn::GetAtt"][0],
+            payload=version,
+            identity_headers=(),
+            ttl=int(self.resolve(identity.get("ReauthorizeEvery", 300))),
+            identity_sources=tuple(sources),
+            # Simple responses exist in payload 2.0 only.
+            simple_responses=version == "2.0"
+            and bool(self.resolve(spec.get("EnableSimpleResponses", False))),
+        )
+        return route("LAMBDA", authorizer)
 
     def _route(self, api: str, props: Mapping[str, Any], function: str) -> Route:
         auth = self.template["Resources"][api]["Properties"].get("Auth", {})

@@ -73,9 +73,9 @@ def forms(bot: dict[str, Any]) -> dict[str, dict[str, str]]:
 
 
 def test_every_route_of_the_template_is_served(stack: LocalStack) -> None:
-    declared = {
-        f"{r.method} {r.path}" for r in Stack(parameters=parameters(), physical={}).routes()
-    }
+    # The local stack is its own issuer (the JWT authorizer's issuer resolves to it).
+    values = parameters() | {"Issuer": stack.url}
+    declared = {f"{r.method} {r.path}" for r in Stack(parameters=values, physical={}).routes()}
     assert declared
     assert set(stack.routes) == declared
 
@@ -353,3 +353,100 @@ def test_a_request_after_a_quiet_minute_is_answered(stack: LocalStack, bot: dict
     assert whoami(stack, headers).status_code == 200
     time.sleep(61)
     assert whoami(stack, headers).status_code == 200
+
+
+# -- HTTP APIs (payload 2.0) -------------------------------------------------------------------
+
+HTTP_LAMBDA_ROUTE = "/demo/http/whoami"  # Gatekey's authorizer, cached on the pair + route key
+HTTP_JWT_ROUTE = "/demo/http/jwt/whoami"  # the built-in JWT authorizer, scope read
+
+
+def access_token(stack: LocalStack, client_id: str, secret: str, scope: str) -> dict[str, Any]:
+    answer = requests.post(
+        f"{stack.url}/oauth2/token",
+        data={"grant_type": "client_credentials", "scope": scope},
+        auth=(client_id, secret),
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def test_http_api_lambda_authorizer_allows_then_refuses_a_revoked_token_within_the_bound(
+    stack: LocalStack, bot: dict[str, Any]
+) -> None:
+    # GIVEN an allow in both caches, on the HTTP API route cached by identity source
+    headers = forms(bot)["gatekey_headers"]
+    answer = whoami(stack, headers, HTTP_LAMBDA_ROUTE)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() | {"expires_at": None} == {
+        "client_id": bot["client_id"],
+        "name": "e2e-bot",
+        "scopes": "read write",
+        "auth_method": "gatekey_headers",
+        "expires_at": None,
+        "principal_id": None,  # a simple response has no principal
+    }
+    # One identity source missing: 401 without calling the authorizer; other forms neither
+    only_id = {"Gatekey-Client-Id": bot["client_id"]}
+    assert whoami(stack, only_id, HTTP_LAMBDA_ROUTE).status_code == 401
+    assert whoami(stack, forms(bot)["basic"], HTTP_LAMBDA_ROUTE).status_code == 401
+    bound = STATUS_TTL + AUTHORIZER_TTL
+    # WHEN the token is revoked
+    cli(stack, "revoke", bot["client_id"])
+    revoked_at = time.monotonic()
+    # THEN every request started after the bound is refused (403 Forbidden, as HTTP APIs say)
+    first_refusal = None
+    while time.monotonic() - revoked_at < bound + 1:
+        started = time.monotonic() - revoked_at
+        answer = whoami(stack, headers, HTTP_LAMBDA_ROUTE)
+        if answer.status_code == 403 and first_refusal is None:
+            first_refusal = started
+            assert answer.json() == {"message": "Forbidden"}
+        if started > bound:
+            assert answer.status_code == 403, f"still allowed {started:.2f} s after revocation"
+        time.sleep(0.1)
+    assert first_refusal is not None
+    print(f"\nHTTP API: first refusal {first_refusal:.2f} s after revoke (bound {bound})")
+
+
+def test_http_api_jwt_authorizer_allows_a_gatekey_access_token(
+    stack: LocalStack, bot: dict[str, Any]
+) -> None:
+    token = access_token(stack, bot["client_id"], bot["client_secret"], "read")
+    bearer = {"Authorization": f"Bearer {token['access_token']}"}
+    answer = whoami(stack, bearer, HTTP_JWT_ROUTE)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["client_id"] == bot["client_id"]
+    assert answer.json()["scopes"] == "read"
+    assert answer.json()["auth_method"] == "jwt_authorizer"
+    assert whoami(stack, {}, HTTP_JWT_ROUTE).status_code == 401  # no identity source
+
+
+def test_http_api_jwt_authorizer_refuses_a_token_without_the_route_scope(
+    stack: LocalStack, bot: dict[str, Any]
+) -> None:
+    token = access_token(stack, bot["client_id"], bot["client_secret"], "write")
+    answer = whoami(stack, {"Authorization": f"Bearer {token['access_token']}"}, HTTP_JWT_ROUTE)
+    assert answer.status_code == 403
+    assert answer.json() == {"message": "Forbidden"}
+    assert 'error="insufficient_scope"' in answer.headers["www-authenticate"]
+
+
+def test_http_api_jwt_authorizer_refuses_an_expired_token(stack: LocalStack) -> None:
+    # An access token obtained with a secret in its grace expires when the grace does (the
+    # token endpoint never lets it run past it): a JWT that expires in seconds, no clock tricks.
+    bot = dict(cli(stack, "create", "e2e-jwt-bot", "--scope", "read"))
+    ends = (datetime.now(UTC) + timedelta(seconds=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cli(stack, "rotate", bot["client_id"], "--previous-expires-at", ends)
+    token = access_token(stack, bot["client_id"], bot["client_secret"], "read")
+    assert token["expires_in"] <= 3
+    bearer = {"Authorization": f"Bearer {token['access_token']}"}
+    assert whoami(stack, bearer, HTTP_JWT_ROUTE).status_code == 200  # the control
+    payload = token["access_token"].split(".")[1]
+    exp = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"]
+    time.sleep(max(0.0, exp - time.time()) + 0.2)
+    answer = whoami(stack, bearer, HTTP_JWT_ROUTE)
+    assert answer.status_code == 401
+    assert answer.json() == {"message": "Unauthorized"}
+    assert "expired" in answer.headers["www-authenticate"]

@@ -17,7 +17,9 @@ from gatekey.credentials import ClientSecret
 from gatekey.durations import Duration
 from gatekey.errors import DependencyError
 from gatekey.model import AuditAction, AuditEvent, TokenStatus, new_service_token
+from gatekey_local import http_api
 from gatekey_local.policy import policy_allows
+from gatekey_local.template import Authorizer, Route
 from support.constants import ADMIN, ARN, NOW
 from support.harness import AuthorizerHarness, Bot, Unauthorized, credential_headers
 
@@ -85,6 +87,30 @@ def test_http_api_simple_responses_decide_per_route(
     assert authorizer.call("http", headers, method="DELETE") == {"isAuthorized": False}
     wrong = {**headers, "Gatekey-Client-Secret": ClientSecret.generate().reveal()}
     assert authorizer.call("http", wrong) == {"isAuthorized": False}
+
+
+@pytest.mark.parametrize(("version", "simple"), [("2.0", True), ("2.0", False), ("1.0", False)])
+def test_http_api_events_as_the_local_gateway_builds_them_are_answered_as_it_reads_them(
+    make_authorizer: Callable[..., AuthorizerHarness], version: str, simple: bool
+) -> None:
+    authorizer = make_authorizer(HTTP_API_SIMPLE_RESPONSES=str(simple).lower())
+    bot = authorizer.bot(routes=("GET /items/*",))
+    pair = ("$request.header.Gatekey-Client-Id", "$request.header.Gatekey-Client-Secret")
+    spec = Authorizer("A", "AuthorizerFunction", version, (), 300, pair, simple)
+    headers = list(credential_headers("gatekey_headers", bot).items())
+    for method, allowed_here in (("GET", True), ("DELETE", False)):
+        route = Route(
+            "Http", method, "/items/{id}", "Fn", "LAMBDA", spec, http=True, stage="$default"
+        )
+        request = http_api.Request(method, "/items/42", "/items/42", "", [], headers, b"", "h")
+        identity = http_api.identity_values(spec, route, request, {})
+        assert identity is not None
+        event = http_api.authorizer_event(route, request, {"id": "42"}, identity)
+        answer = authorizer.invoke(event)
+        verdict = http_api.read_authorizer_answer(spec, answer, http_api.route_arn(route, request))
+        assert verdict.status == (None if allowed_here else 403), (method, answer)
+        if allowed_here:
+            assert verdict.context["client_id"] == bot.client_id
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -42,6 +42,8 @@ def local_stack() -> Iterator[LocalStack]:
         "GATEKEY_PORT": str(port),
         "GATEKEY_PARAMETER_OVERRIDES": (
             f"StatusCacheTtlSeconds={E2E_STATUS_TTL} AuthorizerCacheTtlSeconds={E2E_AUTHORIZER_TTL}"
+            # HTTP API authorizers answer simple responses (REST events are not affected).
+            " HttpApiSimpleResponses=true"
         ),
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",

@@ -229,25 +229,28 @@ def test_every_cached_authorizer_shipped_is_keyed_on_what_it_decides(
     # An Allow may depend only on what API Gateway caches it under: a cached authorizer is a
     # TOKEN authorizer (the function sees the Authorization header alone), or its identity
     # sources hold both headers of a service-token pair (which are read before Authorization).
-    # A JWT authorizer has no result cache: API Gateway checks every request's token itself.
+    # REST and HTTP APIs alike: an HTTP API has no TOKEN authorizer, so it needs the pair. A
+    # simple response is for its route only, so a cached one is keyed on the route key too.
     examples = [load_template(path) for path in sorted(EXAMPLES.glob("*/template.yaml"))]
-    cached = []
+    cached: dict[str, list[str]] = {"AWS::Serverless::Api": [], "AWS::Serverless::HttpApi": []}
     for stack in (template, *examples):
         for api in stack["Resources"].values():
-            if api["Type"] not in ("AWS::Serverless::Api", "AWS::Serverless::HttpApi"):
+            if api["Type"] not in cached:
                 continue
             for name, spec in api["Properties"].get("Auth", {}).get("Authorizers", {}).items():
-                if "JwtConfiguration" in spec:
+                if "JwtConfiguration" in spec:  # API Gateway's own: no function, no result cache
                     continue
                 identity = spec.get("Identity", {})
                 if identity.get("ReauthorizeEvery", 300) == 0:
                     continue
-                cached.append(name)
+                cached[api["Type"]].append(name)
                 headers = {h.lower() for h in identity.get("Headers", [])}
                 pairs = [set(pair) for pair in HEADER_PAIRS.values()]
                 token = spec.get("FunctionPayloadType") == "TOKEN"
                 assert token or any(pair <= headers for pair in pairs), name
-    assert cached, "the demo and the example each show a cached route"
+                if spec.get("EnableSimpleResponses", False) is not False:
+                    assert "routeKey" in identity.get("Context", []), name
+    assert all(cached.values()), f"a cached route on each kind of API is shown: {cached}"
 
 
 def functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
