@@ -6,9 +6,12 @@ tests/unit/test_admin_decisions.py."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
+import boto3
 import pytest
+from botocore.exceptions import EndpointConnectionError
 
 from gatekey.aws.dynamodb import DynamoDBTokenStore
 from gatekey.credentials import ClientSecret
@@ -116,9 +119,16 @@ def test_rotate_answers_a_new_secret_once_with_a_grace_or_an_end_time(
     )
     assert dated["previous_client_secret_expires_at"] == "2027-01-20T08:00:00Z"
     assert dated["client_secret_version"] == 4
+    # AND a time without an offset is UTC
+    _, naive = admin.request(
+        "POST",
+        f"{BASE}/{client_id}/rotate",
+        {"previous_client_secret_expires_at": "2027-01-21T08:00:00"},
+    )
+    assert naive["previous_client_secret_expires_at"] == "2027-01-21T08:00:00Z"
     # AND the new secret's hash went through the table's conditional update
     stored = store.get(client_id)
-    assert stored.authenticate(ClientSecret.parse(dated["client_secret"]), hasher, NOW).version == 4
+    assert stored.authenticate(ClientSecret.parse(naive["client_secret"]), hasher, NOW).version == 5
     assert "client_secret" not in admin.request("GET", f"{BASE}/{client_id}")[1]
 
 
@@ -232,6 +242,27 @@ def test_non_json_body_is_422(admin: AdminHarness, dynamodb: Any, body: str) -> 
     assert status == 422
     assert error["code"] == "invalid_request"
     assert scan(dynamodb) == []
+
+
+def test_an_unreachable_table_is_a_500_that_tells_the_caller_nothing_more(
+    make_admin: Callable[..., AdminHarness], captured_logs: pytest.LogCaptureFixture
+) -> None:
+    def unreachable(**_: Any) -> None:
+        raise EndpointConnectionError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com")
+
+    session = boto3._get_default_session()
+    session.events.register("before-send.dynamodb.PutItem", unreachable)
+    session.events.register("before-send.dynamodb.TransactWriteItems", unreachable)
+    try:
+        status, error = make_admin().request("POST", BASE, {"name": "ci-bot"})
+    finally:
+        session.events.unregister("before-send.dynamodb.PutItem", unreachable)
+        session.events.unregister("before-send.dynamodb.TransactWriteItems", unreachable)
+    assert (status, error) == (
+        500,
+        {"code": "dependency_unavailable", "message": "internal error; try again later"},
+    )
+    assert "admin request failed" in captured_logs.text
 
 
 def test_openapi_document_lists_every_operation(admin: AdminHarness) -> None:
