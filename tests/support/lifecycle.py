@@ -84,6 +84,7 @@ class FakeDelivery:
     def __init__(self) -> None:
         self._secrets: dict[str, _Secret] = {}
         self._ids = itertools.count(1)
+        self.promote_fails = False  # Secrets Manager unreachable when a version is promoted
 
     def create(self, name: str, value: str = "{}") -> str:
         """A new secret whose current value is `value`; its ARN."""
@@ -96,6 +97,11 @@ class FakeDelivery:
         secret = self._secrets[arn]
         return dict(json.loads(secret.versions[secret.stages["AWSCURRENT"]]))
 
+    def pending(self, arn: str) -> dict[str, str]:
+        """What was staged and nobody reads yet: the AWSPENDING version."""
+        secret = self._secrets[arn]
+        return dict(json.loads(secret.versions[secret.stages["AWSPENDING"]]))
+
     def stage(self, secret_arn: str, client_id: str, secret: ClientSecret) -> str:
         stored = self._secrets[secret_arn]
         version_id = f"v{next(self._ids)}"
@@ -105,6 +111,8 @@ class FakeDelivery:
         return version_id
 
     def promote(self, secret_arn: str, version_id: str) -> None:
+        if self.promote_fails:
+            raise DependencyError("secretsmanager failed: EndpointConnectionError")
         stored = self._secrets[secret_arn]
         if stored.stages["AWSCURRENT"] != version_id:
             self._move_current(stored, version_id)

@@ -1,0 +1,69 @@
+"""What the admin's domain tests share: a TokenAdmin on any store, tokens made as the admin API
+makes them (its defaults), and a store that lets another writer in between a read and its
+write."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gatekey.admin import Actor, Issued, TokenAdmin
+from gatekey.durations import Duration
+from gatekey.hashing import Hasher
+from gatekey.model import AuditEvent, RotationPolicy, ServiceToken
+from gatekey.store import InMemoryTokenStore, TokenStore
+from support.constants import ADMIN_ARN
+
+# The admin API's caller, as the admin handler's test event names it.
+ACTOR = Actor(ADMIN_ARN, "198.51.100.7")
+# What the admin API's CreateTokenRequest gives for each field left out.
+DEFAULTS: dict[str, Any] = {
+    "name": "ci-bot",
+    "duration": Duration(8760),
+    "routes": ("*",),
+    "scopes": (),
+    "owner": None,
+    "rotation": RotationPolicy(),
+}
+
+
+def admin_builder(
+    store: TokenStore, hasher: Hasher, clock: Callable[[], int]
+) -> Callable[[], TokenAdmin]:
+    """TokenAdmins as the admin function wires them, each on the same store, hasher and clock
+    (one per admin function container)."""
+
+    def build() -> TokenAdmin:
+        return TokenAdmin(store=store, hasher=hasher, clock=clock)
+
+    return build
+
+
+def issue(admin: TokenAdmin, actor: Actor = ACTOR, **fields: Any) -> Issued:
+    """Create a token with the admin API's defaults for every field not given."""
+    return admin.create(actor, **{**DEFAULTS, **fields})
+
+
+class RacingStore(InMemoryTokenStore):
+    """An in-memory store where `before_write` runs once, between a read and the next update or
+    delete: another admin (or the lifecycle) writing first, as a lost race with DynamoDB has
+    it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.before_write: Callable[[], object] | None = None
+
+    def _race(self) -> None:
+        racer, self.before_write = self.before_write, None
+        if racer is not None:
+            racer()
+
+    def update(
+        self, token: ServiceToken, event: AuditEvent, *, if_unused: bool = False
+    ) -> ServiceToken:
+        self._race()
+        return super().update(token, event, if_unused=if_unused)
+
+    def delete(self, token: ServiceToken, event: AuditEvent) -> None:
+        self._race()
+        super().delete(token, event)
