@@ -39,7 +39,11 @@ def _parser() -> argparse.ArgumentParser:
 
     create = commands.add_parser("create", help="create a service token (prints its secret once)")
     create.add_argument("name")
-    create.add_argument("--duration", default="8760h", help="'<hours>h' or 'forever'")
+    create.add_argument(
+        "--duration",
+        default="8760h",
+        help="'<hours>h' (8760h), '<days>d' (30d), '<years>y' (1y) or 'forever'",
+    )
     create.add_argument("--route", action="append", dest="routes", metavar="'METHOD /path'")
     create.add_argument("--scope", action="append", dest="scopes", metavar="SCOPE")
     create.add_argument("--owner", help="contact for expiry reminders")

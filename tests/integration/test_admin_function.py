@@ -56,6 +56,16 @@ def test_create_returns_the_secret_once_and_every_stored_field(
     assert shown == {k: v for k, v in body.items() if k != "client_secret"}
 
 
+@pytest.mark.parametrize(("written", "hours"), [("30d", "720h"), ("1y", "8760h")])
+def test_durations_in_days_and_years_are_stored_and_shown_in_hours(
+    admin: AdminHarness, written: str, hours: str
+) -> None:
+    body = create(admin, duration=written)
+    assert body["duration"] == hours
+    status, shown = admin.request("GET", f"{BASE}/{body['client_id']}")
+    assert (status, shown["duration"], shown["expires_at"]) == (200, hours, body["expires_at"])
+
+
 def test_defaults_are_a_year_every_route_no_scope_remind(admin: AdminHarness) -> None:
     body = create(admin)
     assert body["duration"] == "8760h"
@@ -202,7 +212,7 @@ def test_events_name_the_actor_and_source_and_page(admin: AdminHarness) -> None:
         ({}, 422, "invalid_request", "name"),
         ({"name": ""}, 422, "invalid_request", "name"),
         ({"name": "x" * 129}, 422, "invalid_request", "name"),
-        ({"name": "ok", "duration": "1y"}, 400, "invalid_duration", "duration"),
+        ({"name": "ok", "duration": "2h45m"}, 400, "invalid_duration", "duration"),
         ({"name": "ok", "routes": ["items"]}, 400, "invalid_input", "routes"),
         ({"name": "ok", "rotation": {"mode": "sometimes"}}, 422, "invalid_request", "rotation"),
         ({"name": "ok", "client_secret": "gks_mine"}, 422, "invalid_request", "client_secret"),

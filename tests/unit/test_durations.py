@@ -17,6 +17,25 @@ def test_whole_hours_are_accepted(text: str, hours: int) -> None:
     assert str(duration) == text
 
 
+@pytest.mark.parametrize(
+    ("text", "hours"),
+    [
+        ("720h", 720),  # Access's own
+        ("8760h0m0s", 8760),  # Go's print of Access's default (time.Duration.String)
+        ("8760h0m", 8760),
+        ("30d", 720),
+        ("1d", 24),
+        ("1y", 8760),  # a year as Access counts it
+        ("10y", 87_600),
+        ("3650d", 87_600),
+    ],
+)
+def test_days_years_and_gos_whole_hours_are_hours(text: str, hours: int) -> None:
+    duration = parse_duration(text)
+    assert duration == Duration(hours)
+    assert str(duration) == f"{hours}h"  # stored and shown in hours, as Access shows them
+
+
 def test_forever_never_ends() -> None:
     duration = parse_duration("forever")
     assert duration.is_forever
@@ -33,7 +52,14 @@ def test_forever_never_ends() -> None:
         ("87601h", "at most 87600h"),
         ("999999999h", "at most 87600h"),
         ("9999999999999h", "is not a duration"),
-        ("1d", "is not a duration"),
+        ("1.5d", "is not a duration"),
+        ("2h45m", "is not a duration"),  # Go's, but not whole hours
+        ("8760h0s", "is not a duration"),
+        ("11y", "at most 87600h"),
+        ("3651d", "at most 87600h"),
+        ("0d", "at least 1h"),
+        ("1w", "is not a duration"),
+        ("1Y", "is not a duration"),
         ("8760", "is not a duration"),
         ("1.5h", "is not a duration"),
         (" 24h", "is not a duration"),

@@ -33,7 +33,9 @@ class Rotation(BaseModel):
 class CreateTokenRequest(BaseModel):
     model_config = Strict
     name: str = Field(min_length=1, max_length=128)
-    duration: str = Field(default="8760h", max_length=32, description="'<hours>h' or 'forever'")
+    duration: str = Field(
+        default="8760h", max_length=32, description="'<hours>h', '<days>d', '<years>y' or 'forever'"
+    )
     routes: list[str] = Field(default=["*"], max_length=100)
     scopes: list[str] = Field(default=[], max_length=50)
     owner: str | None = Field(default=None, max_length=254)

@@ -1,4 +1,6 @@
-"""Token durations as Cloudflare Access writes them: whole hours (``8760h``) or ``forever``."""
+"""Token durations as Cloudflare Access writes them, whole hours (``8760h``, or Go's
+``8760h0m0s``), as people write them (``30d``, ``1y``), or ``forever``. A year is 8760 hours,
+as Access's default duration is: leap days are not counted."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ DAY: Final = 24 * HOUR
 FOREVER: Final = "forever"
 # Ten years, Access's longest finite choice (87600h); anything longer is almost surely a typo.
 MAX_HOURS: Final = 87_600
-_HOURS = re.compile(r"([0-9]{1,9})h")
+# <count><unit>, or Go's print of whole hours (time.Duration.String: "8760h0m0s").
+_DURATION = re.compile(r"([0-9]{1,9})(?:(h)(?:0m(?:0s)?)?|(d)|(y))")
+_UNIT_HOURS: Final = {"h": 1, "d": 24, "y": 8760}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +53,12 @@ def parse_duration(
     maximum_hours: int = MAX_HOURS,
     allow_forever: bool = True,
 ) -> Duration:
-    """Parse ``<N>h`` or ``forever``; raise InvalidDuration naming `field` and the range."""
-    expected = f"whole hours such as '8760h' ({minimum_hours}h to {maximum_hours}h)"
+    """Parse ``<N>h``, ``<N>d``, ``<N>y`` or ``forever``; raise InvalidDuration naming `field`
+    and the range."""
+    expected = (
+        f"whole hours such as '8760h', days ('30d') or years ('1y'),"
+        f" {minimum_hours}h to {maximum_hours}h"
+    )
     if allow_forever:
         expected += " or 'forever'"
     if not isinstance(value, str):
@@ -64,10 +72,11 @@ def parse_duration(
         return Duration(None)
     if value.startswith("-"):
         raise InvalidDuration(field, f"must not be negative: {expected}")
-    match = _HOURS.fullmatch(value)
+    match = _DURATION.fullmatch(value)
     if match is None:
         raise InvalidDuration(field, f"is not a duration: {expected}")
-    hours = int(match.group(1))
+    count, *units = match.groups()
+    hours = int(count) * _UNIT_HOURS[next(unit for unit in units if unit)]
     if hours < minimum_hours:
         raise InvalidDuration(field, f"must be at least {minimum_hours}h")
     if hours > maximum_hours:
