@@ -92,7 +92,11 @@ def test_every_template_parameter_has_a_description(template: dict[str, Any]) ->
 
 
 def test_each_credential_form_has_its_own_switch_named_after_it() -> None:
-    assert Config.from_env(VALID).accepted_credentials == frozenset(CredentialForm)
+    # Every form but the cookie is on by default (README, "Credentials it accepts").
+    default = frozenset(CredentialForm) - {CredentialForm.ACCESS_COOKIE}
+    assert Config.from_env(VALID).accepted_credentials == default
     for form in CredentialForm:
         config = Config.from_env(VALID | {f"ACCEPT_{form.name}": "false"})
-        assert config.accepted_credentials == frozenset(CredentialForm) - {form}
+        assert config.accepted_credentials == default - {form}
+        config = Config.from_env(VALID | {f"ACCEPT_{form.name}": "true"})
+        assert config.accepted_credentials == default | {form}

@@ -63,6 +63,9 @@ def parse_event(event: object) -> AuthRequest:
     if shape is _REST_TOKEN:
         token = _text(event.get("authorizationToken"))
         headers = {"authorization": token} if token is not None else {}
+    elif shape is _HTTP and isinstance(cookies := event.get("cookies"), list):
+        # Payload 2.0 moves the Cookie header into a list of its own; REST keeps the header.
+        headers["cookie"] = "; ".join(c for c in cookies if type(c) is str)
     return AuthRequest(shape, arn, headers)
 
 

@@ -145,7 +145,7 @@ class Authorizer:
         self._hasher = hasher
         self._public_keys = public_keys
         self.settings = settings
-        self._known_headers = settings.reader.known_headers  # read on every authorization
+        self._key_headers = settings.reader.key_headers  # read on every authorization
         self._clock = clock
         # The last-seen write, by default the store's; the handler gives it a client whose
         # budget leaves the answer its time, and counts its failures.
@@ -197,7 +197,7 @@ class Authorizer:
         material = [request.shape, scope]
         # Length-prefixed, so no value can pass for a run of other headers.
         material += [
-            f"{n}:{len(headers[n])}:{headers[n]}" for n in self._known_headers if n in headers
+            f"{n}:{len(headers[n])}:{headers[n]}" for n in self._key_headers if n in headers
         ]
         return hashlib.sha256("\x00".join(material).encode("utf-8", "surrogatepass")).digest()
 

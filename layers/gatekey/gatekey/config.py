@@ -133,6 +133,10 @@ class Config:
     accept_access_json: bool = _env("ACCEPT_ACCESS_JSON", _boolean, default=True)
     accept_basic: bool = _env("ACCEPT_BASIC", _boolean, default=True)
     accept_bearer: bool = _env("ACCEPT_BEARER", _boolean, default=True)
+    accept_access_token_header: bool = _env("ACCEPT_ACCESS_TOKEN_HEADER", _boolean, default=True)
+    # Off by default: a browser sends a cookie on its own, to every path of the domain, so a
+    # page elsewhere can make requests that carry it (README, "Credentials").
+    accept_access_cookie: bool = _env("ACCEPT_ACCESS_COOKIE", _boolean, default=False)
     access_json_header: str = _env("ACCESS_JSON_HEADER", _header_name, default="authorization")
     strict_mode: bool = _env("STRICT_MODE", _boolean, default=False)
     # Refuse (403, ambiguous_credentials) a request with credential headers besides those it

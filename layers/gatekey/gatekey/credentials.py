@@ -48,6 +48,9 @@ class CredentialForm(StrEnum):
     ACCESS_JSON = "access_json"  # one header holding Access's pair as a JSON object
     BASIC = "basic"
     BEARER = "bearer"  # an access token from the token endpoint
+    # Access's follow-up: the access token sent as Access clients send the JWT Access issued.
+    ACCESS_TOKEN_HEADER = "access_token_header"  # the cf-access-token header
+    ACCESS_COOKIE = "access_cookie"  # the CF_Authorization cookie
 
 
 # The two-header forms, in the authorizer's order of precedence: (Client ID header, Client
@@ -57,6 +60,10 @@ HEADER_PAIRS: Final[Mapping[CredentialForm, tuple[str, str]]] = {
     CredentialForm.GATEKEY_HEADERS: ("gatekey-client-id", "gatekey-client-secret"),
     CredentialForm.ACCESS_HEADERS: ("cf-access-client-id", "cf-access-client-secret"),
 }
+# Where Access clients send the JWT that Access issued them, and Gatekey then reads an access
+# token: a header (lower case), or a cookie (a cookie's name is case-sensitive, RFC 6265).
+ACCESS_TOKEN_HEADER: Final = "cf-access-token"
+ACCESS_COOKIE: Final = "CF_Authorization"
 # The forms read from the Authorization header, by scheme (lower case).
 AUTHORIZATION_SCHEMES: Final[Mapping[str, CredentialForm]] = {
     "basic": CredentialForm.BASIC,

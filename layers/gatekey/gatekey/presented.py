@@ -16,6 +16,8 @@ from itertools import chain
 from typing import Final
 
 from gatekey.credentials import (
+    ACCESS_COOKIE,
+    ACCESS_TOKEN_HEADER,
     AUTHORIZATION_SCHEMES,
     HEADER_PAIRS,
     ClientSecret,
@@ -46,8 +48,12 @@ class CredentialReader:
     # Access JSON header if accepted. Only these count towards MAX_HEADER_VALUE.
     credential_headers: tuple[str, ...] = field(init=False)
     # Every header any credential form uses, switched off or not: what counts for ambiguity
-    # (an API may cache on a pair this stack does not accept) and for remembered answers.
+    # (an API may cache on a pair this stack does not accept).
     known_headers: tuple[str, ...] = field(init=False)
+    # What a remembered answer is keyed on: the known headers, and the Cookie header when the
+    # cookie form is accepted (the answer may come from it).
+    key_headers: tuple[str, ...] = field(init=False)
+    _cookie: bool = field(init=False)
 
     def __post_init__(self) -> None:
         accepted = {"authorization"}
@@ -56,9 +62,23 @@ class CredentialReader:
                 accepted.update(pair)
         if CredentialForm.ACCESS_JSON in self.accepted:
             accepted.add(self.access_json_header)
-        known = {"authorization", self.access_json_header, *chain(*HEADER_PAIRS.values())}
+        if CredentialForm.ACCESS_TOKEN_HEADER in self.accepted:
+            accepted.add(ACCESS_TOKEN_HEADER)
+        known = {
+            "authorization",
+            self.access_json_header,
+            ACCESS_TOKEN_HEADER,
+            *chain(*HEADER_PAIRS.values()),
+        }
+        # A cookie counts only when the form is on: browsers send cookies nobody asked for,
+        # and an API cannot key an authorizer's cache on one cookie, only on the whole header.
+        cookie = CredentialForm.ACCESS_COOKIE in self.accepted
         object.__setattr__(self, "credential_headers", tuple(sorted(accepted)))
         object.__setattr__(self, "known_headers", tuple(sorted(known)))
+        object.__setattr__(
+            self, "key_headers", tuple(sorted(known | ({"cookie"} if cookie else set())))
+        )
+        object.__setattr__(self, "_cookie", cookie)
 
     def read(self, headers: Mapping[str, str]) -> Presented:
         """The credentials of the request (header names in lower case). Forms switched off are
@@ -66,10 +86,13 @@ class CredentialReader:
         credential beside another credential header (AmbiguousCredentials)."""
         if any(len(headers.get(n, "")) > MAX_HEADER_VALUE for n in self.credential_headers):
             raise InvalidCredentials("a credential header is longer than any credential")
-        form, used = self._form(headers)
+        cookie = _access_cookie(headers.get("cookie")) if self._cookie else None
+        form, used = self._form(headers, cookie)
         if self.refuse_ambiguous:
             stray = {name for name in self.known_headers if name in headers} - used
-        else:  # Authorization and the forms switched off pass to the API (config.py)
+            if cookie is not None and form is not CredentialForm.ACCESS_COOKIE:
+                stray.add(f"{ACCESS_COOKIE} cookie")
+        else:  # Authorization, cookies and the forms switched off pass to the API (config.py)
             stray = {name for name in self.credential_headers if name in headers} - used
             stray.discard("authorization")
         if stray:
@@ -81,10 +104,16 @@ class CredentialReader:
             return _pair(form, headers.get(id_header), headers.get(secret_header))
         if form is CredentialForm.ACCESS_JSON:
             return _access_json(headers[self.access_json_header].strip())
+        if form is CredentialForm.ACCESS_TOKEN_HEADER:
+            return Presented(form, jwt=headers[ACCESS_TOKEN_HEADER].strip())
+        if form is CredentialForm.ACCESS_COOKIE:
+            return Presented(form, jwt=cookie)
         value = headers["authorization"].strip().partition(" ")[2].strip()
         return Presented(form, jwt=value) if form is CredentialForm.BEARER else _basic(value)
 
-    def _form(self, headers: Mapping[str, str]) -> tuple[CredentialForm, set[str]]:
+    def _form(
+        self, headers: Mapping[str, str], cookie: str | None
+    ) -> tuple[CredentialForm, set[str]]:
         """The first accepted credential form present, by a fixed precedence, and the headers
         it is read from; none is MissingCredentials."""
         for form, pair in HEADER_PAIRS.items():
@@ -97,7 +126,26 @@ class CredentialReader:
         by_scheme = AUTHORIZATION_SCHEMES.get(scheme)
         if by_scheme is not None and by_scheme in self.accepted:
             return by_scheme, {"authorization"}
+        if CredentialForm.ACCESS_TOKEN_HEADER in self.accepted and ACCESS_TOKEN_HEADER in headers:
+            return CredentialForm.ACCESS_TOKEN_HEADER, {ACCESS_TOKEN_HEADER}
+        if cookie is not None:
+            return CredentialForm.ACCESS_COOKIE, set()
         raise MissingCredentials("no credentials in an accepted form")
+
+
+def _access_cookie(header: str | None) -> str | None:
+    """The CF_Authorization cookie's value, or None. Two of them are refused: which one an API
+    or a proxy would read is anyone's guess."""
+    if header is None or ACCESS_COOKIE not in header:
+        return None
+    values = [
+        value.strip()
+        for name, found, value in (part.strip().partition("=") for part in header.split(";"))
+        if found and name == ACCESS_COOKIE
+    ]
+    if len(values) > 1:
+        raise AmbiguousCredentials(f"{len(values)} {ACCESS_COOKIE} cookies")
+    return values[0] if values else None
 
 
 def _pair(method: CredentialForm, client_id: object, secret: object) -> Presented:
