@@ -40,7 +40,14 @@ from support import constants
 from support.aws import AWS_ACTIONS, policy_actions
 from support.constants import NOW, REGION, ROOT, TABLE_NAME, UNUSED_KEY_ARN
 from support.events import FakeLambdaContext, load_handler
-from support.lifecycle import Clock, RecordingNotifier, create, create_auto, lifecycle_builder
+from support.lifecycle import (
+    Clock,
+    RecordingNotifier,
+    create,
+    create_auto,
+    lifecycle_builder,
+    sevenday_reminders_due,
+)
 
 # The lifecycle handler works on several tokens at once; moto is not safe across threads.
 pytestmark = pytest.mark.usefixtures("atomic_dynamodb_requests")
@@ -282,6 +289,30 @@ def test_a_run_over_a_year_of_expiries_reads_about_two_entries_per_notice_it_sen
         assert read == 2 * notices <= 4 * notices
         print(f"\nday {day}: {notices} notices, {read} entries and items read")
     assert reads.calls["dynamodb.Scan"] == 0
+
+
+def test_a_run_reads_the_due_index_page_by_page_each_entry_once(
+    dynamodb: Any,
+    store: DynamoDBTokenStore,
+    hasher: Hasher,
+    make_lifecycle: Any,
+    notifier: RecordingNotifier,
+) -> None:
+    # The by-due Query's paging (ExclusiveStartKey) on DynamoDB; a run's paging logic, cut
+    # short and resumed, is tests/unit/test_lifecycle_runs.py's.
+    # GIVEN 5 reminders due, in pages of 2
+    tokens = sevenday_reminders_due(5, hasher)
+    bench.put_all(dynamodb, tokens, TABLE_NAME)
+    reads = bench.Reads()
+    reads.watch(store.client)
+    # WHEN a run goes over them
+    report = make_lifecycle(page_size=2).run()
+    # THEN every one got its reminder once, each index entry read once: three pages of by-due,
+    # one of unscheduled and one of grace-ended
+    assert sorted(report.reminded) == sorted(f"{t.client_id}:7" for t in tokens)
+    assert notifier.duplicates() == []
+    assert reads.index_entries == 5
+    assert reads.calls["dynamodb.Query"] == 3 + 1 + 1
 
 
 def test_an_aws_failure_is_a_dependency_error(notifier: RecordingNotifier) -> None:
