@@ -1,5 +1,7 @@
-"""last_seen_at, which the idle policy disables tokens by: written before the answer, at most
-once per interval, never lost to a container that Lambda freezes, never a reason to refuse."""
+"""last_seen_at, which the idle policy disables tokens by, through the function on moto: written
+to DynamoDB before the answer, never lost to a container that Lambda freezes, never a reason to
+refuse. When it is written (at most once per interval, not when the item shows a recent use) is
+the authorizer's decision: tests/unit/test_authorizer_decisions.py."""
 
 from __future__ import annotations
 
@@ -70,23 +72,6 @@ def test_a_token_used_every_ten_days_by_freezing_containers_is_not_disabled_as_i
     token = store.get(bot.client_id, consistent=True)
     assert token.enabled
     assert token.last_seen_at == NOW + 30 * DAY
-
-
-def test_a_recent_use_already_on_the_item_is_not_written_again(
-    authorizer: AuthorizerHarness, store: DynamoDBTokenStore
-) -> None:
-    bot = authorizer.bot()
-    store.record_last_seen(bot.client_id, NOW, min_interval=900)  # another container, just now
-    calls: list[str] = []
-    authorizer.store.client.meta.events.register(
-        "before-call.dynamodb.UpdateItem", lambda **_: calls.append("UpdateItem")
-    )
-    authorizer.handler.bookkeeping.client.meta.events.register(
-        "before-call.dynamodb.UpdateItem", lambda **_: calls.append("UpdateItem")
-    )
-    authorizer.call("rest_request", credential_headers("gatekey_headers", bot))
-    assert calls == []  # the item read shows a use within the interval
-    assert store.get(bot.client_id, consistent=True).last_seen_at == NOW
 
 
 def test_a_failed_write_is_counted_and_the_answer_stands(

@@ -1,7 +1,9 @@
 """Lifecycle runs against moto with an injected clock: each AWS adapter's path (Secrets
 Manager's promotion and withdrawal, SNS and EventBridge), reading only what is due from
-DynamoDB, tokens stored by an older release, and the scheduled function. The lifecycle's
-decisions run on the in-memory store: tests/unit/test_lifecycle_decisions.py."""
+DynamoDB, tokens stored by an older release or under other reminder days, and the scheduled
+function (its permissions, heartbeat and open-run metrics). The lifecycle's decisions run on the
+in-memory store: tests/unit/test_lifecycle_decisions.py; a run's own logic (pages, the time
+budget, resuming, each kind of work's turn): tests/unit/test_lifecycle_runs.py."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import copy
 import importlib.util
 import json
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
@@ -30,7 +32,6 @@ from gatekey.lifecycle import Lifecycle
 from gatekey.model import (
     RotationMode,
     RotationPolicy,
-    ServiceToken,
     new_service_token,
 )
 from gatekey.notices import Notice
@@ -39,7 +40,14 @@ from support import constants
 from support.aws import AWS_ACTIONS, policy_actions
 from support.constants import NOW, REGION, ROOT, TABLE_NAME, UNUSED_KEY_ARN
 from support.events import FakeLambdaContext, load_handler
-from support.lifecycle import Clock, RecordingNotifier, create, create_auto, lifecycle_builder
+from support.lifecycle import (
+    Clock,
+    RecordingNotifier,
+    create,
+    create_auto,
+    lifecycle_builder,
+    sevenday_reminders_due,
+)
 
 # The lifecycle handler works on several tokens at once; moto is not safe across threads.
 pytestmark = pytest.mark.usefixtures("atomic_dynamodb_requests")
@@ -283,6 +291,30 @@ def test_a_run_over_a_year_of_expiries_reads_about_two_entries_per_notice_it_sen
     assert reads.calls["dynamodb.Scan"] == 0
 
 
+def test_a_run_reads_the_due_index_page_by_page_each_entry_once(
+    dynamodb: Any,
+    store: DynamoDBTokenStore,
+    hasher: Hasher,
+    make_lifecycle: Any,
+    notifier: RecordingNotifier,
+) -> None:
+    # The by-due Query's paging (ExclusiveStartKey) on DynamoDB; a run's paging logic, cut
+    # short and resumed, is tests/unit/test_lifecycle_runs.py's.
+    # GIVEN 5 reminders due, in pages of 2
+    tokens = sevenday_reminders_due(5, hasher)
+    bench.put_all(dynamodb, tokens, TABLE_NAME)
+    reads = bench.Reads()
+    reads.watch(store.client)
+    # WHEN a run goes over them
+    report = make_lifecycle(page_size=2).run()
+    # THEN every one got its reminder once, each index entry read once: three pages of by-due,
+    # one of unscheduled and one of grace-ended
+    assert sorted(report.reminded) == sorted(f"{t.client_id}:7" for t in tokens)
+    assert notifier.duplicates() == []
+    assert reads.index_entries == 5
+    assert reads.calls["dynamodb.Query"] == 3 + 1 + 1
+
+
 def test_an_aws_failure_is_a_dependency_error(notifier: RecordingNotifier) -> None:
     sns = notifier.inner._sns
 
@@ -355,83 +387,7 @@ def test_the_daily_function_does_its_work_within_the_permissions_of_its_role(
     assert "dynamodb:PutItem" not in policy_actions(without, "lifecycle")
 
 
-# -- runs bounded by their time -------------------------------------------------------------
-
-
-def sevenday_reminders_due(count: int) -> list[ServiceToken]:
-    """`count` tokens whose 7-day reminder fell due in the day before NOW."""
-    return [
-        replace(token, expires_at=NOW + 7 * DAY - 1 - i * 60, reminders_sent=(30,))
-        for i, token in enumerate(bench.steady_state_tokens(count, NOW))
-    ]
-
-
-def test_a_run_cut_short_by_its_time_goes_on_where_it_stopped_and_sends_each_notice_once(
-    no_rollback_copies: None,
-    dynamodb: Any,
-    store: DynamoDBTokenStore,
-    hasher: Hasher,
-    make_lifecycle: Any,
-    notifier: RecordingNotifier,
-) -> None:
-    # GIVEN 50 reminders due (three pages of 20 in the index)
-    tokens = sevenday_reminders_due(50)
-    bench.put_all(dynamodb, tokens, TABLE_NAME)
-    reads = bench.Reads()
-    reads.watch(store.client)
-    lifecycle = make_lifecycle(page_size=20)
-
-    # WHEN the invocation's time falls below the reserve after 24 notices, in the second page
-    def time_left() -> float:
-        return 300.0 if len(notifier.sent) < 2 * 24 else 59.0
-
-    first = lifecycle.run(time_left=time_left)
-    # THEN the run stops there, unfinished
-    assert (len(first.reminded), first.finished) == (24, False)
-    # WHEN the next invocation resumes it
-    resumed = lifecycle.resume(time_left=lambda: 300.0)
-    # THEN it sends the rest, and every token got its reminder once
-    assert resumed is not None
-    assert resumed.finished
-    assert sorted(first.reminded + resumed.reminded) == sorted(f"{t.client_id}:7" for t in tokens)
-    assert notifier.duplicates() == []
-    # AND it went on from the page it stopped in: one page read twice at most
-    assert 50 <= reads.index_entries <= 50 + 20
-    # AND a finished run leaves nothing to resume
-    assert lifecycle.resume(time_left=lambda: 300.0) is None
-
-
-def test_each_kind_of_work_gets_its_turn_while_another_has_a_backlog(
-    no_rollback_copies: None,
-    dynamodb: Any,
-    store: DynamoDBTokenStore,
-    hasher: Hasher,
-    make_lifecycle: Any,
-    notifier: RecordingNotifier,
-) -> None:
-    # GIVEN 50 reminders due, a previous secret whose grace ended, a token idle for 100 days
-    reminders = sevenday_reminders_due(50)
-    rotated, _ = new_service_token(name="rotated", hasher=hasher, now=NOW - DAY)
-    graced = replace(
-        rotated,
-        previous_secret_hash=rotated.secret_hash,
-        previous_client_secret_expires_at=NOW - 60,
-    )
-    idle, _ = new_service_token(
-        name="idle", hasher=hasher, now=NOW - 100 * DAY, duration=Duration(None)
-    )
-    bench.put_all(dynamodb, [*reminders, graced, idle], TABLE_NAME)
-
-    # WHEN a run, taking pages of 20, has time for 30 notices only
-    def time_left() -> float:
-        return 300.0 if len(notifier.sent) < 2 * 30 else 10.0
-
-    report = make_lifecycle(idle_days=30, page_size=20).run(time_left=time_left)
-    # THEN the grace clean-up and the idle token had their turn beside the reminders' backlog
-    assert report.cleaned == [graced.client_id]
-    assert report.disabled == [idle.client_id]
-    assert (len(report.reminded), report.finished) == (29, False)
-    assert store.get(graced.client_id, consistent=True).previous_secret_hash is None
+# -- the by-due index: tokens written before it, due times stored under other settings --------
 
 
 def test_tokens_stored_before_by_due_get_their_notices_and_move_to_it(

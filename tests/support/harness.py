@@ -6,20 +6,30 @@ import base64
 import copy
 import json
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from gatekey.access_tokens import issue_access_token
+from gatekey.authorizer import Authorizer, AuthorizerSettings
 from gatekey.aws.dynamodb import DynamoDBTokenStore
 from gatekey.aws.kms import KmsSigner
+from gatekey.config import Config
 from gatekey.credentials import ClientSecret
+from gatekey.errors import GatekeyError, MissingCredentials
 from gatekey.hashing import Hasher
+from gatekey.keyring import PUBLIC_KEY_REFETCH_INTERVAL, PUBLIC_KEY_TTL, PublicKeyCache
 from gatekey.model import AuditAction, AuditEvent, ServiceToken, new_service_token
+from gatekey.signing import LocalKeySigner, PublicKey, Signer
+from gatekey.store import InMemoryTokenStore, TokenStore
 from gatekey_local.sigv4 import verify_sigv4
-from support.constants import ACCOUNT_ID, ADMIN, ADMIN_ARN, ARN, ISSUER, NOW
+from support.constants import ACCOUNT_ID, ADMIN, ADMIN_ARN, ARN, ISSUER, NOW, UNUSED_KEY_ARN
 from support.events import FakeLambdaContext, load_event
 
 # -- the authorizer's harness -------------------------------------------------------------
@@ -48,24 +58,10 @@ class AuthorizerHarness:
     clock: list[float]
 
     def bot(self, **fields: Any) -> Bot:
-        token, secret = new_service_token(
-            name=fields.pop("name", "ci-bot"), hasher=self.hasher, now=NOW, **fields
-        )
-        token = self.store.create(
-            token, AuditEvent(token.client_id, AuditAction.CREATED, ADMIN, NOW)
-        )
-        return Bot(token, secret)
+        return stored_bot(self.store, self.hasher, **fields)
 
     def jwt(self, bot: Bot, *, lifetime: int = 3600, scopes: tuple[str, ...] = ()) -> str:
-        return issue_access_token(
-            bot.token,
-            self.signer,
-            issuer=ISSUER,
-            audience="gatekey",
-            lifetime=lifetime,
-            scopes=scopes,
-            now=int(self.clock[0]),
-        ).access_token
+        return access_token(bot, self.signer, int(self.clock[0]), lifetime=lifetime, scopes=scopes)
 
     def call(
         self,
@@ -88,6 +84,30 @@ class AuthorizerHarness:
                 raise Unauthorized from None
             raise
         return response
+
+
+def stored_bot(store: TokenStore, hasher: Hasher, **fields: Any) -> Bot:
+    """A service token created at NOW (one year, every route, unless `fields` say otherwise)."""
+    token, secret = new_service_token(
+        name=fields.pop("name", "ci-bot"), hasher=hasher, now=NOW, **fields
+    )
+    token = store.create(token, AuditEvent(token.client_id, AuditAction.CREATED, ADMIN, NOW))
+    return Bot(token, secret)
+
+
+def access_token(
+    bot: Bot, signer: Signer, now: int, *, lifetime: int = 3600, scopes: tuple[str, ...] = ()
+) -> str:
+    """An access token for `bot`'s current secret, as the token endpoint issues it."""
+    return issue_access_token(
+        bot.token,
+        signer,
+        issuer=ISSUER,
+        audience="gatekey",
+        lifetime=lifetime,
+        scopes=scopes,
+        now=now,
+    ).access_token
 
 
 def authorizer_event(
@@ -132,6 +152,154 @@ def credential_headers(form: str, bot: Bot, jwt: str | None = None) -> dict[str,
         }
     assert form == "bearer"
     return {"Authorization": f"Bearer {jwt}"}
+
+
+# -- the authorizer's decision without AWS -------------------------------------------------
+
+
+@cache
+def local_signer() -> LocalKeySigner:
+    """One RSA-2048 key (KMS's key spec in the template) for the whole run: generating one
+    takes a tenth of a second."""
+    return LocalKeySigner(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+
+
+class ObservedStore(InMemoryTokenStore):
+    """The in-memory store, recording each read of a token (whether consistent) and each
+    last-seen write, and able to fail either as an unreachable DynamoDB would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[tuple[str, bool]] = []  # (client_id, consistent)
+        self.last_seen_writes: list[tuple[str, int, int]] = []  # (client_id, now, interval)
+        self.read_failure: GatekeyError | None = None
+        self.write_failure: GatekeyError | None = None
+
+    def get(self, client_id: str, *, consistent: bool = False) -> ServiceToken:
+        self.reads.append((client_id, consistent))
+        if self.read_failure is not None:
+            raise self.read_failure
+        return super().get(client_id, consistent=consistent)
+
+    def record_last_seen(self, client_id: str, now: int, min_interval: int) -> bool:
+        self.last_seen_writes.append((client_id, now, min_interval))
+        if self.write_failure is not None:
+            raise self.write_failure
+        return super().record_last_seen(client_id, now, min_interval)
+
+
+@dataclass
+class LocalAuthorizer:
+    """gatekey.authorizer.Authorizer as the authorizer function builds it, on the in-memory
+    store, a fixed pepper and a signing key held in memory, with the function's answers
+    (MissingCredentials and strict mode's denials are API Gateway's 401). Its settings come
+    from the function's environment variables, read by Config as the function reads them."""
+
+    authorizer: Authorizer
+    store: ObservedStore
+    hasher: Hasher
+    signer: LocalKeySigner
+    clock: list[float]
+    keys: dict[str, PublicKey]  # the published verification keys, by kid
+    last_seen_failures: list[GatekeyError]  # what the function would count
+
+    def bot(self, **fields: Any) -> Bot:
+        return stored_bot(self.store, self.hasher, **fields)
+
+    def jwt(self, bot: Bot, *, lifetime: int = 3600, scopes: tuple[str, ...] = ()) -> str:
+        return access_token(bot, self.signer, int(self.clock[0]), lifetime=lifetime, scopes=scopes)
+
+    def lambda_handler(self, event: Any, _: Any) -> dict[str, Any]:
+        """The function's answer (functions/authorizer/app.py), without its telemetry: a 401
+        is the exception whose message API Gateway reads."""
+        try:
+            return self.invoke(event)
+        except Unauthorized:
+            raise Exception("Unauthorized") from None
+
+    def call(
+        self,
+        shape: str = "rest_request",
+        headers: dict[str, str] | None = None,
+        *,
+        method: str = "GET",
+        path: str = "/items/42",
+        token: str | None = None,
+    ) -> dict[str, Any]:
+        """Authorize as API Gateway would call the function; Unauthorized when it answers 401."""
+        event = authorizer_event(shape, headers or {}, method=method, path=path, token=token)
+        return self.invoke(event)
+
+    def invoke(self, event: Any) -> dict[str, Any]:
+        """The answer to `event`; Unauthorized for MissingCredentials and strict mode's
+        denials, as the function answers them. Any other error propagates (a 500)."""
+        try:
+            outcome = self.authorizer.authorize(event)
+        except MissingCredentials:
+            raise Unauthorized from None
+        if outcome.unauthorized:
+            raise Unauthorized
+        return outcome.response
+
+    def outcome(self, headers: dict[str, str], **kwargs: Any) -> str:
+        """'allowed', the reason of a denial, or 'unauthorized' (401), as decided for
+        GET /items/42 (a REST REQUEST authorizer unless `shape` says otherwise)."""
+        event = authorizer_event(
+            kwargs.pop("shape", "rest_request"), headers, method="GET", path="/items/42", **kwargs
+        )
+        try:
+            result = self.authorizer.authorize(event)
+        except MissingCredentials:
+            return "unauthorized"
+        return "allowed" if result.allowed else result.reason
+
+
+def local_authorizer(hasher: Hasher, environment: Mapping[str, str]) -> LocalAuthorizer:
+    """A cold start of the authorizer without AWS, configured by `environment` (the function's
+    variables: ACCEPT_BASIC, STRICT_MODE, ...), its clock at NOW + 60 as the moto tests' is."""
+    config = Config.from_env(
+        {
+            "TABLE_NAME": "unused-here",
+            "PEPPER_SECRET_ARN": "unused-here",
+            "SIGNING_KEY_ID": UNUSED_KEY_ARN,
+            "ISSUER": ISSUER,
+            **environment,
+        }
+    )
+    clock = [float(NOW + 60)]
+    signer = local_signer()
+    keys = {signer.public_key.kid: signer.public_key}
+    store = ObservedStore()
+    failures: list[GatekeyError] = []
+
+    def now() -> float:
+        return clock[0]
+
+    authorizer = Authorizer(
+        store=store,
+        hasher=hasher,
+        public_keys=PublicKeyCache(
+            lambda: dict(keys),
+            ttl=PUBLIC_KEY_TTL,
+            refetch_interval=PUBLIC_KEY_REFETCH_INTERVAL,
+            clock=now,
+        ),
+        # As gatekey.wiring.authorizer maps them.
+        settings=AuthorizerSettings(
+            accepted=config.accepted_credentials,
+            access_json_header=config.access_json_header,
+            strict=config.strict_mode,
+            issuer=config.issuer,
+            audience=config.access_token_audience,
+            status_cache_ttl=config.status_cache_ttl_seconds,
+            last_seen_interval=config.last_seen_interval_seconds,
+            http_api_simple_responses=config.http_api_simple_responses,
+            refuse_ambiguous=config.refuse_ambiguous_credentials,
+        ),
+        clock=now,
+        last_seen_failed=failures.append,
+    )
+    return LocalAuthorizer(authorizer, store, hasher, signer, clock, keys, failures)
 
 
 # -- the admin API's harness -----------------------------------------------------------------

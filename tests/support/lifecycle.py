@@ -1,5 +1,6 @@
 """What the lifecycle's tests share: a clock, a notifier that records (and fails on demand), a
-Secrets Manager delivery without AWS, and the tokens the runs start from."""
+Secrets Manager delivery without AWS, an in-memory store that counts what a run reads, and the
+tokens the runs start from."""
 
 from __future__ import annotations
 
@@ -7,14 +8,22 @@ import itertools
 import json
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from gatekey.admin import Actor, TokenAdmin
 from gatekey.durations import DAY, Duration
 from gatekey.errors import DependencyError
 from gatekey.lifecycle import Lifecycle
-from gatekey.model import RotationMode, RotationPolicy
+from gatekey.model import (
+    AuditAction,
+    AuditEvent,
+    RotationMode,
+    RotationPolicy,
+    ServiceToken,
+    new_service_token,
+)
+from gatekey.store import InMemoryTokenStore, Page
 from support.constants import ACCOUNT_ID, ADMIN, NOW, REGION
 
 if TYPE_CHECKING:
@@ -170,3 +179,66 @@ def lifecycle_builder(
         )
 
     return build
+
+
+class CountingStore(InMemoryTokenStore):
+    """The in-memory store, counting what a run reads as the DynamoDB tests count it: entries
+    of the sparse indexes (a Query's Count) and items (GetItem)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.index_entries = 0
+        self.items = 0
+        self._counting = threading.Lock()
+
+    def _counted(self, page: Page[str]) -> Page[str]:
+        with self._counting:
+            self.index_entries += len(page.items)
+        return page
+
+    def get(self, client_id: str, *, consistent: bool = False) -> ServiceToken:
+        token = super().get(client_id, consistent=consistent)
+        with self._counting:
+            self.items += 1
+        return token
+
+    def due(self, before: int, *, limit: int = 100, next_token: str | None = None) -> Page[str]:
+        return self._counted(super().due(before, limit=limit, next_token=next_token))
+
+    def grace_ended(
+        self, before: int, *, limit: int = 100, next_token: str | None = None
+    ) -> Page[str]:
+        return self._counted(super().grace_ended(before, limit=limit, next_token=next_token))
+
+    def idle_since_before(
+        self, before: int, *, limit: int = 100, next_token: str | None = None
+    ) -> Page[str]:
+        page = super().idle_since_before(before, limit=limit, next_token=next_token)
+        return self._counted(page)
+
+
+def stored(store: TokenStore, tokens: list[ServiceToken]) -> None:
+    """Write tokens as they are (as a batch write would), each with its creation's audit item."""
+    for token in tokens:
+        store.create(
+            token, AuditEvent(token.client_id, AuditAction.CREATED, ADMIN, token.created_at)
+        )
+
+
+def sevenday_reminders_due(count: int, hasher: Hasher) -> list[ServiceToken]:
+    """`count` year-long tokens whose 7-day reminder fell due in the day before NOW, a minute
+    apart, their 30-day reminder sent (as bench/lifecycle_bench.py's steady state has them)."""
+    tokens = []
+    for i in range(count):
+        expires_at = NOW + 7 * DAY - 1 - i * 60
+        token, _ = new_service_token(name=f"bot-{i}", hasher=hasher, now=NOW - DAY)
+        tokens.append(
+            replace(
+                token,
+                created_at=expires_at - 365 * DAY,
+                expires_at=expires_at,
+                duration=Duration(365 * 24),
+                reminders_sent=(30,),
+            )
+        )
+    return tokens

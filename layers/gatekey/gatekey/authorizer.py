@@ -112,7 +112,8 @@ class Decision:
     token: ServiceToken | None = None
     scopes: tuple[str, ...] = ()
     # An allow may be reused until this time: the first of the status cache entry's expiry,
-    # the JWT's exp, the token's expiry and the end of a previous secret's grace.
+    # the JWT's exp or its next verification, the token's expiry and the end of a previous
+    # secret's grace.
     valid_until: float = 0.0
     client_id: str | None = None  # of a denial too, when the request named a well-formed one
 
@@ -154,7 +155,7 @@ class Authorizer:
         self._status: TtlCache[str, tuple[ServiceToken | None, float]] = TtlCache(
             settings.cache_size
         )
-        self._jwts: TtlCache[str, dict[str, Any]] = TtlCache(settings.cache_size)
+        self._jwts: TtlCache[str, tuple[dict[str, Any], float]] = TtlCache(settings.cache_size)
         self._last_seen: TtlCache[str, bool] = TtlCache(settings.cache_size)
         self._rereads: TtlCache[str, bool] = TtlCache(settings.cache_size)
         self._answers: TtlCache[bytes, Outcome] = TtlCache(settings.cache_size)
@@ -225,12 +226,11 @@ class Authorizer:
         check: Callable[[ServiceToken], int | None]
         scopes: tuple[str, ...] | None = None  # an access token's own; else the token's
         if presented.jwt is not None:
-            claims = self._verify_jwt(presented.jwt, now)
+            claims, expires = self._verify_jwt(presented.jwt, now)
             client_id = str(claims["client_id"])
             version = claims.get(SECRET_VERSION_CLAIM)
             check = partial(_access_token_valid_until, version=version, now=now)
             scopes = tuple(str(claims.get("scope", "")).split())
-            expires = float(claims["exp"])
         elif presented.client_id is not None and presented.secret is not None:
             client_id = presented.client_id
             check = partial(
@@ -251,10 +251,14 @@ class Authorizer:
             client_id=token.client_id,
         )
 
-    def _verify_jwt(self, jwt: str, now: int) -> dict[str, Any]:
-        claims = self._jwts.get(jwt, now)
-        if claims is not None:
-            return claims
+    def _verify_jwt(self, jwt: str, now: int) -> tuple[dict[str, Any], float]:
+        """The claims of a verified access token, and until when that verification may be
+        used: never past exp, and verified again once the keys may have changed, so a key taken
+        out of the ring stops its tokens in warm containers too (an allow remembered on these
+        claims ends then as well)."""
+        verified = self._jwts.get(jwt, now)
+        if verified is not None:
+            return verified
         claims = verify_access_token(
             jwt,
             self._public_keys,
@@ -262,10 +266,9 @@ class Authorizer:
             audience=self.settings.audience,
             now=now,
         )
-        # Never past exp, and verified again once the keys may have changed: a key taken out
-        # of the ring stops its tokens in warm containers too.
-        self._jwts.put(jwt, claims, float(min(claims["exp"], now + PUBLIC_KEY_TTL)))
-        return claims
+        verified = (claims, float(min(claims["exp"], now + PUBLIC_KEY_TTL)))
+        self._jwts.put(jwt, verified, verified[1])
+        return verified
 
     def _checked_token(
         self, client_id: str, now: int, check: Callable[[ServiceToken], int | None]
