@@ -56,17 +56,22 @@ def parse_event(event: object) -> AuthRequest:
         shape, arn = _REST_REQUEST, _text(event.get("methodArn"))
     if arn is None or len(arn) > MAX_METHOD_ARN or _METHOD_ARN.fullmatch(arn) is None:
         raise MissingCredentials("event has no method ARN")
+    if shape is _REST_TOKEN:
+        token = _text(event.get("authorizationToken"))
+        return AuthRequest(shape, arn, {"authorization": token} if token is not None else {})
+    return AuthRequest(shape, arn, _headers(event, shape))
+
+
+def _headers(event: dict[Any, Any], shape: EventShape) -> dict[str, str]:
+    """A REQUEST event's headers, names in lower case; strings only."""
     raw = event.get("headers")
     headers: dict[str, str] = {}
     if isinstance(raw, dict):
         headers = {n.lower(): v for n, v in raw.items() if type(n) is str and type(v) is str}
-    if shape is _REST_TOKEN:
-        token = _text(event.get("authorizationToken"))
-        headers = {"authorization": token} if token is not None else {}
-    elif shape is _HTTP and isinstance(cookies := event.get("cookies"), list):
+    if shape is _HTTP and isinstance(cookies := event.get("cookies"), list):
         # Payload 2.0 moves the Cookie header into a list of its own; REST keeps the header.
         headers["cookie"] = "; ".join(c for c in cookies if type(c) is str)
-    return AuthRequest(shape, arn, headers)
+    return headers
 
 
 # -- method ARNs -------------------------------------------------------------------------------

@@ -88,13 +88,9 @@ class CredentialReader:
             raise InvalidCredentials("a credential header is longer than any credential")
         cookie = _access_cookie(headers.get("cookie")) if self._cookie else None
         form, used = self._form(headers, cookie)
-        if self.refuse_ambiguous:
-            stray = {name for name in self.known_headers if name in headers} - used
-            if cookie is not None and form is not CredentialForm.ACCESS_COOKIE:
-                stray.add(f"{ACCESS_COOKIE} cookie")
-        else:  # Authorization, cookies and the forms switched off pass to the API (config.py)
-            stray = {name for name in self.credential_headers if name in headers} - used
-            stray.discard("authorization")
+        stray = self._stray(
+            headers, used, cookie if form is not CredentialForm.ACCESS_COOKIE else None
+        )
         if stray:
             raise AmbiguousCredentials(
                 f"{form} credentials beside the {', '.join(sorted(stray))} header(s)"
@@ -104,12 +100,23 @@ class CredentialReader:
             return _pair(form, headers.get(id_header), headers.get(secret_header))
         if form is CredentialForm.ACCESS_JSON:
             return _access_json(headers[self.access_json_header].strip())
-        if form is CredentialForm.ACCESS_TOKEN_HEADER:
-            return Presented(form, jwt=headers[ACCESS_TOKEN_HEADER].strip())
         if form is CredentialForm.ACCESS_COOKIE:
             return Presented(form, jwt=cookie)
+        if form is CredentialForm.ACCESS_TOKEN_HEADER:
+            return Presented(form, jwt=headers[ACCESS_TOKEN_HEADER].strip())
         value = headers["authorization"].strip().partition(" ")[2].strip()
         return Presented(form, jwt=value) if form is CredentialForm.BEARER else _basic(value)
+
+    def _stray(self, headers: Mapping[str, str], used: set[str], cookie: str | None) -> set[str]:
+        """The credential headers (and the Access cookie, if not the one decided on) a request
+        carries besides those it is decided on; with ambiguity allowed, only accepted forms'
+        headers other than Authorization (it, cookies and switched-off forms pass to the API)."""
+        if not self.refuse_ambiguous:
+            return {n for n in self.credential_headers if n in headers} - used - {"authorization"}
+        stray = {name for name in self.known_headers if name in headers} - used
+        if cookie is not None:
+            stray.add(f"{ACCESS_COOKIE} cookie")
+        return stray
 
     def _form(
         self, headers: Mapping[str, str], cookie: str | None
