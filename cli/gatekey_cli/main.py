@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
         "read from --client-secret-file, or from standard input (a prompt on a terminal), "
         "never from the command line, where shell history would keep it. A rotation later "
         "gives the token a Gatekey secret (gks_...); the Client ID stays.",
+        # No abbreviations: '--client-secret VALUE' must fail, not read VALUE as a path.
+        allow_abbrev=False,
     )
     imported.add_argument("--client-id", required=True, help="'<32 hex>.access' or a Cognito id")
     imported.add_argument(
@@ -117,8 +119,10 @@ def _read_secret(path: str | None, stdin: TextIO) -> str:
             secret = getpass.getpass("Client Secret: ", stream=sys.stderr)
         else:
             secret = stdin.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CliError(f"cannot read the Client Secret: {exc}") from None
+    except OSError as exc:  # its strerror only: the message never holds what was given
+        raise CliError(f"cannot read the Client Secret: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CliError("cannot read the Client Secret: it is not UTF-8 text") from None
     secret = secret.strip()
     if not secret:
         raise CliError("no Client Secret given (--client-secret-file PATH, or standard input)")

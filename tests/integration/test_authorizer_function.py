@@ -20,6 +20,7 @@ from gatekey.model import AuditAction, AuditEvent, TokenStatus, new_service_toke
 from gatekey_local import http_api
 from gatekey_local.policy import policy_allows
 from gatekey_local.template import Authorizer, Route
+from support.admin import access_credential, cognito_credential
 from support.constants import ADMIN, ARN, NOW
 from support.harness import AuthorizerHarness, Bot, Unauthorized, credential_headers
 
@@ -64,6 +65,26 @@ def test_every_credential_form_is_allowed_in_request_events(
         "expires_at": "2028-01-15T08:00:00Z",
     }
     assert all(isinstance(v, str | int | bool) for v in response["context"].values())
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("credential", [access_credential, cognito_credential])
+def test_an_imported_credential_is_allowed_in_every_form_and_shape(
+    authorizer: AuthorizerHarness, shape: str, form: str, credential: Any
+) -> None:
+    if shape == "rest_token" and form not in ("basic", "bearer"):
+        pytest.skip("a TOKEN authorizer sees Authorization only")
+    client_id, secret = credential()
+    bot = authorizer.bot(client_id=client_id, secret=secret, scopes=("read",))
+    headers = headers_for(authorizer, form, bot)
+    if shape == "rest_token":
+        response = authorizer.call(shape, token=headers["Authorization"])
+    else:
+        response = authorizer.call(shape, headers)
+    assert allowed(response)
+    assert response["context"]["client_id"] == client_id
+    assert response["context"]["auth_method"] == form
 
 
 @pytest.mark.parametrize("form", ["basic", "bearer"])
