@@ -1,6 +1,7 @@
 """`gatekey`: manage service tokens from the command line.
 
     gatekey create ci-bot --route 'GET /items/*' --scope read
+    gatekey import legacy-bot --client-id 1f0e...c9.access --client-secret-file secret.txt
     gatekey list
     gatekey rotate gk_... --grace 24h
 
@@ -13,6 +14,7 @@ line on stderr and a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -38,17 +40,34 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     create = commands.add_parser("create", help="create a service token (prints its secret once)")
-    create.add_argument("name")
-    create.add_argument(
-        "--duration",
-        default="8760h",
-        help="'<hours>h' (8760h), '<days>d' (30d), '<years>y' (1y) or 'forever'",
+    imported = commands.add_parser(
+        "import",
+        help="import an existing Cloudflare Access or Cognito Client ID and Secret",
+        description="Import an existing Client ID and Secret, so bots keep them. The secret is "
+        "read from --client-secret-file, or from standard input (a prompt on a terminal), "
+        "never from the command line, where shell history would keep it. A rotation later "
+        "gives the token a Gatekey secret (gks_...); the Client ID stays.",
+        # No abbreviations: '--client-secret VALUE' must fail, not read VALUE as a path.
+        allow_abbrev=False,
     )
-    create.add_argument("--route", action="append", dest="routes", metavar="'METHOD /path'")
-    create.add_argument("--scope", action="append", dest="scopes", metavar="SCOPE")
-    create.add_argument("--owner", help="contact for expiry reminders")
-    create.add_argument("--rotation", choices=["remind", "auto"], default="remind")
-    create.add_argument("--delivery-secret-arn", help="with --rotation auto")
+    imported.add_argument("--client-id", required=True, help="'<32 hex>.access' or a Cognito id")
+    imported.add_argument(
+        "--client-secret-file",
+        metavar="PATH",
+        help="file holding the Client Secret ('-' or none: standard input)",
+    )
+    for parser_ in (create, imported):
+        parser_.add_argument("name")
+        parser_.add_argument(
+            "--duration",
+            default="8760h",
+            help="'<hours>h' (8760h), '<days>d' (30d), '<years>y' (1y) or 'forever'",
+        )
+        parser_.add_argument("--route", action="append", dest="routes", metavar="'METHOD /path'")
+        parser_.add_argument("--scope", action="append", dest="scopes", metavar="SCOPE")
+        parser_.add_argument("--owner", help="contact for expiry reminders")
+        parser_.add_argument("--rotation", choices=["remind", "auto"], default="remind")
+        parser_.add_argument("--delivery-secret-arn", help="with --rotation auto")
 
     listing = commands.add_parser("list", help="list service tokens")
     listing.add_argument("--name")
@@ -80,19 +99,51 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args: argparse.Namespace, client: AdminClient) -> tuple[Any, bool]:
+def _token_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The fields create and import share."""
+    body: dict[str, Any] = {"name": args.name, "duration": args.duration}
+    body |= {"routes": args.routes} if args.routes else {}
+    body |= {"scopes": args.scopes} if args.scopes else {}
+    body |= {"owner": args.owner} if args.owner else {}
+    rotation: dict[str, Any] = {"mode": args.rotation}
+    if args.delivery_secret_arn:
+        rotation["delivery_secret_arn"] = args.delivery_secret_arn
+    body["rotation"] = rotation
+    return body
+
+
+def _read_secret(path: str | None, stdin: TextIO) -> str:
+    """The Client Secret to import: the file's content, or standard input's (a prompt that
+    does not echo, on a terminal), without its surrounding whitespace (a trailing newline)."""
+    try:
+        if path not in (None, "-"):
+            with open(path, encoding="utf-8") as file:
+                secret = file.read()
+        elif stdin.isatty():
+            secret = getpass.getpass("Client Secret: ", stream=sys.stderr)
+        else:
+            secret = stdin.read()
+    except OSError as exc:  # its strerror only: the message never holds what was given
+        raise CliError(f"cannot read the Client Secret: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CliError("cannot read the Client Secret: it is not UTF-8 text") from None
+    secret = secret.strip()
+    if not secret:
+        raise CliError("no Client Secret given (--client-secret-file PATH, or standard input)")
+    return secret
+
+
+def _run(
+    args: argparse.Namespace, client: AdminClient, stdin: TextIO = sys.stdin
+) -> tuple[Any, bool]:
     """Call the API for one command; (result, whether it carries a secret)."""
     token = f"{BASE}/{getattr(args, 'client_id', '')}"
     if args.command == "create":
-        body: dict[str, Any] = {"name": args.name, "duration": args.duration}
-        body |= {"routes": args.routes} if args.routes else {}
-        body |= {"scopes": args.scopes} if args.scopes else {}
-        body |= {"owner": args.owner} if args.owner else {}
-        rotation: dict[str, Any] = {"mode": args.rotation}
-        if args.delivery_secret_arn:
-            rotation["delivery_secret_arn"] = args.delivery_secret_arn
-        body["rotation"] = rotation
-        return client.call("POST", BASE, body), True
+        return client.call("POST", BASE, _token_fields(args)), True
+    if args.command == "import":
+        secret = _read_secret(args.client_secret_file, stdin)
+        body = {"client_id": args.client_id, "client_secret": secret, **_token_fields(args)}
+        return client.call("POST", f"{BASE}/import", body), False
     if args.command == "list":
         query = {"limit": str(args.limit)}
         query |= {"name": args.name} if args.name else {}
@@ -154,13 +205,14 @@ def main(
     *,
     stdout: TextIO = sys.stdout,
     stderr: TextIO = sys.stderr,
+    stdin: TextIO = sys.stdin,
     session_factory: Callable[..., boto3.Session] = boto3.Session,
 ) -> int:
     args = _parser().parse_args(argv)
     try:
         session = session_factory(profile_name=args.profile, region_name=args.region)
         endpoint = resolve_endpoint(session, args.endpoint, args.stack)
-        result, has_secret = _run(args, AdminClient(endpoint, session, args.region))
+        result, has_secret = _run(args, AdminClient(endpoint, session, args.region), stdin)
     except CliError as exc:
         stderr.write(f"gatekey: error: {exc}\n")
         return 1

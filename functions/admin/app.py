@@ -19,6 +19,7 @@ from gatekey.admin_api import (
     ErrorOut,
     EventOut,
     EventPage,
+    ImportTokenRequest,
     RefreshRequest,
     RotateRequest,
     TokenOut,
@@ -30,6 +31,7 @@ from gatekey.admin_api import (
     status_of,
 )
 from gatekey.config import Config
+from gatekey.credentials import ClientSecret
 from gatekey.durations import parse_duration
 from gatekey.errors import GatekeyError
 from gatekey.model import TokenStatus
@@ -67,6 +69,24 @@ def create(body: Annotated[CreateTokenRequest, Body()]) -> Response[TokenWithSec
     )
     logger.info("service token created", client_id=issued.token.client_id)
     return Response(201, "application/json", with_secret(issued), {"Cache-Control": "no-store"})
+
+
+@app.post(f"{BASE}/import")
+def import_token(body: Annotated[ImportTokenRequest, Body()]) -> Response[TokenOut]:
+    token = admin.import_token(
+        actor(),
+        client_id=body.client_id,
+        secret=ClientSecret(body.client_secret.get_secret_value()),
+        name=body.name,
+        duration=parse_duration(body.duration),
+        routes=tuple(body.routes),
+        scopes=tuple(body.scopes),
+        owner=body.owner,
+        rotation=body.rotation.policy(),
+    )
+    logger.info("service token imported", client_id=token.client_id)
+    # The secret was the caller's own: it is never answered.
+    return Response(201, "application/json", TokenOut.of(token), {"Cache-Control": "no-store"})
 
 
 @app.get(BASE)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import secrets
 import signal as signals
 import socket
 import subprocess
@@ -450,3 +451,79 @@ def test_http_api_jwt_authorizer_refuses_an_expired_token(stack: LocalStack) -> 
     assert answer.status_code == 401
     assert answer.json() == {"message": "Unauthorized"}
     assert "expired" in answer.headers["www-authenticate"]
+
+
+# -- migration in: an imported Cloudflare Access credential ------------------------------------
+
+
+def cli_reading(stack: LocalStack, stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI with `stdin` on its standard input, as `... | gatekey import` runs it."""
+    return subprocess.run(  # noqa: S603 - the CLI installed into .venv
+        [GATEKEY, "--endpoint", stack.url, "--json", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_an_imported_access_credential_works_everywhere_until_a_rotation_moves_it_to_gks(
+    stack: LocalStack,
+) -> None:
+    # GIVEN a service token exactly as Cloudflare Access issued it, imported through the CLI
+    client_id, secret = f"{secrets.token_hex(16)}.access", secrets.token_hex(32)
+    result = cli_reading(
+        stack, secret + "\n", "import", "migrated-bot", "--client-id", client_id, "--scope", "read"
+    )
+    assert result.returncode == 0, result.stderr
+    imported = json.loads(result.stdout)
+    assert imported["client_id"] == client_id
+    assert "client_secret" not in imported
+    assert secret not in result.stdout + result.stderr
+    bot = {"client_id": client_id, "client_secret": secret}
+    # THEN a client written for Access works unchanged: its headers, Basic, Access's JSON
+    for form in ("access_headers", "basic", "access_json", "gatekey_headers"):
+        answer = whoami(stack, forms(bot)[form])
+        assert answer.status_code == 200, (form, answer.text)
+        assert (answer.json()["client_id"], answer.json()["auth_method"]) == (client_id, form)
+    # AND at the token endpoint (client_secret_basic and _post), its access token as Bearer
+    token_url = f"{stack.url}/oauth2/token"
+    grant = {"grant_type": "client_credentials"}
+    posted = requests.post(token_url, data={**grant, **bot}, timeout=10)
+    assert posted.status_code == 200, posted.text
+    answer = requests.post(token_url, data=grant, auth=(client_id, secret), timeout=10)
+    assert answer.status_code == 200, answer.text
+    bearer = {"Authorization": f"Bearer {answer.json()['access_token']}"}
+    for route in ("/demo/whoami", "/demo/cached/whoami"):
+        assert whoami(stack, bearer, route).json()["client_id"] == client_id
+    # WHEN it is rotated
+    rotated = cli(stack, "rotate", client_id)
+    # THEN the id stays and the new secret is Gatekey's own format, working at once
+    assert rotated["client_id"] == client_id
+    assert rotated["client_secret"].startswith("gks_")
+    renewed = forms(rotated)
+    assert whoami(stack, renewed["access_headers"]).json()["client_id"] == client_id
+    answer = requests.post(
+        token_url, data=grant, auth=(client_id, rotated["client_secret"]), timeout=10
+    )
+    assert answer.status_code == 200, answer.text
+    # AND the Access secret stops once the status cache has seen the rotation
+    time.sleep(STATUS_TTL + 0.5)
+    assert whoami(stack, forms(bot)["access_headers"]).status_code == 403
+    events = cli(stack, "events", client_id)["items"]
+    assert [e["action"] for e in events] == ["rotated", "imported"]
+    assert events[1]["details"]["source"] == "access"
+
+
+def test_an_imported_weak_secret_is_refused_and_nothing_is_written(stack: LocalStack) -> None:
+    client_id = f"{secrets.token_hex(16)}.access"
+    result = cli_reading(
+        stack, secrets.token_hex(15) + "\n", "import", "weak-bot", "--client-id", client_id
+    )
+    assert result.returncode == 1
+    assert "HTTP 400" in result.stderr
+    assert "client_secret: is too weak" in result.stderr
+    assert cli(stack, "list", "--name", "weak-bot")["items"] == []
+    answer = whoami(stack, {"CF-Access-Client-Id": client_id, "CF-Access-Client-Secret": "0" * 64})
+    assert answer.status_code == 403

@@ -16,7 +16,9 @@ from botocore.exceptions import EndpointConnectionError
 from gatekey.aws.dynamodb import DynamoDBTokenStore
 from gatekey.credentials import ClientSecret
 from gatekey.hashing import Hasher
+from support.admin import access_credential
 from support.constants import ADMIN_ARN, BASE, DELIVERY, NOW, TABLE_NAME
+from support.events import load_event
 from support.harness import AdminHarness
 
 
@@ -294,7 +296,12 @@ def test_openapi_document_lists_every_operation(admin: AdminHarness) -> None:
         ("POST", f"{BASE}/{{client_id}}/refresh"),
         ("POST", f"{BASE}/{{client_id}}/revoke"),
         ("GET", f"{BASE}/{{client_id}}/events"),
+        ("POST", f"{BASE}/import"),
     }
+    # The imported secret is write-only in the published schema.
+    schemas = document["components"]["schemas"]
+    secret = schemas["ImportTokenRequest"]["properties"]["client_secret"]
+    assert (secret.get("writeOnly"), secret.get("format")) == (True, "password")
 
 
 def test_no_secret_in_logs_audit_items_or_error_bodies(
@@ -320,3 +327,116 @@ def test_no_secret_in_logs_audit_items_or_error_bodies(
     for secret in (token["client_secret"], rotated["client_secret"]):
         assert secret not in haystack
         assert secret[4:-6] not in haystack
+
+
+# -- import ------------------------------------------------------------------------------------
+
+
+def test_import_answers_the_token_without_its_secret_which_works_as_stored(
+    admin: AdminHarness, store: DynamoDBTokenStore, hasher: Hasher, dynamodb: Any
+) -> None:
+    client_id, secret = access_credential()
+    status, body = admin.request(
+        "POST",
+        f"{BASE}/import",
+        {
+            "name": "legacy-bot",
+            "client_id": client_id,
+            "client_secret": secret.reveal(),
+            "scopes": ["read"],
+            "duration": "720h",
+        },
+    )
+    assert status == 201, body
+    assert "client_secret" not in body
+    assert (body["client_id"], body["name"], body["scopes"], body["duration"]) == (
+        client_id,
+        "legacy-bot",
+        ["read"],
+        "720h",
+    )
+    assert store.get(client_id).authenticate(secret, hasher, NOW).version == 1
+    assert secret.reveal() not in json.dumps(scan(dynamodb))
+    # AND its own routes take the id, dot and all
+    status, shown = admin.request("GET", f"{BASE}/{client_id}")
+    assert (status, shown) == (200, body)
+    _, events = admin.request("GET", f"{BASE}/{client_id}/events")
+    assert [(e["action"], e["details"]["source"]) for e in events["items"]] == [
+        ("imported", "access")
+    ]
+    status, rotated = admin.request("POST", f"{BASE}/{client_id}/rotate", {})
+    assert status == 200
+    assert (rotated["client_id"], rotated["client_secret"][:4]) == (client_id, "gks_")
+
+
+def test_the_sample_import_event_imports(admin: AdminHarness) -> None:
+    event = load_event("admin-import-token.json")
+    status, body = admin.request("POST", event["path"], raw_body=event["body"])
+    assert status == 201, body
+    assert body["client_id"].endswith(".access")
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "code", "field"),
+    [
+        ({"client_secret": "0123456789abcdef" * 2}, 400, "malformed_credential", "client_secret"),
+        ({"client_secret": "0" * 64}, 400, "malformed_credential", "client_secret"),
+        ({"client_id": "gk_x"}, 400, "invalid_input", "client_id"),
+        ({"client_id": "ABCDEF" * 5 + "00.access"}, 400, "invalid_input", "client_id"),
+        ({"client_secret": None}, 422, "invalid_request", "client_secret"),
+        ({"client_secret": ""}, 422, "invalid_request", "client_secret"),
+        ({"client_id": None}, 422, "invalid_request", "client_id"),
+        ({"name": ""}, 422, "invalid_request", "name"),
+    ],
+)
+def test_bad_imports_are_refused_naming_the_field_and_write_nothing(
+    admin: AdminHarness, dynamodb: Any, fields: dict[str, Any], status: int, code: str, field: str
+) -> None:
+    client_id, secret = access_credential()
+    body = {"name": "legacy-bot", "client_id": client_id, "client_secret": secret.reveal()}
+    answer = admin.request("POST", f"{BASE}/import", {**body, **fields})
+    assert answer[0] == status, answer
+    assert answer[1]["code"] == code
+    assert field in answer[1]["message"]
+    for value in (secret.reveal(), fields.get("client_secret")):
+        if value:
+            assert value not in answer[1]["message"]
+    assert scan(dynamodb) == []
+
+
+def test_importing_an_id_already_here_is_409_and_changes_nothing(
+    admin: AdminHarness, dynamodb: Any
+) -> None:
+    client_id, secret = access_credential()
+    body = {"name": "legacy-bot", "client_id": client_id, "client_secret": secret.reveal()}
+    assert admin.request("POST", f"{BASE}/import", body)[0] == 201
+    before = scan(dynamodb)
+    _, other = access_credential()
+    status, error = admin.request(
+        "POST", f"{BASE}/import", {**body, "name": "again", "client_secret": other.reveal()}
+    )
+    assert (status, error["code"]) == (409, "already_exists")
+    assert scan(dynamodb) == before
+
+
+def test_no_imported_secret_in_logs_audit_items_or_error_bodies(
+    capsys: pytest.CaptureFixture[str],
+    captured_logs: pytest.LogCaptureFixture,
+    admin: AdminHarness,
+    dynamodb: Any,
+) -> None:
+    client_id, secret = access_credential()
+    body = {"name": "legacy-bot", "client_id": client_id, "client_secret": secret.reveal()}
+    answers = [
+        admin.request("POST", f"{BASE}/import", body),
+        admin.request("POST", f"{BASE}/import", body),  # 409
+        admin.request("POST", f"{BASE}/import", {**body, "duration": "bad"}),
+        admin.request("POST", f"{BASE}/import", {**body, "extra": 1}),  # 422
+        admin.request("POST", f"{BASE}/import", {**body, "client_id": "gk_x"}),
+    ]
+    output = capsys.readouterr()
+    records = [{k: str(v) for k, v in r.__dict__.items()} for r in captured_logs.records]
+    haystack = json.dumps([output.out, output.err, captured_logs.text, records, scan(dynamodb)])
+    haystack += json.dumps(answers)
+    assert secret.reveal() not in haystack
+    assert secret.reveal()[8:40] not in haystack

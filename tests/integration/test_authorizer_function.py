@@ -23,6 +23,7 @@ from gatekey.model import AuditAction, AuditEvent, TokenStatus, new_service_toke
 from gatekey_local import http_api
 from gatekey_local.policy import policy_allows
 from gatekey_local.template import Authorizer, Route
+from support.admin import access_credential, cognito_credential
 from support.constants import ADMIN, ARN, NOW
 from support.harness import AuthorizerHarness, Bot, Unauthorized, credential_headers
 
@@ -65,6 +66,32 @@ def test_a_rest_request_event_is_allowed_on_the_token_read_from_dynamodb(
         "auth_method": "gatekey_headers",
         "expires_at": "2028-01-15T08:00:00Z",
     }
+
+
+# A TOKEN authorizer sees the Authorization header only: Basic and Bearer.
+FORMS_BY_SHAPE = [
+    (shape, form)
+    for shape in SHAPES
+    for form in FORMS
+    if shape != "rest_token" or form in ("basic", "bearer")
+]
+
+
+@pytest.mark.parametrize(("shape", "form"), FORMS_BY_SHAPE)
+@pytest.mark.parametrize("credential", [access_credential, cognito_credential])
+def test_an_imported_credential_is_allowed_in_every_form_and_shape(
+    authorizer: AuthorizerHarness, shape: str, form: str, credential: Any
+) -> None:
+    client_id, secret = credential()
+    bot = authorizer.bot(client_id=client_id, secret=secret, scopes=("read",))
+    headers = headers_for(authorizer, form, bot)
+    if shape == "rest_token":
+        response = authorizer.call(shape, token=headers["Authorization"])
+    else:
+        response = authorizer.call(shape, headers)
+    assert allowed(response)
+    assert response["context"]["client_id"] == client_id
+    assert response["context"]["auth_method"] == form
 
 
 def test_a_token_event_carrying_an_access_token_is_allowed_with_the_kms_key(

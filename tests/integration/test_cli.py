@@ -16,6 +16,7 @@ from botocore.stub import Stubber
 from gatekey.credentials import generate_client_id
 from gatekey_cli.api import CliError, resolve_endpoint
 from gatekey_cli.main import SECRET_WARNING, main
+from support.admin import access_credential, cognito_credential
 from support.constants import REGION
 from support.harness import AdminGateway
 
@@ -185,3 +186,98 @@ def test_the_installed_command_runs(admin_gateway: AdminGateway) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["items"] == []
+
+
+# -- import ----------------------------------------------------------------------------------
+
+
+def gatekey_stdin(gateway: AdminGateway, stdin: str, *args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(
+        ["--endpoint", gateway.url, *args], stdout=out, stderr=err, stdin=io.StringIO(stdin)
+    )
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_import_reads_the_secret_from_a_file_and_never_prints_it(
+    admin_gateway: AdminGateway, tmp_path: Path
+) -> None:
+    client_id, secret = access_credential()
+    path = tmp_path / "secret.txt"
+    path.write_text(secret.reveal() + "\n")  # as `echo` or an editor leaves it
+    code, out, err = gatekey(
+        admin_gateway,
+        "import",
+        "legacy-bot",
+        "--client-id",
+        client_id,
+        "--client-secret-file",
+        str(path),
+        "--scope",
+        "read",
+    )
+    assert code == 0, err
+    assert secret.reveal() not in out + err
+    assert SECRET_WARNING not in err  # nothing new to store: the bot has its secret
+    assert client_id in out
+    events = gatekey_json(admin_gateway, "events", client_id)
+    assert [(e["action"], e["details"]["source"]) for e in events["items"]] == [
+        ("imported", "access")
+    ]
+    # AND a rotation gives the same id a Gatekey secret
+    rotated = gatekey_json(admin_gateway, "rotate", client_id)
+    assert (rotated["client_id"], rotated["client_secret"][:4]) == (client_id, "gks_")
+
+
+def test_import_reads_the_secret_from_standard_input(admin_gateway: AdminGateway) -> None:
+    client_id, secret = cognito_credential()
+    code, out, err = gatekey_stdin(
+        admin_gateway,
+        secret.reveal() + "\n",
+        "--json",
+        "import",
+        "cognito-bot",
+        "--client-id",
+        client_id,
+    )
+    assert code == 0, err
+    assert json.loads(out)["client_id"] == client_id
+    assert secret.reveal() not in out + err
+
+
+@pytest.mark.parametrize(
+    ("stdin", "args", "message"),
+    [
+        ("0123456789abcdef0123456789abcde", (), "client_secret: is too weak"),
+        ("", (), "no Client Secret given"),
+        ("ignored", ("--client-secret-file", "/nonexistent/secret"), "No such file"),
+    ],
+)
+def test_a_refused_import_is_one_line_and_writes_nothing(
+    admin_gateway: AdminGateway, stdin: str, args: tuple[str, ...], message: str
+) -> None:
+    client_id, _ = access_credential()
+    code, out, err = gatekey_stdin(
+        admin_gateway, stdin, "import", "legacy-bot", "--client-id", client_id, *args
+    )
+    assert (code, out) == (1, "")
+    assert message in err
+    assert err.count("\n") == 1
+    if stdin:
+        assert stdin not in err
+    assert gatekey_json(admin_gateway, "list")["items"] == []
+
+
+def test_the_secret_is_never_an_argument(admin_gateway: AdminGateway) -> None:
+    client_id, secret = access_credential()
+    with pytest.raises(SystemExit):
+        gatekey(
+            admin_gateway,
+            "import",
+            "--client-secret",
+            secret.reveal(),
+            "--client-id",
+            client_id,
+            "legacy-bot",
+        )
+    assert gatekey_json(admin_gateway, "list")["items"] == []

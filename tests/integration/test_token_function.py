@@ -25,6 +25,7 @@ from gatekey.credentials import ClientSecret
 from gatekey.durations import Duration
 from gatekey.hashing import Hasher
 from gatekey.model import AuditAction, AuditEvent, ServiceToken, TokenStatus, new_service_token
+from support.admin import access_credential, cognito_credential
 from support.aws import AwsCallCounter
 from support.constants import ADMIN, NOW, REGION, TABLE_NAME
 from support.events import FakeLambdaContext, load_event, load_handler
@@ -661,3 +662,54 @@ def test_secrets_manager_backend_signs_tokens_that_verify_with_its_jwks(
     )
     assert claims["client_id"] == bot.token.client_id
     assert pem.decode() not in json.dumps(jwks(handler))
+
+
+# -- imported credentials --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("credential", [access_credential, cognito_credential])
+@pytest.mark.parametrize("style", ["client_secret_basic", "client_secret_post", "access_headers"])
+def test_an_imported_credential_gets_a_token_for_its_own_id(
+    rsa_handler: ModuleType,
+    store: DynamoDBTokenStore,
+    hasher: Hasher,
+    credential: Any,
+    style: str,
+) -> None:
+    client_id, secret = credential()
+    bot = make_bot(store, hasher, client_id=client_id, secret=secret, scopes=("read",))
+    form = {"grant_type": GRANT}
+    headers = {"Content-Type": FORM}
+    if style == "client_secret_basic":
+        headers["Authorization"] = bot.basic
+    elif style == "client_secret_post":
+        form |= {"client_id": client_id, "client_secret": secret.reveal()}
+    else:
+        headers |= {"CF-Access-Client-Id": client_id, "CF-Access-Client-Secret": secret.reveal()}
+    response = call(rsa_handler, "token-client-credentials-basic.json", headers=headers, form=form)
+    assert response["statusCode"] == 200, response["json"]
+    claims = jwt.decode(response["json"]["access_token"], options={"verify_signature": False})
+    assert claims["sub"] == claims["client_id"] == client_id
+    assert claims["scope"] == "read"
+
+
+def test_an_unknown_or_wrong_imported_credential_is_invalid_client_after_one_read(
+    rsa_handler: ModuleType, store: DynamoDBTokenStore, hasher: Hasher, aws_calls: AwsCallCounter
+) -> None:
+    client_id, secret = access_credential()
+    make_bot(store, hasher, client_id=client_id, secret=secret)
+    _, wrong = access_credential()
+    unknown_id, _ = access_credential()
+    for bot in (
+        Bot(replace(store.get(client_id), client_id=client_id), wrong),
+        Bot(replace(store.get(client_id), client_id=unknown_id), secret),
+    ):
+        aws_calls.calls.clear()
+        response = request_token(rsa_handler, bot)
+        assert (response["statusCode"], response["json"]["error"]) == (401, "invalid_client")
+        assert aws_calls.calls == {"dynamodb.GetItem": 1}
+    # AND a secret in no format the id takes costs no read at all
+    aws_calls.calls.clear()
+    malformed = Bot(store.get(client_id), ClientSecret(secret.reveal()[:-1]))
+    assert request_token(rsa_handler, malformed)["json"]["error"] == "invalid_client"
+    assert aws_calls.calls == {}

@@ -4,10 +4,13 @@ write."""
 
 from __future__ import annotations
 
+import secrets
+import string
 from collections.abc import Callable
 from typing import Any
 
 from gatekey.admin import Actor, Issued, TokenAdmin
+from gatekey.credentials import ClientSecret
 from gatekey.durations import Duration
 from gatekey.hashing import Hasher
 from gatekey.model import AuditEvent, RotationPolicy, ServiceToken
@@ -42,6 +45,25 @@ def admin_builder(
 def issue(admin: TokenAdmin, actor: Actor = ACTOR, **fields: Any) -> Issued:
     """Create a token with the admin API's defaults for every field not given."""
     return admin.create(actor, **{**DEFAULTS, **fields})
+
+
+def access_credential() -> tuple[str, ClientSecret]:
+    """A fresh Client ID and Secret in Cloudflare Access's format, as Access issues them."""
+    return f"{secrets.token_hex(16)}.access", ClientSecret(secrets.token_hex(32))
+
+
+def cognito_credential() -> tuple[str, ClientSecret]:
+    """A fresh app client id and secret in the format Cognito generates them."""
+    alphabet = string.digits + string.ascii_lowercase
+    client_id = "".join(secrets.choice(alphabet) for _ in range(26))
+    return client_id, ClientSecret("".join(secrets.choice(alphabet) for _ in range(52)))
+
+
+def bring(
+    admin: TokenAdmin, client_id: str, secret: ClientSecret, actor: Actor = ACTOR, **fields: Any
+) -> ServiceToken:
+    """Import a Client ID and Secret with the admin API's defaults for every field not given."""
+    return admin.import_token(actor, client_id=client_id, secret=secret, **{**DEFAULTS, **fields})
 
 
 class RacingStore(InMemoryTokenStore):

@@ -138,7 +138,13 @@ def authorizer_event(
 
 
 def credential_headers(form: str, bot: Bot, jwt: str | None = None) -> dict[str, str]:
-    client_id, secret = bot.client_id, bot.secret.reveal()
+    return presented_headers(form, bot.client_id, bot.secret.reveal(), jwt)
+
+
+def presented_headers(
+    form: str, client_id: str, secret: str, jwt: str | None = None
+) -> dict[str, str]:
+    """The headers of a credential form, for any Client ID and Secret, well-formed or not."""
     if form == "gatekey_headers":
         return {"Gatekey-Client-Id": client_id, "Gatekey-Client-Secret": secret}
     if form == "access_headers":

@@ -5,6 +5,7 @@ bodies and the DynamoDB adapter's paths stay on moto, in tests/integration/test_
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,6 +18,7 @@ from gatekey.admin import Actor, Issued, TokenAdmin, parse_grace
 from gatekey.credentials import ClientSecret, generate_client_id
 from gatekey.durations import DAY, HOUR, Duration, parse_duration
 from gatekey.errors import (
+    AlreadyExists,
     ConcurrentModification,
     Conflict,
     GatekeyError,
@@ -38,7 +40,15 @@ from gatekey.model import (
     TokenStatus,
 )
 from gatekey.store import InMemoryTokenStore
-from support.admin import ACTOR, RacingStore, admin_builder, issue
+from support.admin import (
+    ACTOR,
+    RacingStore,
+    access_credential,
+    admin_builder,
+    bring,
+    cognito_credential,
+    issue,
+)
 from support.constants import ADMIN_ARN, DELIVERY, NOW
 from support.lifecycle import Clock, FakeDelivery, RecordingNotifier, lifecycle_builder
 
@@ -810,3 +820,127 @@ def test_an_actor_without_a_source_ip_is_audited_without_one(admin: TokenAdmin) 
     client_id = issue(admin, actor=Actor("arn:aws:iam::123456789012:role/ci")).token.client_id
     [event] = admin.events(client_id).items
     assert (event.actor, event.source_ip) == ("arn:aws:iam::123456789012:role/ci", None)
+
+
+# -- import: an existing Client ID and Secret, brought from Cloudflare Access or Cognito ------
+
+
+@pytest.mark.parametrize(
+    ("credential", "source"), [(access_credential, "access"), (cognito_credential, "cognito")]
+)
+def test_an_import_keeps_the_id_stores_the_secret_hashed_and_audits_its_source(
+    admin: TokenAdmin,
+    store: InMemoryTokenStore,
+    hasher: Hasher,
+    credential: Callable[[], tuple[str, ClientSecret]],
+    source: str,
+) -> None:
+    client_id, secret = credential()
+    token = bring(admin, client_id, secret, scopes=("read",), owner="ops@example.com")
+    # THEN the token has the id as given, the usual fields, and the secret authenticates
+    assert token.client_id == client_id
+    assert (token.scopes, token.owner, token.client_secret_version) == (
+        ("read",),
+        "ops@example.com",
+        1,
+    )
+    assert stored(store, client_id) == token
+    assert works(stored(store, client_id), secret, hasher, NOW)
+    # AND the secret is nowhere but as its HMAC
+    assert secret.reveal() not in repr(token)
+    assert token.secret_hash == hasher.hash(secret)
+    # AND the audit trail says it was imported, from where, never the secret
+    [event] = admin.events(client_id).items
+    assert event == AuditEvent(
+        client_id,
+        AuditAction.IMPORTED,
+        ADMIN_ARN,
+        NOW,
+        "198.51.100.7",
+        {
+            "source": source,
+            "name": "ci-bot",
+            "duration": "8760h",
+            "routes": ["*"],
+            "scopes": ["read"],
+            "owner": "ops@example.com",
+            "rotation": "remind",
+        },
+    )
+    assert secret.reveal() not in repr(event)
+
+
+def test_an_id_already_here_is_a_conflict_and_the_first_token_is_untouched(
+    admin: TokenAdmin, store: InMemoryTokenStore, hasher: Hasher
+) -> None:
+    client_id, secret = access_credential()
+    first = bring(admin, client_id, secret)
+    _, other = access_credential()
+    refused(lambda: bring(admin, client_id, other, name="again"), AlreadyExists)
+    assert stored(store, client_id) == first
+    assert not works(stored(store, client_id), other, hasher, NOW)
+    assert actions(admin, client_id) == ["imported"]
+
+
+@pytest.mark.parametrize(
+    ("client_id", "secret", "field", "message"),
+    [
+        # under 128 bits by the alphabet and length
+        ("0" * 32 + ".access", "0123456789abcdef0123456789abcde", "client_secret", "124 bits"),
+        ("0" * 26, "abcdefghij0123456789wxyz", "client_secret", "124 bits"),
+        ("0" * 26, "9" * 38, "client_secret", "too weak"),  # 38 digits: 126 bits
+        # enough bits, too few distinct characters: a placeholder
+        ("0" * 32 + ".access", "0" * 64, "client_secret", "distinct"),
+        ("0" * 32 + ".access", "ab" * 32, "client_secret", "distinct"),
+        # not the format's secret
+        ("0" * 32 + ".access", "0123456789ABCDEF" * 4, "client_secret", "64 lower-case hex"),
+        ("0" * 32 + ".access", "0123456789abcdef" * 3, "client_secret", "64 lower-case hex"),
+        ("0" * 26, "abcdefghij0123456789-wxyz-klmn", "client_secret", r"\[A-Za-z0-9_\+\]"),
+        ("0" * 26, "gks_" + "abcdefghij0123456789" * 2, "client_secret", "gks_"),
+        ("0" * 26, "é" * 40, "client_secret", "ASCII"),
+        # not an id of an imported format
+        (generate_client_id(), "0123456789abcdef" * 4, "client_id", "Gatekey Client ID"),
+        ("0" * 32 + ".ACCESS", "0123456789abcdef" * 4, "client_id", "Access"),
+        ("A" * 32 + ".access", "0123456789abcdef" * 4, "client_id", "Access"),
+        ("0" * 31 + ".access", "0123456789abcdef" * 4, "client_id", "Access"),
+        ("0" * 25, "0123456789abcdef" * 4, "client_id", "Cognito"),
+        ("0" * 25 + "A", "0123456789abcdef" * 4, "client_id", "Cognito"),
+        ("", "0123456789abcdef" * 4, "client_id", "Cognito"),
+    ],
+)
+def test_a_weak_secret_or_foreign_id_is_refused_naming_what_is_wrong_and_nothing_is_written(
+    admin: TokenAdmin, client_id: str, secret: str, field: str, message: str
+) -> None:
+    error = refused(lambda: bring(admin, client_id, ClientSecret(secret)))
+    assert error.field == field
+    assert re.search(message, error.message), error.message
+    assert secret not in error.message
+    assert admin.list().items == []
+
+
+def test_an_imported_token_takes_every_field_as_create_does(admin: TokenAdmin) -> None:
+    client_id, secret = access_credential()
+    refused(lambda: bring(admin, client_id, secret, name=" padded "))
+    refused(lambda: bring(admin, client_id, secret, routes=("FETCH /x",)))
+    refused(lambda: bring(admin, client_id, secret, rotation=AUTO, duration=Duration(24)))
+    assert admin.list().items == []
+    token = bring(admin, client_id, secret, duration=Duration(None), rotation=AUTO)
+    assert (token.expires_at, token.rotation) == (None, AUTO)
+
+
+def test_a_rotation_gives_an_imported_token_a_gatekey_secret_and_keeps_its_id(
+    admin: TokenAdmin, store: InMemoryTokenStore, hasher: Hasher, clock: Clock
+) -> None:
+    client_id, imported = access_credential()
+    bring(admin, client_id, imported)
+    clock.now = NOW + HOUR
+    issued = admin.rotate(ACTOR, client_id, grace=Duration(24))
+    # THEN the id stays, the new secret is Gatekey's own format, and both work in the grace
+    assert issued.token.client_id == client_id
+    assert ClientSecret.parse(issued.secret.reveal()) == issued.secret
+    token = stored(store, client_id)
+    assert works(token, issued.secret, hasher, clock.now)
+    assert works(token, imported, hasher, clock.now)
+    # AND after the grace only the new one does
+    assert not works(token, imported, hasher, clock.now + 25 * HOUR)
+    assert actions(admin, client_id) == ["rotated", "imported"]

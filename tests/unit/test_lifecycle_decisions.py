@@ -28,6 +28,7 @@ from gatekey.model import (
 from gatekey.notices import Notice
 from gatekey.store import InMemoryTokenStore
 from support import constants
+from support.admin import access_credential, bring
 from support.constants import NOW
 from support.lifecycle import (
     Clock,
@@ -490,3 +491,32 @@ def test_a_use_recorded_between_the_read_and_the_claim_sends_nothing(
     assert (token.enabled, token.reminders_pending) == (True, ())
     assert (report.disabled, report.failed, notifier.sent) == ([], [], [])
     assert [e.action.value for e in store.events(client_id).items] == ["created"]
+
+
+def test_auto_rotation_gives_an_imported_token_a_gatekey_secret_under_the_same_id(
+    admin: TokenAdmin,
+    make_lifecycle: Any,
+    store: InMemoryTokenStore,
+    hasher: Hasher,
+    secrets: FakeDelivery,
+    clock: Clock,
+) -> None:
+    # GIVEN an Access credential imported with automatic rotation
+    delivery = delivery_secret(secrets)
+    client_id, imported = access_credential()
+    policy = RotationPolicy(RotationMode.AUTO, delivery)
+    bring(admin, client_id, imported, actor=ADMIN, duration=Duration(40 * 24), rotation=policy)
+    lifecycle = make_lifecycle()
+    # WHEN the lifecycle runs past the first reminder (day 10) and the 2-day grace
+    for day in range(14):
+        clock.now = NOW + day * DAY
+        lifecycle.run()
+    # THEN the consumer reads the same Client ID with a Gatekey secret, which authenticates
+    current = delivered(secrets, delivery)
+    assert current["client_id"] == client_id
+    new_secret = ClientSecret.parse(current["client_secret"])  # format and checksum
+    token = store.get(client_id, consistent=True)
+    assert token.authenticate(new_secret, hasher, clock.now).version == 2
+    # AND the imported secret stopped with the grace
+    with pytest.raises(InvalidCredentials):
+        token.authenticate(imported, hasher, clock.now)

@@ -3,7 +3,8 @@
 Every operation reads the token, applies one change and writes it back conditionally (the
 store's optimistic lock), with an audit item naming the actor. A lost race is a
 ConcurrentModification and writes nothing; a change to a revoked token is an
-InvalidTransition. The plaintext secret leaves only through `create` and `rotate`.
+InvalidTransition. The plaintext secret leaves only through `create` and `rotate`; `import_token`
+takes one in and never gives it back.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from gatekey.credentials import ClientSecret
+from gatekey.credentials import (
+    CLIENT_ID_PREFIX,
+    ClientSecret,
+    ImportedFormat,
+    check_imported_secret,
+    imported_format,
+)
 from gatekey.durations import DAY, HOUR, Duration, parse_duration
 from gatekey.errors import InvalidTransition, ValidationError
 from gatekey.hashing import Hasher, SecretHash
@@ -119,6 +126,53 @@ class TokenAdmin:
             rotation=rotation.mode.value,
         )
         return Issued(self._store.create(token, event), secret)
+
+    def import_token(
+        self,
+        actor: Actor,
+        *,
+        client_id: str,
+        secret: ClientSecret,
+        name: str,
+        duration: Duration,
+        routes: tuple[str, ...],
+        scopes: tuple[str, ...],
+        owner: str | None,
+        rotation: RotationPolicy,
+    ) -> ServiceToken:
+        """A token with an existing Client ID and Secret (Cloudflare Access or Cognito), so
+        its bots keep working unchanged. The secret is stored hashed like any other, and never
+        answered, logged or audited. An id that is no imported format, or a weak secret, is a
+        ValidationError; an id already here is AlreadyExists. Nothing is written either way.
+        Its first rotation gives it a Gatekey secret (``gks_``); the id stays."""
+        source = _import_source(client_id)
+        check_imported_secret(source, secret.reveal(), "client_secret")
+        self._check_auto_duration(rotation, duration, "duration")
+        token, _ = new_service_token(
+            name=name,
+            hasher=self._hasher,
+            now=self._clock(),
+            duration=duration,
+            owner=owner,
+            routes=routes,
+            scopes=scopes,
+            rotation=rotation,
+            client_id=client_id,
+            secret=secret,
+        )
+        event = self._event(
+            token,
+            AuditAction.IMPORTED,
+            actor,
+            source=source.value,
+            name=name,
+            duration=str(duration),
+            routes=list(token.routes),
+            scopes=list(token.scopes),
+            owner=owner,
+            rotation=rotation.mode.value,
+        )
+        return self._store.create(token, event)
 
     def get(self, client_id: str) -> ServiceToken:
         return self._store.get(client_id, consistent=True)
@@ -290,6 +344,22 @@ class TokenAdmin:
     def delete(self, actor: Actor, client_id: str) -> None:
         token = self.get(client_id)
         self._store.delete(token, self._event(token, AuditAction.DELETED, actor))
+
+
+def _import_source(client_id: str) -> ImportedFormat:
+    """The format an id to import is in; a ValidationError naming the formats if none."""
+    source = imported_format(client_id)
+    if source is not None:
+        return source
+    if client_id.startswith(CLIENT_ID_PREFIX):
+        raise ValidationError(
+            "client_id", "is a Gatekey Client ID; only Access or Cognito ones are imported"
+        )
+    raise ValidationError(
+        "client_id",
+        "must be a Cloudflare Access Client ID (32 lower-case hex characters and '.access') "
+        "or a Cognito app client id (26 characters of [a-z0-9])",
+    )
 
 
 def _patched(

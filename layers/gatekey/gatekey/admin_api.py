@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from gatekey.durations import Duration, parse_duration
 from gatekey.errors import Conflict, GatekeyError, NotFound, ValidationError
@@ -40,6 +40,22 @@ class CreateTokenRequest(BaseModel):
     scopes: list[str] = Field(default=[], max_length=50)
     owner: str | None = Field(default=None, max_length=254)
     rotation: Rotation = Rotation()
+
+
+class ImportTokenRequest(CreateTokenRequest):
+    """An existing Client ID and Secret to import (README, "Migrating from Cloudflare Access
+    or Cognito"). The secret is write-only: stored hashed, never answered."""
+
+    client_id: str = Field(
+        min_length=1,
+        max_length=128,
+        description="a Cloudflare Access Client ID ('<32 hex>.access') or a Cognito app client id",
+    )
+    client_secret: SecretStr = Field(
+        min_length=1,
+        max_length=128,
+        description="its Client Secret: at least 128 bits by its format's alphabet and length",
+    )
 
 
 class UpdateTokenRequest(BaseModel):

@@ -8,16 +8,24 @@ Both have the shape ``<prefix><random part><checksum>`` in base62, as GitHub's t
 
 The checksum is CRC32 of prefix and random part, so a mistyped or truncated value is rejected
 before any database read, and a leaked secret is easy for a scanner to recognise.
+
+Imported credentials (`ImportedFormat`, README "Migrating from Cloudflare Access or Cognito")
+keep the formats they were issued in and carry no checksum: a value is recognised by its shape
+alone (a Cloudflare Access ``<32 hex>.access`` id, a Cognito app client's 26-character id), so
+a well-shaped one is looked up, where a malformed ``gk_`` value never is. After a rotation, an
+imported Client ID holds a Gatekey secret (``gks_``); before it, a secret of its own format.
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
+import math
 import re
 import secrets
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 from urllib.parse import unquote
@@ -114,7 +122,11 @@ def generate_client_id() -> str:
 
 
 def parse_client_id(value: object) -> str:
-    """Validate a Client ID without I/O; raise MalformedCredential naming what is wrong."""
+    """Validate a Client ID without I/O; raise MalformedCredential naming what is wrong.
+    Gatekey's own ids (and anything that is no imported format) must pass the format and
+    checksum check; an imported format is accepted by its shape (`imported_format`)."""
+    if isinstance(value, str) and imported_format(value) is not None:
+        return value
     return _validate(
         value, field_name="client_id", prefix=CLIENT_ID_PREFIX, length=CLIENT_ID_LENGTH
     )
@@ -161,6 +173,116 @@ class ClientSecret:
         return hmac.compare_digest(self._value, other._value)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+# -- imported credentials ----------------------------------------------------------------------
+
+MIN_SECRET_BITS: Final = 128  # an imported secret must carry at least this much entropy
+_MIN_DISTINCT: Final = 8  # fewer distinct characters: a placeholder, not a random secret
+# The alphabets an imported secret's entropy is counted in: the smallest one holding all of its
+# characters, so a secret of digits only counts 3.3 bits a character, whatever its format allows.
+_SECRET_ALPHABETS: Final = (
+    frozenset("0123456789"),
+    frozenset("0123456789abcdef"),
+    frozenset("0123456789abcdefghijklmnopqrstuvwxyz"),
+    frozenset(ALPHABET),
+    frozenset(ALPHABET + "_+"),  # Cognito's `[\w+]`
+)
+
+
+class ImportedFormat(StrEnum):
+    """The credential formats an existing Client ID and Secret may be imported in. The value
+    is the name the admin API, the CLI and the audit trail use for it (`source`)."""
+
+    ACCESS = "access"  # a Cloudflare Access service token
+    COGNITO = "cognito"  # an Amazon Cognito user pool app client
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    client_id: re.Pattern[str]
+    secret: re.Pattern[str]
+    secret_text: str  # what the secret must be, for error messages
+
+
+# Shapes are exact, so only these values are looked up: an Access id is 32 lower-case hex
+# digits and ".access" (its secret: 64 hex digits, 256 bits); a Cognito app client id is 26
+# characters of [a-z0-9] as Cognito generates them (its secret: 51 or 52 of them, about 265
+# bits, or a custom one, 24 to 64 characters of [A-Za-z0-9_+], as CreateUserPoolClient and
+# AddUserPoolClientSecret allow). Upper case is never accepted: one id, one item key.
+_SHAPES: Final[Mapping[ImportedFormat, _Shape]] = {
+    ImportedFormat.ACCESS: _Shape(
+        re.compile("[0-9a-f]{32}\\.access"),
+        re.compile("[0-9a-f]{64}"),
+        "64 lower-case hexadecimal characters (an Access Client Secret)",
+    ),
+    ImportedFormat.COGNITO: _Shape(
+        re.compile("[0-9a-z]{26}"),
+        re.compile("[0-9A-Za-z_+]{24,64}"),
+        "24 to 64 characters of [A-Za-z0-9_+] (a Cognito app client secret)",
+    ),
+}
+
+
+def imported_format(client_id: str) -> ImportedFormat | None:
+    """The imported format a Client ID has the shape of, or None (a ``gk_`` id never has one).
+    No I/O, no checksum: a well-shaped id may still be unknown."""
+    if not client_id.isascii():
+        return None
+    for name, shape in _SHAPES.items():
+        if shape.client_id.fullmatch(client_id):
+            return name
+    return None
+
+
+def secret_bits(value: str) -> float:
+    """A secret's entropy as its length times the bits of the smallest alphabet holding all its
+    characters (0 if none does). An upper bound for a random secret, the count for a random one."""
+    chars = set(value)
+    for alphabet in _SECRET_ALPHABETS:
+        if chars <= alphabet:
+            return len(value) * math.log2(len(alphabet))
+    return 0.0
+
+
+def check_imported_secret(source: ImportedFormat, value: str, field_name: str) -> None:
+    """Raise MalformedCredential naming what is wrong unless `value` is a secret of `source`'s
+    format with at least MIN_SECRET_BITS of entropy. Never echoes the value."""
+    if not value.isascii():
+        raise MalformedCredential(field_name, "must contain only ASCII characters")
+    if value.startswith(CLIENT_SECRET_PREFIX):  # would be read as a Gatekey secret, and refused
+        raise MalformedCredential(field_name, f"must not start with {CLIENT_SECRET_PREFIX!r}")
+    bits = secret_bits(value)
+    if bits and bits < MIN_SECRET_BITS:
+        raise MalformedCredential(
+            field_name,
+            f"is too weak: {len(value)} characters carry about {int(bits)} bits, under the "
+            f"{MIN_SECRET_BITS} required",
+        )
+    if not _SHAPES[source].secret.fullmatch(value):
+        raise MalformedCredential(field_name, f"must be {_SHAPES[source].secret_text}")
+    if len(set(value)) < _MIN_DISTINCT:
+        raise MalformedCredential(
+            field_name,
+            f"is too weak: fewer than {_MIN_DISTINCT} distinct characters (a placeholder?)",
+        )
+
+
+def parse_client_secret(client_id: str, value: object) -> ClientSecret:
+    """Validate, without I/O, a secret presented with `client_id` (already parsed): a ``gk_``
+    id's must be a Gatekey secret (format and checksum); an imported id's may be one (it was
+    rotated) or a secret of the id's own format."""
+    source = imported_format(client_id)
+    if source is None or not isinstance(value, str) or value.startswith(CLIENT_SECRET_PREFIX):
+        return ClientSecret.parse(value)
+    check_imported_secret(source, value, "client_secret")
+    return ClientSecret(value)
+
+
+def parse_credentials(client_id: object, secret: object) -> tuple[str, ClientSecret]:
+    """A presented Client ID and Secret, validated without I/O (MalformedCredential)."""
+    parsed = parse_client_id(client_id)
+    return parsed, parse_client_secret(parsed, secret)
 
 
 def decode_basic(value: str) -> tuple[str, str]:

@@ -342,11 +342,15 @@ def new_service_token(
     routes: tuple[str, ...] = (ALL_ROUTES,),
     scopes: tuple[str, ...] = (),
     rotation: RotationPolicy | None = None,
+    client_id: str | None = None,
+    secret: ClientSecret | None = None,
 ) -> tuple[ServiceToken, ClientSecret]:
-    """A new token and its plaintext secret. The secret is returned once and never stored."""
-    secret = ClientSecret.generate()
+    """A new token and its plaintext secret. The secret is returned once and never stored.
+    An imported token brings its own `client_id` and `secret` (checked by the caller); by
+    default both are generated."""
+    secret = secret or ClientSecret.generate()
     token = ServiceToken(
-        client_id=generate_client_id(),
+        client_id=client_id or generate_client_id(),
         name=validate_name(name),
         secret_hash=hasher.hash(secret),
         created_at=now,
@@ -363,6 +367,7 @@ def new_service_token(
 
 class AuditAction(StrEnum):
     CREATED = "created"
+    IMPORTED = "imported"  # created with a Client ID and Secret brought from elsewhere
     UPDATED = "updated"
     ROTATED = "rotated"
     REFRESHED = "refreshed"

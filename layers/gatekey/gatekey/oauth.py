@@ -22,7 +22,7 @@ from gatekey.credentials import (
     ClientSecret,
     CredentialForm,
     decode_basic,
-    parse_client_id,
+    parse_credentials,
 )
 from gatekey.errors import (
     AuthenticationError,
@@ -108,7 +108,7 @@ def read_client_authentication(
     if len(found) > 1:
         raise ValidationError("client authentication", "use exactly one authentication method")
     client_id, secret, method = found[0]
-    return ClientAuthentication(parse_client_id(client_id), ClientSecret.parse(secret), method)
+    return ClientAuthentication(*parse_credentials(client_id, secret), method)
 
 
 class TokenEndpoint:

@@ -23,7 +23,7 @@ from gatekey.credentials import (
     ClientSecret,
     CredentialForm,
     decode_basic,
-    parse_client_id,
+    parse_credentials,
 )
 from gatekey.errors import AmbiguousCredentials, InvalidCredentials, MissingCredentials
 
@@ -156,7 +156,7 @@ def _access_cookie(header: str | None) -> str | None:
 
 
 def _pair(method: CredentialForm, client_id: object, secret: object) -> Presented:
-    return Presented(method, parse_client_id(client_id), ClientSecret.parse(secret))
+    return Presented(method, *parse_credentials(client_id, secret))
 
 
 def _basic(value: str) -> Presented:

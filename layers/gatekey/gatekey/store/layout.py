@@ -14,6 +14,10 @@ audit      ``TOKEN#<client_id>``    ``EVENT#<at>#<random>``     ``ttl`` (DynamoD
 run        ``LIFECYCLE``            ``RUN``                     (none: in no index)
 =========  =======================  ==========================  ==================================
 
+A token's key is its Client ID as given: Gatekey's ``gk_...``, or an imported ``<32 hex>.access``
+or Cognito id (credentials.ImportedFormat). None holds ``#``, and each format admits lower case
+only where case could vary, so one id is one key; ``TOKEN#`` keeps them apart from other items.
+
 ``by-name`` (partition ``entity``, sort ``name``) lists tokens without reading audit items.
 ``by-due`` (partition ``due_pk``, sort ``next_due_at``, keys only) holds tokens with lifecycle
 work ahead, by when it is next due (store/due.py): the run reads what is due, and a token once
