@@ -103,29 +103,18 @@ class TokenAdmin:
         owner: str | None,
         rotation: RotationPolicy,
     ) -> Issued:
-        self._check_auto_duration(rotation, duration, "duration")
-        token, secret = new_service_token(
-            name=name,
-            hasher=self._hasher,
-            now=self._clock(),
-            duration=duration,
-            owner=owner,
-            routes=routes,
-            scopes=scopes,
-            rotation=rotation,
+        return Issued(
+            *self._add(
+                actor,
+                AuditAction.CREATED,
+                name=name,
+                duration=duration,
+                routes=routes,
+                scopes=scopes,
+                owner=owner,
+                rotation=rotation,
+            )
         )
-        event = self._event(
-            token,
-            AuditAction.CREATED,
-            actor,
-            name=name,
-            duration=str(duration),
-            routes=list(token.routes),
-            scopes=list(token.scopes),
-            owner=owner,
-            rotation=rotation.mode.value,
-        )
-        return Issued(self._store.create(token, event), secret)
 
     def import_token(
         self,
@@ -147,8 +136,39 @@ class TokenAdmin:
         Its first rotation gives it a Gatekey secret (``gks_``); the id stays."""
         source = _import_source(client_id)
         check_imported_secret(source, secret.reveal(), "client_secret")
+        token, _ = self._add(
+            actor,
+            AuditAction.IMPORTED,
+            name=name,
+            duration=duration,
+            routes=routes,
+            scopes=scopes,
+            owner=owner,
+            rotation=rotation,
+            imported=(client_id, secret),
+            source=source.value,
+        )
+        return token
+
+    def _add(
+        self,
+        actor: Actor,
+        action: AuditAction,
+        *,
+        name: str,
+        duration: Duration,
+        routes: tuple[str, ...],
+        scopes: tuple[str, ...],
+        owner: str | None,
+        rotation: RotationPolicy,
+        imported: tuple[str, ClientSecret] | None = None,
+        **details: AuditValue,
+    ) -> tuple[ServiceToken, ClientSecret]:
+        """Store a new token (with a Client ID and Secret of its own unless `imported`) and
+        its audit event: the fields a person set, and `details`."""
         self._check_auto_duration(rotation, duration, "duration")
-        token, _ = new_service_token(
+        client_id, secret = imported or (None, None)
+        token, secret = new_service_token(
             name=name,
             hasher=self._hasher,
             now=self._clock(),
@@ -162,9 +182,9 @@ class TokenAdmin:
         )
         event = self._event(
             token,
-            AuditAction.IMPORTED,
+            action,
             actor,
-            source=source.value,
+            **details,
             name=name,
             duration=str(duration),
             routes=list(token.routes),
@@ -172,7 +192,7 @@ class TokenAdmin:
             owner=owner,
             rotation=rotation.mode.value,
         )
-        return self._store.create(token, event)
+        return self._store.create(token, event), secret
 
     def get(self, client_id: str) -> ServiceToken:
         return self._store.get(client_id, consistent=True)
