@@ -115,6 +115,7 @@ def introspect() -> Response[str]:
 def revoke() -> Response[str]:
     source_ip = app.current_event.request_context.identity.source_ip
     revoked, caller = token_status.revoke(**_token_form(), source_ip=source_ip)
+    metrics.add_metric("RevocationRequests", MetricUnit.Count, 1)
     if revoked is None:
         logger.info("revocation changed nothing", client_id=caller)
     else:

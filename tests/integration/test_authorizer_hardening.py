@@ -15,13 +15,14 @@ import boto3
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gatekey.access_tokens import issue_access_token
+from gatekey.access_tokens import issue_access_token, issued_at
 from gatekey.admin import Actor, TokenAdmin
 from gatekey.apigw import arn_matches
 from gatekey.aws.keyring_store import KeyRingStore
 from gatekey.aws.kms import kms_public_key
 from gatekey.credentials import ClientSecret
 from gatekey.errors import ConfigurationError, MissingCredentials
+from gatekey.introspection import revoke_access_token
 from gatekey.keyring import KeyRing, RingKey
 from gatekey.signing import LocalKeySigner, b64url
 from gatekey_local.gateway import Answer, Functions, Gateway
@@ -178,6 +179,37 @@ def test_an_access_token_without_a_secret_version_is_refused_once_the_token_was_
     rotate(authorizer, bot, previous_expires_at=int(authorizer.clock[0]) + 3600)
     authorizer.clock[0] += STATUS_TTL
     assert outcome(authorizer, bearer(legacy())) == "secret_rotated"
+
+
+def test_a_revoked_access_token_is_refused_within_the_status_ttl_without_a_read_of_its_own(
+    aws_calls: AwsCallCounter, authorizer: AuthorizerHarness, bot: Bot
+) -> None:
+    # GIVEN two access tokens of one bot, both allowed
+    leaked, other = authorizer.jwt(bot), authorizer.jwt(bot)
+    assert outcome(authorizer, bearer(leaked)) == "allowed"
+    assert outcome(authorizer, bearer(other)) == "allowed"
+    # WHEN the bot revokes one (as /oauth2/revoke does, on the same table)
+    claims = json.loads(base64.urlsafe_b64decode(leaked.split(".")[1] + "=="))
+    revoke_access_token(
+        authorizer.store,
+        client_id=bot.client_id,
+        jti=claims["jti"],
+        exp=claims["exp"],
+        issued=issued_at(claims),
+        now=int(authorizer.clock[0]),
+        actor=bot.client_id,
+        source_ip=None,
+    )
+    # THEN once the status cache's copy expires, one read of the item refuses it and still
+    # allows the other
+    authorizer.clock[0] += STATUS_TTL
+    reads = aws_calls.calls["dynamodb.GetItem"]
+    assert outcome(authorizer, bearer(leaked)) == "access_token_revoked"
+    assert outcome(authorizer, bearer(other)) == "allowed"
+    assert aws_calls.calls["dynamodb.GetItem"] - reads == 1
+    # AND the denial is answered as any other: a Deny policy (API Gateway's 403)
+    response = authorizer.call("rest_request", bearer(leaked))
+    assert response["policyDocument"]["Statement"][0]["Effect"] == "Deny"
 
 
 # -- 3. a key planted in the table's ring item is not trusted ---------------------------------
