@@ -1,7 +1,8 @@
 """`make interop`: Gatekey against software nobody here wrote, over real HTTP.
 
 Starts the local stack (as `make run` does, on a free port), creates a service token through
-the admin API with the `gatekey` CLI (as the e2e tests do), runs interop/node/interop.mjs
+the admin API with the `gatekey` CLI (as the e2e tests do; with the scope gatekey:introspect, so
+it may introspect its own tokens), runs interop/node/interop.mjs
 (openid-client and jose) against it, and stops the stack. Exits with the script's status.
 """
 
@@ -69,7 +70,18 @@ def stop_stack(process: subprocess.Popen[str]) -> None:
 
 def create_service_token(url: str, environment: dict[str, str]) -> dict[str, str]:
     result = subprocess.run(  # noqa: S603 - the CLI installed into .venv
-        [str(GATEKEY), "--endpoint", url, "--json", "create", "interop-bot", "--scope", "read"],
+        [
+            str(GATEKEY),
+            "--endpoint",
+            url,
+            "--json",
+            "create",
+            "interop-bot",
+            "--scope",
+            "read",
+            "--scope",
+            "gatekey:introspect",
+        ],
         env=environment,
         capture_output=True,
         text=True,

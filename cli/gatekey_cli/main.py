@@ -4,6 +4,7 @@
     gatekey import legacy-bot --client-id 1f0e...c9.access --client-secret-file secret.txt
     gatekey list
     gatekey rotate gk_... --grace 24h
+    gatekey revoke-access-token - < leaked.jwt
 
 Every call is SigV4-signed with the usual AWS credential chain. The endpoint is --endpoint,
 else $GATEKEY_ENDPOINT, else the AdminApiUrl output of the deployed stack (--stack,
@@ -14,6 +15,7 @@ line on stderr and a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import base64
 import getpass
 import json
 import sys
@@ -93,6 +95,22 @@ def _parser() -> argparse.ArgumentParser:
     refresh.add_argument("client_id")
     refresh.add_argument("--duration", help="default: the token's own duration")
 
+    leaked = commands.add_parser(
+        "revoke-access-token",
+        help="revoke one access token (a leaked JWT, or a client id and jti)",
+        description=(
+            "Revoke one access token before its exp. Give the JWT itself (or '-' to read it "
+            "from stdin, which keeps it out of the shell history): its client_id, jti and exp "
+            "are read from it here, without verifying it, and only those are sent. Or give "
+            "--client-id and --jti (and --exp if known). Gatekey's authorizer refuses it "
+            "within StatusCacheTtlSeconds; other verifiers see it valid until its exp."
+        ),
+    )
+    leaked.add_argument("token", nargs="?", help="the access token, or '-' for stdin")
+    leaked.add_argument("--client-id")
+    leaked.add_argument("--jti")
+    leaked.add_argument("--exp", type=int, help="the token's exp (epoch seconds)")
+
     events = commands.add_parser("events", help="the token's audit trail, newest first")
     events.add_argument("client_id")
     events.add_argument("--limit", type=int, default=50)
@@ -163,10 +181,36 @@ def _run(
         return client.call("POST", f"{token}/refresh", duration), False
     if args.command == "revoke":
         return client.call("POST", f"{token}/revoke"), False
+    if args.command == "revoke-access-token":
+        client_id, body = _access_token_to_revoke(args)
+        return client.call("POST", f"{BASE}/{client_id}/revoke-access-token", body), False
     if args.command == "delete":
         client.call("DELETE", token)
         return {"client_id": args.client_id, "deleted": True}, False
     return client.call("GET", f"{token}/events", query={"limit": str(args.limit)}), False
+
+
+def _access_token_to_revoke(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The client id and the body naming the access token: from the JWT's claims (read, not
+    verified: an admin revoking a token needs no proof it is genuine), or from the options."""
+    if args.token is None:
+        if not (args.client_id and args.jti):
+            raise CliError("give the access token, or --client-id and --jti")
+        body: dict[str, Any] = {"jti": args.jti}
+        return args.client_id, body | ({"exp": args.exp} if args.exp is not None else {})
+    if args.client_id or args.jti or args.exp is not None:
+        raise CliError("give the access token, or --client-id and --jti, not both")
+    value = (sys.stdin.readline() if args.token == "-" else args.token).strip()
+    try:
+        payload = value.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        client_id, jti, exp = claims["client_id"], claims["jti"], claims["exp"]
+    except (IndexError, ValueError, KeyError, TypeError) as exc:
+        # Never echo the value: it is a credential.
+        raise CliError("not an access token (a JWT with client_id, jti and exp)") from exc
+    if not all(isinstance(v, str) for v in (client_id, jti)) or type(exp) is not int:
+        raise CliError("not an access token (a JWT with client_id, jti and exp)")
+    return client_id, {"jti": jti, "exp": exp}
 
 
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: TextIO) -> None:

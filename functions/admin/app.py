@@ -15,12 +15,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from gatekey import wiring
 from gatekey.admin import Actor, parse_grace
 from gatekey.admin_api import (
+    AccessTokenRevokedOut,
     CreateTokenRequest,
     ErrorOut,
     EventOut,
     EventPage,
     ImportTokenRequest,
     RefreshRequest,
+    RevokeAccessTokenRequest,
     RotateRequest,
     TokenOut,
     TokenPage,
@@ -34,7 +36,7 @@ from gatekey.config import Config
 from gatekey.credentials import ClientSecret
 from gatekey.durations import parse_duration
 from gatekey.errors import GatekeyError
-from gatekey.model import TokenStatus
+from gatekey.model import TokenStatus, rfc3339
 
 logger = Logger()
 # Powertools' resolver logs each parsed request body at DEBUG; a secret pasted into the wrong
@@ -159,6 +161,21 @@ def events(
 ) -> EventPage:
     page = admin.events(client_id, limit=limit, next_token=next_token)
     return EventPage(items=[EventOut.of(e) for e in page.items], next_token=page.next_token)
+
+
+@app.post(f"{BASE}/<client_id>/revoke-access-token")
+def revoke_access_token(
+    client_id: str, body: Annotated[RevokeAccessTokenRequest, Body()]
+) -> AccessTokenRevokedOut:
+    revoked = admin.revoke_access_token(actor(), client_id, jti=body.jti, exp=body.exp)
+    watermark = revoked.revocations.not_before if revoked else 0
+    logger.info("access token revoked", client_id=client_id, written=revoked is not None)
+    return AccessTokenRevokedOut(
+        client_id=client_id,
+        jti=body.jti,
+        written=revoked is not None,
+        access_tokens_not_before=rfc3339(watermark) if watermark else None,
+    )
 
 
 @app.get("/admin/openapi.json")

@@ -1,4 +1,5 @@
-"""Token endpoint: POST /oauth2/token, GET /.well-known/jwks.json, and the metadata at both
+"""Token endpoint: POST /oauth2/token, POST /oauth2/introspect (RFC 7662), POST /oauth2/revoke
+(RFC 7009), GET /.well-known/jwks.json, and the metadata at both
 /.well-known/oauth-authorization-server (RFC 8414) and /.well-known/openid-configuration.
 
 A thin adapter: parse the API Gateway event, call gatekey.oauth, shape the HTTP answer.
@@ -17,10 +18,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from gatekey import wiring
 from gatekey.config import Config
 from gatekey.errors import GatekeyError
+from gatekey.introspection import MAX_TOKEN_FORM_BYTES
 from gatekey.oauth import (
+    INTROSPECTION_PATH,
     JWKS_PATH,
     OAUTH_METADATA_PATH,
     OPENID_CONFIGURATION_PATH,
+    REVOCATION_PATH,
     TOKEN_PATH,
     authorization_server_metadata,
     oauth_error,
@@ -45,7 +49,7 @@ def _last_seen_failed(_: GatekeyError) -> None:
         metric.add_dimension("function", "token")
 
 
-endpoint, signing_keys = wiring.token(config, last_seen_failed=_last_seen_failed)
+endpoint, signing_keys, token_status = wiring.token(config, last_seen_failed=_last_seen_failed)
 app = APIGatewayRestResolver()
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -82,6 +86,52 @@ def token() -> Response[str]:
     return _json(200, body, NO_STORE)
 
 
+def _token_form() -> dict[str, Any]:
+    """What the introspection and revocation handlers hand the core, with a form that may
+    hold an access token (MAX_TOKEN_FORM_BYTES)."""
+    event = app.current_event
+    return {
+        "content_type": event.headers.get("content-type"),
+        "form": parse_form(
+            event.body,
+            base64_encoded=bool(event.is_base64_encoded),
+            max_bytes=MAX_TOKEN_FORM_BYTES,
+        ),
+        "headers": {name.lower(): value for name, value in event.headers.items()},
+        "issuer": issuer(),
+    }
+
+
+@app.post(INTROSPECTION_PATH)
+def introspect() -> Response[str]:
+    answer, caller = token_status.introspect(**_token_form())
+    # Never the token: the caller, and whether it was active.
+    logger.info("token introspected", client_id=caller, active=answer["active"])
+    metrics.add_metric("TokensIntrospected", MetricUnit.Count, 1)
+    return _json(200, dict(answer), NO_STORE)
+
+
+@app.post(REVOCATION_PATH)
+def revoke() -> Response[str]:
+    source_ip = app.current_event.request_context.identity.source_ip
+    revoked, caller = token_status.revoke(**_token_form(), source_ip=source_ip)
+    metrics.add_metric("RevocationRequests", MetricUnit.Count, 1)
+    if revoked is None:
+        logger.info("revocation changed nothing", client_id=caller)
+    else:
+        # The jti names the token in the audit trail; the token itself is never logged.
+        logger.info(
+            "access token revoked",
+            client_id=caller,
+            revoked=len(revoked.revocations.ids),
+            watermark_moved=revoked.watermark_moved,
+        )
+        metrics.add_metric("AccessTokensRevoked", MetricUnit.Count, 1)
+        if revoked.watermark_moved:
+            metrics.add_metric("RevocationWatermarksMoved", MetricUnit.Count, 1)
+    return Response(200, "application/json", "{}", NO_STORE)
+
+
 @app.get(JWKS_PATH)
 def jwks() -> Response[str]:
     metrics.add_metric("JwksRequests", MetricUnit.Count, 1)
@@ -104,7 +154,9 @@ def openid_metadata() -> Response[str]:
 @app.exception_handler(GatekeyError)  # type: ignore[untyped-decorator]
 def handle_error(exc: GatekeyError) -> Response[str]:
     answer = oauth_error(exc)
-    if answer.status >= 500:
+    if answer.status == 503:  # lost races of concurrent revocations: the client retries
+        logger.warning("token request not served", reason=exc.reason, detail=exc.message)
+    elif answer.status >= 500:
         logger.error("token endpoint failed", reason=exc.reason, detail=exc.message)
     else:
         logger.info("token request refused", reason=exc.reason, error=answer.error)

@@ -1,5 +1,6 @@
 // Gatekey with openid-client and jose, as a Node service would use them, with their defaults.
-// `make interop` runs this against the local stack (interop/run.py); against a deployed stack:
+// `make interop` runs this against the local stack (interop/run.py); against a deployed stack
+// (the service token needs the scope gatekey:introspect, for step 4):
 //   GATEKEY_ISSUER=https://... GATEKEY_AUDIENCE=gatekey GATEKEY_CLIENT_ID=... \
 //   GATEKEY_CLIENT_SECRET=... node interop/node/interop.mjs
 import * as client from 'openid-client';
@@ -76,4 +77,29 @@ for (const behind of [1, 29]) {
   await jwtVerify(tokens.access_token, jwks, { ...options, currentDate });
   ok(`jose jwtVerify, verifier clock ${behind} s behind`, 'accepted');
 }
+// 4. RFC 7662 introspection and RFC 7009 revocation at the discovered endpoints, with
+//    openid-client's default client authentication (client_secret_post).
+for (const name of ['introspection_endpoint', 'revocation_endpoint']) {
+  if (!metadata[name]) throw new Error(`the metadata names no ${name}`);
+}
+const active = await client.tokenIntrospection(config, tokens.access_token);
+if (active.active !== true || active.client_id !== clientId || active.jti !== payload.jti) {
+  throw new Error(`introspection of a fresh token: ${JSON.stringify(active)}`);
+}
+ok(
+  'openid-client tokenIntrospection',
+  `active=${active.active} client_id=${active.client_id} scope=${active.scope} ` +
+    `token_type=${active.token_type}`,
+);
+const garbage = await client.tokenIntrospection(config, 'not-a-token');
+if (garbage.active !== false || Object.keys(garbage).length !== 1) {
+  throw new Error(`introspection of garbage: ${JSON.stringify(garbage)}`);
+}
+ok('openid-client tokenIntrospection of garbage', JSON.stringify(garbage));
+await client.tokenRevocation(config, tokens.access_token, { token_type_hint: 'access_token' });
+const revoked = await client.tokenIntrospection(config, tokens.access_token);
+if (revoked.active !== false) throw new Error('a revoked token is still active');
+ok('openid-client tokenRevocation', `then introspection: ${JSON.stringify(revoked)}`);
+await client.tokenRevocation(config, 'not-a-token'); // RFC 7009 §2.2: no error
+ok('openid-client tokenRevocation of garbage', 'accepted (200), as RFC 7009 asks');
 console.log('interop: all passed');

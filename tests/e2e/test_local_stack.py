@@ -20,6 +20,7 @@ import httpx
 import jwt
 import pytest
 import requests
+from authlib.integrations.requests_client import OAuth2Session
 
 from gatekey_client.httpx_auth import GatekeyHttpxAuth
 from gatekey_client.requests_auth import GatekeyRequestsAuth
@@ -527,3 +528,46 @@ def test_an_imported_weak_secret_is_refused_and_nothing_is_written(stack: LocalS
     assert cli(stack, "list", "--name", "weak-bot")["items"] == []
     answer = whoami(stack, {"CF-Access-Client-Id": client_id, "CF-Access-Client-Secret": "0" * 64})
     assert answer.status_code == 403
+
+
+def test_a_bot_revokes_its_access_token_and_the_authorizer_refuses_it_within_the_bound(
+    stack: LocalStack, bot: dict[str, Any]
+) -> None:
+    # GIVEN a bot with two access tokens, fetched with Authlib, both let in on the route whose
+    # authorizer API Gateway caches, and a resource server allowed to introspect
+    session = OAuth2Session(
+        bot["client_id"], bot["client_secret"], token_endpoint_auth_method="client_secret_basic"
+    )
+    token_url = f"{stack.url}/oauth2/token"
+    leaked = session.fetch_token(token_url, grant_type="client_credentials")["access_token"]
+    kept = session.fetch_token(token_url, grant_type="client_credentials")["access_token"]
+    route = "/demo/cached/whoami"
+    for token in (leaked, kept):
+        assert whoami(stack, {"Authorization": f"Bearer {token}"}, route).status_code == 200
+    server = cli(stack, "create", "e2e-resource-server", "--scope", "gatekey:introspect")
+    resource = OAuth2Session(server["client_id"], server["client_secret"])
+    introspect = f"{stack.url}/oauth2/introspect"
+    assert resource.introspect_token(introspect, token=leaked).json()["active"] is True
+    # WHEN the bot revokes one at /oauth2/revoke (RFC 7009)
+    answer = session.revoke_token(
+        f"{stack.url}/oauth2/revoke", token=leaked, token_type_hint="access_token"
+    )
+    revoked_at = time.monotonic()
+    assert answer.status_code == 200
+    # THEN introspection says so at once
+    assert resource.introspect_token(introspect, token=leaked).json() == {"active": False}
+    assert resource.introspect_token(introspect, token=kept).json()["active"] is True
+    # AND every request started after the bound is refused, while the other token works
+    bound = STATUS_TTL + AUTHORIZER_TTL
+    first_refusal = None
+    while time.monotonic() - revoked_at < bound + 1:
+        started = time.monotonic() - revoked_at
+        status = whoami(stack, {"Authorization": f"Bearer {leaked}"}, route).status_code
+        if status == 403 and first_refusal is None:
+            first_refusal = started
+        if started > bound:
+            assert status == 403, f"still allowed {started:.2f} s after revocation"
+        time.sleep(0.1)
+    assert whoami(stack, {"Authorization": f"Bearer {kept}"}, route).status_code == 200
+    assert first_refusal is not None
+    print(f"\naccess token revocation: first refusal {first_refusal:.2f} s (bound {bound} s)")

@@ -6,20 +6,24 @@ decisions, tested on the in-memory store: tests/unit/test_authorizer_decisions.p
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gatekey.access_tokens import issue_access_token
+from gatekey.access_tokens import issue_access_token, issued_at
 from gatekey.aws.keyring_store import KeyRingStore
 from gatekey.errors import ConfigurationError, MissingCredentials
+from gatekey.introspection import revoke_access_token
 from gatekey.keyring import KeyRing, RingKey
 from gatekey.signing import LocalKeySigner, b64url
 from support.aws import AwsCallCounter
 from support.constants import ISSUER, NOW, TABLE_NAME
 from support.harness import AuthorizerHarness, Bot, authorizer_event
+
+STATUS_TTL = 30  # the authorizer's default StatusCacheTtlSeconds
 
 
 def outcome(authorizer: AuthorizerHarness, headers: dict[str, str], **kwargs: Any) -> str:
@@ -42,6 +46,37 @@ def bearer(token: str) -> dict[str, str]:
 @pytest.fixture
 def bot(authorizer: AuthorizerHarness) -> Bot:
     return authorizer.bot()
+
+
+def test_a_revoked_access_token_is_refused_within_the_status_ttl_without_a_read_of_its_own(
+    aws_calls: AwsCallCounter, authorizer: AuthorizerHarness, bot: Bot
+) -> None:
+    # GIVEN two access tokens of one bot, both allowed
+    leaked, other = authorizer.jwt(bot), authorizer.jwt(bot)
+    assert outcome(authorizer, bearer(leaked)) == "allowed"
+    assert outcome(authorizer, bearer(other)) == "allowed"
+    # WHEN the bot revokes one (as /oauth2/revoke does, on the same table)
+    claims = json.loads(base64.urlsafe_b64decode(leaked.split(".")[1] + "=="))
+    revoke_access_token(
+        authorizer.store,
+        client_id=bot.client_id,
+        jti=claims["jti"],
+        exp=claims["exp"],
+        issued=issued_at(claims),
+        now=int(authorizer.clock[0]),
+        actor=bot.client_id,
+        source_ip=None,
+    )
+    # THEN once the status cache's copy expires, one read of the item refuses it and still
+    # allows the other
+    authorizer.clock[0] += STATUS_TTL
+    reads = aws_calls.calls["dynamodb.GetItem"]
+    assert outcome(authorizer, bearer(leaked)) == "access_token_revoked"
+    assert outcome(authorizer, bearer(other)) == "allowed"
+    assert aws_calls.calls["dynamodb.GetItem"] - reads == 1
+    # AND the denial is answered as any other: a Deny policy (API Gateway's 403)
+    response = authorizer.call("rest_request", bearer(leaked))
+    assert response["policyDocument"]["Statement"][0]["Effect"] == "Deny"
 
 
 def test_a_key_planted_in_the_ring_item_cannot_sign_access_tokens(

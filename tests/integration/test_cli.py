@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import subprocess
@@ -281,3 +282,54 @@ def test_the_secret_is_never_an_argument(admin_gateway: AdminGateway) -> None:
             "legacy-bot",
         )
     assert gatekey_json(admin_gateway, "list")["items"] == []
+
+
+def _jwt(claims: dict[str, Any]) -> str:
+    # The CLI reads the claims without verifying (an admin revoking needs no proof), so a
+    # token with any signature will do here; the server never sees more than client_id,
+    # jti and exp.
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'RS256', 'typ': 'at+jwt'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+def test_an_operator_revokes_a_leaked_access_token_pasted_or_by_its_jti(
+    admin_gateway: AdminGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a bot whose access token leaked into a log
+    client_id = gatekey_json(admin_gateway, "create", "leaky-bot")["client_id"]
+    exp = int(admin_gateway.admin.clock[0]) + 3600
+    leaked = _jwt({"client_id": client_id, "sub": client_id, "jti": "j" * 22, "exp": exp})
+    # WHEN the operator pastes it on stdin (kept out of the shell history)
+    monkeypatch.setattr("sys.stdin", io.StringIO(leaked + "\n"))
+    answer = gatekey_json(admin_gateway, "revoke-access-token", "-")
+    # THEN it is revoked, audited as the operator's act, and the token is echoed nowhere
+    assert answer == {
+        "client_id": client_id,
+        "jti": "j" * 22,
+        "written": True,
+        "access_tokens_not_before": None,
+    }
+    [event, _] = gatekey_json(admin_gateway, "events", client_id)["items"]
+    assert event["action"] == "access_token_revoked"
+    assert event["actor"].startswith("arn:aws:iam::123456789012:user/")
+    assert event["details"] == {"jti": "j" * 22, "exp": exp}
+    # Again, by client id and jti alone: nothing more to write.
+    again = gatekey_json(
+        admin_gateway, "revoke-access-token", "--client-id", client_id, "--jti", "j" * 22
+    )
+    assert again["written"] is False
+
+
+def test_revoke_access_token_refuses_what_is_not_an_access_token_without_echoing_it(
+    admin_gateway: AdminGateway,
+) -> None:
+    for args in (["revoke-access-token", "gks_notajwt"], ["revoke-access-token"]):
+        code, out, err = gatekey(admin_gateway, *args)
+        assert code == 1
+        assert out == ""
+        assert "gks_notajwt" not in err
+    code, _, err = gatekey(admin_gateway, "revoke-access-token", "--client-id", GHOST, "--jti", "x")
+    assert code == 1
+    assert "not_found" in err or "404" in err or "does not exist" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -17,6 +18,7 @@ from gatekey.errors import (
     ValidationError,
 )
 from gatekey.hashing import Hasher
+from gatekey.introspection import revoke_access_token
 from gatekey.model import (
     EXPIRED,
     AuditAction,
@@ -25,6 +27,7 @@ from gatekey.model import (
     TokenStatus,
     new_service_token,
 )
+from gatekey.revocations import AccessTokenRevocations
 from gatekey.store import InMemoryTokenStore, Page, RunState, TokenStore
 from support.constants import ADMIN, NOW
 
@@ -378,3 +381,69 @@ def test_events_page_newest_first(any_store: TokenStore, unit_hasher: Hasher) ->
     pages = all_pages(any_store.events, client_id=token.client_id, limit=4)
     assert [len(p) for p in pages] == [4, 2]
     assert [e.at for page in pages for e in page] == [NOW + i for i in range(5, -1, -1)]
+
+
+def test_revoked_access_tokens_are_written_only_over_the_version_read(
+    any_store: TokenStore, unit_hasher: Hasher
+) -> None:
+    token = create(any_store, unit_hasher)
+    first = AccessTokenRevocations((("a" * 22, NOW + 3600),), 0, 1)
+    revoked = event(token, AuditAction.ACCESS_TOKEN_REVOKED, jti="a" * 22, exp=NOW + 3600)
+    assert any_store.save_revocations(token.client_id, first, read_version=0, event=revoked)
+    # A second writer that read before the first wrote loses, and writes nothing.
+    lost = AccessTokenRevocations((("b" * 22, NOW + 3600),), 0, 1)
+    assert not any_store.save_revocations(token.client_id, lost, read_version=0, event=revoked)
+    second = AccessTokenRevocations((*first.ids, ("b" * 22, NOW + 60)), NOW, 2)
+    assert any_store.save_revocations(token.client_id, second, read_version=1, event=revoked)
+    stored = any_store.get(token.client_id, consistent=True)
+    assert stored.revoked_access_tokens == second
+    # Not a change of the token: its version stays, and an admin change made from a copy read
+    # before the revocations keeps them.
+    assert stored.version == 1
+    any_store.update(replace(token, name="renamed"), event(token, AuditAction.UPDATED))
+    stored = any_store.get(token.client_id, consistent=True)
+    assert (stored.name, stored.revoked_access_tokens) == ("renamed", second)
+    actions = [e.action for e in any_store.events(token.client_id).items]
+    assert actions.count(AuditAction.ACCESS_TOKEN_REVOKED) == 2
+
+
+def test_revoking_an_access_token_of_an_unknown_client_is_not_found(
+    any_store: TokenStore, unit_hasher: Hasher
+) -> None:
+    token, _ = new_service_token(name="gone", hasher=unit_hasher, now=NOW)
+    revoked = AccessTokenRevocations((("a" * 22, NOW + 3600),), 0, 1)
+    with pytest.raises(NotFound):
+        any_store.save_revocations(
+            token.client_id,
+            revoked,
+            read_version=0,
+            event=event(token, AuditAction.ACCESS_TOKEN_REVOKED),
+        )
+    with pytest.raises(NotFound):
+        any_store.get(token.client_id, consistent=True)
+
+
+def test_concurrent_revocations_of_one_clients_tokens_lose_none(
+    atomic_dynamodb_requests: None, any_store: TokenStore, unit_hasher: Hasher
+) -> None:
+    # (moto made atomic per request, as DynamoDB is, before the store's client is built)
+    token = create(any_store, unit_hasher)
+    jtis = [f"jti{i:019d}" for i in range(6)]
+
+    def revoke(jti: str) -> None:
+        revoke_access_token(
+            any_store,
+            client_id=token.client_id,
+            jti=jti,
+            exp=NOW + 3600,
+            issued=NOW,
+            now=NOW + 1,
+            actor=token.client_id,
+            source_ip=None,
+        )
+
+    with ThreadPoolExecutor(max_workers=len(jtis)) as pool:
+        list(pool.map(revoke, jtis))
+    stored = any_store.get(token.client_id, consistent=True).revoked_access_tokens
+    assert sorted(jti for jti, _ in stored.ids) == jtis
+    assert stored.version == len(jtis)

@@ -109,3 +109,16 @@ def test_every_error_has_one_rfc_6749_answer(exc: GatekeyError, status: int, cod
         assert answer.description == "client authentication failed"  # never which check failed
     if status == 500:
         assert "KMS" not in answer.description  # internals stay in the logs
+
+
+def test_both_metadata_documents_name_introspection_revocation_and_the_scope() -> None:
+    from gatekey.oauth import authorization_server_metadata, openid_configuration
+
+    issuer = "https://auth.example.com"
+    for document in (authorization_server_metadata(issuer), openid_configuration(issuer)):
+        assert document["introspection_endpoint"] == f"{issuer}/oauth2/introspect"
+        assert document["revocation_endpoint"] == f"{issuer}/oauth2/revoke"
+        for name in ("introspection", "revocation", "token"):
+            methods = document[f"{name}_endpoint_auth_methods_supported"]
+            assert methods == ["client_secret_basic", "client_secret_post"]
+        assert document["scopes_supported"] == ["gatekey:introspect"]

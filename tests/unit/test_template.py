@@ -9,6 +9,7 @@ from gatekey.credentials import HEADER_PAIRS
 from gatekey.hashing import Hasher
 from gatekey.model import AuditAction, AuditEvent, new_service_token
 from gatekey.oauth import OAUTH_METADATA_PATH, OPENID_CONFIGURATION_PATH, openid_configuration
+from gatekey.revocations import AccessTokenRevocations
 from gatekey.store import layout
 from gatekey_local.__main__ import shared_environment
 from gatekey_local.provision import load_template
@@ -133,6 +134,34 @@ def test_what_records_a_use_may_write_exactly_the_attributes_its_last_seen_updat
     assert set(allowed) == {"pk", "sk", *written}
 
 
+def test_the_token_function_may_write_exactly_what_a_revocation_writes(
+    template: dict[str, Any],
+) -> None:
+    # The transaction of a revocation: an UpdateItem of the revocation attributes only, and
+    # the audit item's PutItem; each allowed by a statement of exactly those attributes.
+    token, _ = new_service_token(name="bot", hasher=Hasher({"p1": b"p" * 32}, "p1"), now=1000)
+    event = AuditEvent(token.client_id, AuditAction.ACCESS_TOKEN_REVOKED, token.client_id, 1000)
+    revoked = AccessTokenRevocations((("j" * 22, 2000),), 0, 1)
+    update, put = items.revocations_request("t", token.client_id, revoked, 0, event, 1)
+    written = set(update["Update"]["ExpressionAttributeNames"].values())
+    audit = set(put["Put"]["Item"])
+    statements = resource(template, "TokenFunction")["Properties"]["Policies"][1]["Statement"]
+    scoped = [
+        (s["Action"], set(s["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]))
+        for s in statements
+        if s.get("Action") in ("dynamodb:UpdateItem", "dynamodb:PutItem")
+    ]
+    # The last-seen UpdateItem, the revocation's, and the audit item's PutItem.
+    assert len(scoped) == 3
+    updates = [attributes for action, attributes in scoped if action == "dynamodb:UpdateItem"]
+    assert {"pk", "sk", *written} in updates
+    [allowed_put] = [attributes for action, attributes in scoped if action == "dynamodb:PutItem"]
+    assert set(layout.REVOCATION_ATTRIBUTES) == written
+    # source_ip is absent from this event; the policy allows it for those that carry one.
+    assert allowed_put == audit | {"source_ip"}
+    assert set(layout.UPDATABLE).isdisjoint(written)
+
+
 EXPORTED = (
     "AuthorizerFunctionArn",
     "TokenEndpointUrl",
@@ -168,8 +197,19 @@ def test_every_url_the_discovery_metadata_names_is_a_route_of_the_token_api(
     issuer = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/v1"
     metadata = openid_configuration(issuer)
     named = {name: value for name, value in metadata.items() if str(value).startswith("https:")}
-    assert named.keys() == {"issuer", "token_endpoint", "jwks_uri"}
-    method = {"token_endpoint": "POST", "jwks_uri": "GET"}
+    assert named.keys() == {
+        "issuer",
+        "token_endpoint",
+        "jwks_uri",
+        "introspection_endpoint",
+        "revocation_endpoint",
+    }
+    method = {
+        "token_endpoint": "POST",
+        "jwks_uri": "GET",
+        "introspection_endpoint": "POST",
+        "revocation_endpoint": "POST",
+    }
     served = {
         (method[name], str(url).removeprefix(issuer))
         for name, url in named.items()

@@ -16,10 +16,12 @@ from typing import Any, Final, Protocol
 
 from gatekey.config import MAX_ACCESS_TOKEN_LIFETIME
 from gatekey.errors import (
+    AccessTokenRevoked,
     BadSignature,
     InvalidCredentials,
     InvalidScope,
     NotYetValid,
+    SecretRotated,
     TokenExpired,
     UnknownKey,
     WrongAudience,
@@ -187,6 +189,31 @@ def verify_access_token(
         raise InvalidCredentials("access token claims are malformed") from exc
     _check_claims(claims, issuer=issuer, audience=audience, now=now, leeway=leeway)
     return claims
+
+
+def issued_at(claims: Mapping[str, Any]) -> int:
+    """When a verified access token was issued: its `iat` is BACKDATE earlier. (Tokens from
+    before BACKDATE, all long expired, would read 30 s late.)"""
+    return int(claims["iat"]) + BACKDATE
+
+
+def access_token_valid_until(
+    token: ServiceToken, claims: Mapping[str, Any], now: int
+) -> int | None:
+    """Until when the service token `token` accepts its access token with these (verified)
+    claims (None: as long as the token), or raise: AccessTokenRevoked if it was revoked
+    (gatekey.revocations), SecretRotated if it was minted with a secret that a rotation
+    replaced (or whose grace ended). A token from before versions were stamped is accepted
+    only by a service token never rotated. What the token itself needs (active, enabled,
+    unexpired) is `ServiceToken.ensure_usable`'s."""
+    if token.revoked_access_tokens.revoked(claims["jti"], issued_at(claims)):
+        raise AccessTokenRevoked(f"an access token of {token.client_id} was revoked")
+    version = claims.get(SECRET_VERSION_CLAIM)
+    if version is None:
+        if token.client_secret_version == 1:
+            return token.expires_at
+        raise SecretRotated(f"access token predates the rotation of {token.client_id}")
+    return token.secret_valid_until(int(version), now)
 
 
 def _check_claims(

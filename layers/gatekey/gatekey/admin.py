@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Final
 
+from gatekey.config import MAX_ACCESS_TOKEN_LIFETIME
 from gatekey.credentials import (
     CLIENT_ID_PREFIX,
     ClientSecret,
@@ -23,6 +24,7 @@ from gatekey.credentials import (
 from gatekey.durations import DAY, HOUR, Duration, parse_duration
 from gatekey.errors import InvalidTransition, ValidationError
 from gatekey.hashing import Hasher, SecretHash
+from gatekey.introspection import Revoked, revoke_access_token
 from gatekey.model import (
     PROMOTED,
     ROTATED,
@@ -364,6 +366,26 @@ class TokenAdmin:
     def delete(self, actor: Actor, client_id: str) -> None:
         token = self.get(client_id)
         self._store.delete(token, self._event(token, AuditAction.DELETED, actor))
+
+    def revoke_access_token(
+        self, actor: Actor, client_id: str, *, jti: str, exp: int | None = None
+    ) -> Revoked | None:
+        """Revoke one access token of `client_id` by its `jti` (one leaked in a log, say), as
+        the client itself may at /oauth2/revoke. Without `exp`, kept as long as any access
+        token can live. None when it needed no write (already revoked, or expired). The
+        authorizer refuses it within StatusCacheTtlSeconds."""
+        now = self._clock()
+        return revoke_access_token(
+            self._store,
+            client_id=client_id,
+            jti=jti,
+            exp=now + MAX_ACCESS_TOKEN_LIFETIME if exp is None else exp,
+            # Any access token was issued by now: a watermark at or past now covers it.
+            issued=now,
+            now=now,
+            actor=actor.arn,
+            source_ip=actor.source_ip,
+        )
 
 
 def _import_source(client_id: str) -> ImportedFormat:

@@ -181,3 +181,22 @@ def status_of(exc: GatekeyError) -> int:
 
 def duration_or_none(value: str | None, field: str = "duration") -> Duration | None:
     return None if value is None else parse_duration(value, field=field)
+
+
+class RevokeAccessTokenRequest(BaseModel):
+    """One access token to revoke, by its `jti`; `exp` (epoch seconds, from the token) lets
+    the entry go when the token expires, else it is kept as long as any token can live."""
+
+    model_config = Strict
+    jti: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    exp: int | None = Field(default=None, ge=0)
+
+
+class AccessTokenRevokedOut(BaseModel):
+    client_id: str
+    jti: str
+    # False: nothing was written (it was revoked already, or has expired).
+    written: bool
+    # Set when the client's list of revoked ids was full: every access token it was issued
+    # until this time is revoked (README, "Token endpoint").
+    access_tokens_not_before: str | None

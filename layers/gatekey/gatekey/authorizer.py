@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
 
-from gatekey.access_tokens import SECRET_VERSION_CLAIM, verify_access_token
+from gatekey.access_tokens import access_token_valid_until, verify_access_token
 from gatekey.apigw import (
     AuthRequest,
     EventShape,
@@ -46,7 +46,6 @@ from gatekey.errors import (
     InvalidCredentials,
     MissingCredentials,
     NotFound,
-    SecretRotated,
     ValidationError,
 )
 from gatekey.hashing import Hasher
@@ -88,17 +87,6 @@ def _secret_valid_until(
     token: ServiceToken, *, secret: ClientSecret, hasher: Hasher, now: int
 ) -> int | None:
     return token.authenticate(secret, hasher, now).valid_until
-
-
-def _access_token_valid_until(token: ServiceToken, *, version: int | None, now: int) -> int | None:
-    """Until when `token` accepts an access token minted with its secret `version`: one minted
-    with a secret that a rotation replaced (or whose grace ended) is refused. A token from before
-    versions were stamped is accepted only by a token never rotated."""
-    if version is None:
-        if token.client_secret_version == 1:
-            return token.expires_at
-        raise SecretRotated(f"access token predates the rotation of {token.client_id}")
-    return token.secret_valid_until(version, now)
 
 
 # -- the decision ------------------------------------------------------------------------------
@@ -228,8 +216,9 @@ class Authorizer:
         if presented.jwt is not None:
             claims, expires = self._verify_jwt(presented.jwt, now)
             client_id = str(claims["client_id"])
-            version = claims.get(SECRET_VERSION_CLAIM)
-            check = partial(_access_token_valid_until, version=version, now=now)
+            # The secret version and the revoked ids are read from the token's item, which the
+            # status cache holds: a revocation lands within its TTL, without a read of its own.
+            check = partial(access_token_valid_until, claims=claims, now=now)
             scopes = tuple(str(claims.get("scope", "")).split())
         elif presented.client_id is not None and presented.secret is not None:
             client_id = presented.client_id

@@ -129,6 +129,27 @@ class TokenRevoked(AuthenticationError):
     reason = "token_revoked"
 
 
+class AccessTokenRevoked(AuthenticationError):
+    """An access token its client (or an admin) revoked before its exp (RFC 7009), or one
+    issued before the client's `access_tokens_not_before` watermark. Not InvalidCredentials:
+    a revocation is final, so a fresh read of the token could not change the answer."""
+
+    reason = "access_token_revoked"
+
+
+class ClientNotPermitted(AuthenticationError):
+    """An authenticated client asking for what its service token does not permit: to
+    introspect without the introspection scope."""
+
+    reason = "client_not_permitted"
+
+
+class TokenOfAnotherClient(AuthenticationError):
+    """A client revoking an access token issued to another client (RFC 7009 §2.1)."""
+
+    reason = "token_of_another_client"
+
+
 # -- state of stored tokens --------------------------------------------------------------------
 
 

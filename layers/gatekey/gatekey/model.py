@@ -23,6 +23,7 @@ from gatekey.errors import (
     ValidationError,
 )
 from gatekey.hashing import Hasher, SecretHash
+from gatekey.revocations import NO_REVOCATIONS, AccessTokenRevocations
 
 MAX_NAME_LENGTH: Final = 128
 MAX_ROUTES: Final = 100
@@ -263,6 +264,9 @@ class ServiceToken:
     delivery_pending: str | None = None
     # Optimistic lock: the version this copy was read at. The store writes version + 1.
     version: int = 1
+    # Access tokens revoked before their exp (gatekey.revocations). Written only by the
+    # store's `save_revocations`, under a lock of its own; `update` leaves them as stored.
+    revoked_access_tokens: AccessTokenRevocations = NO_REVOCATIONS
 
     def __post_init__(self) -> None:
         parse_client_id(self.client_id)
@@ -381,6 +385,7 @@ class AuditAction(StrEnum):
     REMINDED = "reminded"
     NOTIFIED = "notified"
     GRACE_ENDED = "grace_ended"
+    ACCESS_TOKEN_REVOKED = "access_token_revoked"
 
 
 AuditValue = str | int | bool | None | list[str]

@@ -26,10 +26,13 @@ from gatekey.credentials import (
 )
 from gatekey.errors import (
     AuthenticationError,
+    ClientNotPermitted,
+    ConcurrentModification,
     GatekeyError,
     InvalidScope,
     MalformedCredential,
     NotFound,
+    TokenOfAnotherClient,
     UnsupportedGrantType,
     ValidationError,
 )
@@ -58,13 +61,16 @@ class ClientAuthentication:
     method: str
 
 
-def parse_form(body: str | None, *, base64_encoded: bool = False) -> dict[str, list[str]]:
+def parse_form(
+    body: str | None, *, base64_encoded: bool = False, max_bytes: int = MAX_FORM_BYTES
+) -> dict[str, list[str]]:
     """The request's form (application/x-www-form-urlencoded), refused as invalid_request
-    before any parsing when it is larger or has more fields than a token request can have."""
+    before any parsing when it is larger (`max_bytes`) or has more fields than a request of
+    the endpoint can have."""
     raw = body or ""
     # Base64 takes 4 characters for every 3 bytes.
-    if len(raw) > (MAX_FORM_BYTES * 4 // 3 + 4 if base64_encoded else MAX_FORM_BYTES):
-        raise ValidationError("body", f"must be at most {MAX_FORM_BYTES} bytes")
+    if len(raw) > (max_bytes * 4 // 3 + 4 if base64_encoded else max_bytes):
+        raise ValidationError("body", f"must be at most {max_bytes} bytes")
     try:
         text = base64.b64decode(raw, validate=True).decode("utf-8") if base64_encoded else raw
         return parse_qs(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
@@ -76,7 +82,7 @@ def parse_form(body: str | None, *, base64_encoded: bool = False) -> dict[str, l
         ) from exc
 
 
-def _single(form: Mapping[str, Sequence[str]], name: str) -> str | None:
+def single(form: Mapping[str, Sequence[str]], name: str) -> str | None:
     values = form.get(name)
     if not values:
         return None
@@ -97,7 +103,7 @@ def read_client_authentication(
     scheme, _, value = headers.get("authorization", "").partition(" ")
     if AUTHORIZATION_SCHEMES.get(scheme.lower()) is CredentialForm.BASIC:
         found.append((*decode_basic(value.strip()), "client_secret_basic"))
-    form_id, form_secret = _single(form, "client_id"), _single(form, "client_secret")
+    form_id, form_secret = single(form, "client_id"), single(form, "client_secret")
     if form_secret is not None:
         found.append((form_id or "", form_secret, "client_secret_post"))
     for id_header, secret_header in HEADER_PAIRS.values():
@@ -149,17 +155,20 @@ class TokenEndpoint:
         """Return the access token and the client_id it was issued to."""
         if (content_type or "").split(";")[0].strip().lower() != FORM_CONTENT_TYPE:
             raise ValidationError("Content-Type", f"must be {FORM_CONTENT_TYPE}")
-        grant_type = _single(form, "grant_type")
+        grant_type = single(form, "grant_type")
         if grant_type is None:
             raise ValidationError("grant_type", "is required")
         if grant_type != GRANT_TYPE:
             raise UnsupportedGrantType("grant_type", f"only {GRANT_TYPE} is supported")
-        requested_scope = _single(form, "scope")
+        requested_scope = single(form, "scope")
         auth = read_client_authentication(headers, form)
         now = self._clock()
         token = self._store.get(auth.client_id)
         secret = token.authenticate(auth.secret, self._hasher, now)
         scopes = granted_scopes(token, requested_scope)
+        # A token issued in the second a full revocation list moved the client's watermark to
+        # would be revoked at birth (gatekey.revocations): it is dated a second later.
+        issue_at = max(now, token.revoked_access_tokens.not_before + 1)
         issued = issue_access_token(
             token,
             self._signing_keys.signer(now),
@@ -167,7 +176,7 @@ class TokenEndpoint:
             audience=self.audience,
             lifetime=self.lifetime,
             scopes=scopes,
-            now=now,
+            now=issue_at,
             secret=secret,
         )
         self._note_use(token, now)
@@ -199,7 +208,16 @@ class OAuthError:
 
 
 def oauth_error(exc: GatekeyError) -> OAuthError:
-    """The RFC 6749 §5.2 answer to an error: the one place errors become OAuth responses."""
+    """The RFC 6749 §5.2 answer to an error: the one place errors become OAuth responses
+    (of the token, introspection and revocation endpoints alike)."""
+    if isinstance(exc, ClientNotPermitted):
+        # Authenticated, but not allowed this request: neither a credential error (401) nor a
+        # malformed request (400). RFC 7662 §4 asks that callers be authorized to introspect.
+        return OAuthError(403, "unauthorized_client", exc.message)
+    if isinstance(exc, TokenOfAnotherClient):
+        # RFC 7009 §2.1 refuses it; RFC 6749 §5.2's invalid_grant names a grant "issued to
+        # another client" (Authlib's revocation endpoint answers the same).
+        return OAuthError(400, "invalid_grant", exc.message)
     if isinstance(exc, AuthenticationError | MalformedCredential | NotFound):
         return OAuthError(401, "invalid_client", "client authentication failed")
     if isinstance(exc, InvalidScope):
@@ -208,6 +226,9 @@ def oauth_error(exc: GatekeyError) -> OAuthError:
         return OAuthError(400, "unsupported_grant_type", exc.message)
     if isinstance(exc, ValidationError):
         return OAuthError(400, "invalid_request", exc.message)
+    if isinstance(exc, ConcurrentModification):
+        # Concurrent revocations kept winning over this one (RFC 7009 §2.2.1's 503).
+        return OAuthError(503, "temporarily_unavailable", "try again")
     return OAuthError(500, "server_error", "the token endpoint failed; try again later")
 
 
@@ -218,6 +239,11 @@ def oauth_error(exc: GatekeyError) -> OAuthError:
 OAUTH_METADATA_PATH: Final = "/.well-known/oauth-authorization-server"
 OPENID_CONFIGURATION_PATH: Final = "/.well-known/openid-configuration"
 TOKEN_PATH: Final = "/oauth2/token"
+INTROSPECTION_PATH: Final = "/oauth2/introspect"
+REVOCATION_PATH: Final = "/oauth2/revoke"
+# The scope a service token needs to call the introspection endpoint (RFC 7662 §4: callers
+# are authorized to introspect, not just authenticated). Advertised in `scopes_supported`.
+INTROSPECTION_SCOPE: Final = "gatekey:introspect"
 JWKS_PATH: Final = "/.well-known/jwks.json"
 
 
@@ -229,6 +255,13 @@ def authorization_server_metadata(issuer: str) -> dict[str, object]:
         "jwks_uri": f"{issuer}{JWKS_PATH}",
         "grant_types_supported": [GRANT_TYPE],
         "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "introspection_endpoint": f"{issuer}{INTROSPECTION_PATH}",
+        "introspection_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "revocation_endpoint": f"{issuer}{REVOCATION_PATH}",
+        "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        # RFC 8414 lets a server leave scopes out: a service token's own scopes are whatever
+        # its admin set. This one is Gatekey's: it lets a client introspect.
+        "scopes_supported": [INTROSPECTION_SCOPE],
         # Required by RFC 8414; this server has no authorization endpoint, so none.
         "response_types_supported": [],
     }

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from gatekey.authorizer import Authorizer
     from gatekey.aws.dynamodb import DynamoDBTokenStore
     from gatekey.errors import GatekeyError
+    from gatekey.introspection import TokenStatusEndpoints
     from gatekey.keyring import KeyRing, PublicKeyCache, RingKey, SigningKeys
     from gatekey.lifecycle import Lifecycle
     from gatekey.oauth import TokenEndpoint
@@ -98,6 +99,8 @@ def authorizer(
 class TokenParts(NamedTuple):
     endpoint: TokenEndpoint
     signing_keys: SigningKeys
+    # Introspection and revocation (RFC 7662, RFC 7009), on the same store, hasher and keys.
+    status: TokenStatusEndpoints
 
 
 def token(
@@ -105,6 +108,7 @@ def token(
 ) -> TokenParts:
     from gatekey.aws.dynamodb import DynamoDBTokenStore
     from gatekey.aws.secrets import load_hasher
+    from gatekey.introspection import TokenStatusEndpoints
     from gatekey.oauth import TokenEndpoint
 
     secrets = aws.client("secretsmanager", aws.API)
@@ -119,9 +123,10 @@ def token(
         secretsmanager=secrets,
         clock=clock,
     )
+    hasher = load_hasher(config.pepper_secret_arn, secrets)
     endpoint = TokenEndpoint(
         store=store,
-        hasher=load_hasher(config.pepper_secret_arn, secrets),
+        hasher=hasher,
         signing_keys=keys,
         audience=config.access_token_audience,
         lifetime=config.access_token_lifetime_seconds,
@@ -133,7 +138,14 @@ def token(
         ).record_last_seen,
         last_seen_failed=last_seen_failed,
     )
-    return TokenParts(endpoint, keys)
+    status = TokenStatusEndpoints(
+        store=store,
+        hasher=hasher,
+        public_keys=keys.published,
+        audience=config.access_token_audience,
+        clock=clock,
+    )
+    return TokenParts(endpoint, keys, status)
 
 
 def admin(config: Config) -> TokenAdmin:

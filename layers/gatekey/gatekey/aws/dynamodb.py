@@ -21,6 +21,7 @@ from gatekey.errors import (
     ValidationError,
 )
 from gatekey.model import AuditEvent, ServiceToken, TokenStatus
+from gatekey.revocations import AccessTokenRevocations
 from gatekey.store import layout
 from gatekey.store.base import Page, RunState, TokenStore, validate_limit
 from gatekey.store.due import DueSchedule
@@ -240,6 +241,28 @@ class DynamoDBTokenStore(TokenStore):
         return self._conditional_update(
             items.last_seen_request(self.table_name, client_id, now, min_interval)
         )
+
+    def save_revocations(
+        self,
+        client_id: str,
+        revocations: AccessTokenRevocations,
+        *,
+        read_version: int,
+        event: AuditEvent,
+    ) -> bool:
+        parse_client_id(client_id)
+        request = items.revocations_request(
+            self.table_name,
+            client_id,
+            revocations,
+            read_version,
+            event,
+            self.audit_retention_days,
+        )
+        if self._transact(request):
+            return True
+        self.get(client_id, consistent=True)  # NotFound if the token is gone
+        return False
 
     def run_state(self) -> RunState | None:
         response = self._call(

@@ -16,6 +16,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from gatekey.durations import DAY
 from gatekey.model import AuditAction, AuditEvent, AuditValue, ServiceToken, TokenStatus
+from gatekey.revocations import AccessTokenRevocations
 from gatekey.store import layout
 from gatekey.store.due import DueSchedule, next_due_at
 
@@ -256,6 +257,44 @@ def last_seen_request(table: str, client_id: str, now: int, min_interval: int) -
             ":threshold": {"N": str(now - min_interval)},
         },
     }
+
+
+def revocations_request(
+    table: str,
+    client_id: str,
+    revocations: AccessTokenRevocations,
+    read_version: int,
+    event: AuditEvent,
+    retention_days: int,
+) -> list[TransactWriteItemTypeDef]:
+    """Write the token's revoked access tokens (store/layout.py's REVOCATION_ATTRIBUTES, and
+    nothing else of it) if they are still at `read_version` and the token exists, with the
+    audit item, in one transaction: of two concurrent revocations, the second fails and
+    re-reads, so neither is lost."""
+    plain = layout.revocations_to_plain(revocations)
+    names = {f"#r{i}": attr for i, attr in enumerate(layout.REVOCATION_ATTRIBUTES)}
+    values: Item = {
+        f":r{i}": _serializer.serialize(plain[attr])
+        for i, attr in enumerate(layout.REVOCATION_ATTRIBUTES)
+    }
+    if read_version == 0:
+        condition = "attribute_exists(pk) AND attribute_not_exists(#r2)"
+    else:
+        condition = "attribute_exists(pk) AND #r2 = :read"
+        values[":read"] = {"N": str(read_version)}
+    return [
+        {
+            "Update": {
+                "TableName": table,
+                "Key": token_key(client_id),
+                "UpdateExpression": "SET " + ", ".join(f"{n} = :{n[1:]}" for n in names),
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+        },
+        audit_put(table, event, retention_days),
+    ]
 
 
 # -- the lifecycle run ---------------------------------------------------------------------------

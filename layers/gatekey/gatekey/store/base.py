@@ -9,6 +9,7 @@ from typing import Final, Generic, TypeVar
 
 from gatekey.errors import ValidationError
 from gatekey.model import AuditEvent, ServiceToken, TokenStatus
+from gatekey.revocations import AccessTokenRevocations
 from gatekey.store.due import DueSchedule
 
 T = TypeVar("T")
@@ -123,6 +124,21 @@ class TokenStore(ABC):
     @abstractmethod
     def record_last_seen(self, client_id: str, now: int, min_interval: int) -> bool:
         """Set `last_seen_at` unless written within `min_interval` seconds; True if written."""
+
+    @abstractmethod
+    def save_revocations(
+        self,
+        client_id: str,
+        revocations: AccessTokenRevocations,
+        *,
+        read_version: int,
+        event: AuditEvent,
+    ) -> bool:
+        """Write the token's revoked access tokens, and nothing else of it, with `event`, if
+        they are still at `read_version` (as read; 0: none ever written); False, and nothing
+        written, when another revocation wrote first (read again and retry). NotFound when the
+        token is gone. Not an `update`: the token's version stays, so a revocation and an admin
+        change never stop each other, and `update` never writes these back."""
 
     @abstractmethod
     def run_state(self) -> RunState | None:

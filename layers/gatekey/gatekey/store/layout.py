@@ -60,6 +60,7 @@ from gatekey.model import (
     ServiceToken,
     TokenStatus,
 )
+from gatekey.revocations import AccessTokenRevocations
 from gatekey.store.due import DueSchedule, next_due_at
 
 BY_NAME_INDEX: Final = "by-name"
@@ -103,6 +104,16 @@ UPDATABLE: Final = (
     "reminders_pending",
     "delivery_pending",
     "version",
+)
+
+# Attributes of the revoked access tokens (gatekey.revocations), written only by
+# `save_revocations` under their own lock (`revocations_version`), never by an update: an
+# admin change and a revocation never undo each other, and the token function's role may write
+# these three only (template.yaml; tests/unit/test_template.py).
+REVOCATION_ATTRIBUTES: Final = (
+    "revoked_access_tokens",
+    "access_tokens_not_before",
+    "revocations_version",
 )
 
 
@@ -195,7 +206,29 @@ def token_to_plain(token: ServiceToken, schedule: DueSchedule = DEFAULT_SCHEDULE
         "reminders_pending": [_pending_to_text(pending) for pending in token.reminders_pending],
         "delivery_pending": token.delivery_pending,
         "version": token.version,
+        **revocations_to_plain(token.revoked_access_tokens),
     }
+
+
+def revocations_to_plain(revocations: AccessTokenRevocations) -> dict[str, Any]:
+    """The revoked access tokens as attributes: a map jti -> exp, the watermark, their lock
+    (all None, so absent, before the first revocation)."""
+    if revocations.version == 0:
+        return dict.fromkeys(REVOCATION_ATTRIBUTES)
+    return {
+        "revoked_access_tokens": dict(revocations.ids),
+        "access_tokens_not_before": revocations.not_before,
+        "revocations_version": revocations.version,
+    }
+
+
+def _revocations_from_plain(plain: Mapping[str, Any]) -> AccessTokenRevocations:
+    ids = plain.get("revoked_access_tokens") or {}
+    return AccessTokenRevocations(
+        tuple((jti, int(exp)) for jti, exp in ids.items()),
+        int(plain.get("access_tokens_not_before", 0)),
+        int(plain.get("revocations_version", 0)),
+    )
 
 
 def _hash_from_plain(value: Mapping[str, str] | None) -> SecretHash | None:
@@ -230,6 +263,7 @@ def token_from_plain(plain: Mapping[str, Any]) -> ServiceToken:
         reminders_pending=tuple(_pending_from_text(t) for t in plain.get("reminders_pending", [])),
         delivery_pending=plain.get("delivery_pending"),
         version=plain["version"],
+        revoked_access_tokens=_revocations_from_plain(plain),
     )
 
 

@@ -15,6 +15,7 @@ from typing import TypeVar
 from gatekey.credentials import parse_client_id
 from gatekey.errors import AlreadyExists, ConcurrentModification, InvalidTransition, NotFound
 from gatekey.model import AuditEvent, ServiceToken, TokenStatus
+from gatekey.revocations import AccessTokenRevocations
 from gatekey.store import layout
 from gatekey.store.base import Page, RunState, TokenStore, validate_limit
 from gatekey.store.due import DueSchedule, next_due_at
@@ -85,10 +86,14 @@ class InMemoryTokenStore(TokenStore):
                 raise ConcurrentModification(
                     f"service token {token.client_id} was used since it was read"
                 )
-            # As DynamoDB's: the authorizer's last_seen_at stays as stored, and the caller gets
-            # back its own copy at the next version.
+            # As DynamoDB's: the authorizer's last_seen_at and the revoked access tokens stay as
+            # stored, and the caller gets back its own copy at the next version.
             written = replace(token, version=token.version + 1)
-            self._tokens[token.client_id] = replace(written, last_seen_at=current.last_seen_at)
+            self._tokens[token.client_id] = replace(
+                written,
+                last_seen_at=current.last_seen_at,
+                revoked_access_tokens=current.revoked_access_tokens,
+            )
             self._audit(event)
             return written
 
@@ -172,6 +177,22 @@ class InMemoryTokenStore(TokenStore):
             ):
                 return False
             self._tokens[client_id] = replace(token, last_seen_at=now, idle_since=now)
+            return True
+
+    def save_revocations(
+        self,
+        client_id: str,
+        revocations: AccessTokenRevocations,
+        *,
+        read_version: int,
+        event: AuditEvent,
+    ) -> bool:
+        with self._lock:
+            current = self.get(client_id)
+            if current.revoked_access_tokens.version != read_version:
+                return False
+            self._tokens[client_id] = replace(current, revoked_access_tokens=revocations)
+            self._audit(event)
             return True
 
     def run_state(self) -> RunState | None:
