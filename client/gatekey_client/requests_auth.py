@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -64,6 +65,17 @@ def _replayable(request: requests.PreparedRequest) -> bool:
     return isinstance(request.body, str | bytes | None)
 
 
+@contextmanager
+def _closed_on_error(response: requests.Response) -> Iterator[None]:
+    """A token request or a credentials read that raises leaves the refused response to no
+    one: release its connection rather than leave the socket to the garbage collector."""
+    try:
+        yield
+    except BaseException:
+        response.close()
+        raise
+
+
 def _resend(response: requests.Response, retry: requests.PreparedRequest, **kwargs: Any) -> Any:
     """Send ``retry`` in place of the refused request, through the adapter rather than the
     session, so the response hooks do not run again: one retry, never a loop."""
@@ -110,7 +122,8 @@ class GatekeyRequestsAuth(CredentialsAuth, requests.auth.AuthBase):
             resend the request once with them."""
             if response.status_code != 401 or not _replayable(response.request):
                 return response
-            headers = self._replacement(sent, response.request.headers)
+            with _closed_on_error(response):
+                headers = self._replacement(sent, response.request.headers)
             if headers is None:
                 return response
             retry = response.request.copy()
@@ -130,6 +143,8 @@ class GatekeyRequestsAuth(CredentialsAuth, requests.auth.AuthBase):
         ):
             return response
         logger.debug("the resource answered 401; retrying once with a new token")
+        with _closed_on_error(response):
+            token = self._cache.renew(sent)
         retry = response.request.copy()
-        retry.headers["Authorization"] = f"Bearer {self._cache.renew(sent)}"
+        retry.headers["Authorization"] = f"Bearer {token}"
         return _resend(response, retry, **kwargs)
