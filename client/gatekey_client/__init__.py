@@ -1,6 +1,10 @@
 """Gatekey's client library for bots (requests and httpx auth); importable without boto3.
 
-Neither HTTP library is imported here: import the auth class for the one you use.
+Neither HTTP library is imported here: import the auth class for the one you use. The
+credentials are given as arguments, or as a source read when needed and again after a refusal:
+``EnvironmentCredentials()`` (``GATEKEY_CLIENT_ID``, ``GATEKEY_CLIENT_SECRET``) or
+``SecretsManagerCredentials(secret_id)`` (the secret an automatic rotation delivers into;
+needs boto3). See client/README.md.
 
 Headers mode with requests (the credentials go in ``Gatekey-Client-Id`` / ``-Secret``; pass
 ``header_style="cloudflare"`` for ``CF-Access-Client-Id`` / ``-Secret``)::
@@ -40,6 +44,28 @@ token itself)::
         client.get("https://api.example.com/orders")
 """
 
+from gatekey_client.sources import (
+    Credentials,
+    CredentialsError,
+    CredentialsSource,
+    EnvironmentCredentials,
+    SecretsManagerCredentials,
+    StaticCredentials,
+)
 from gatekey_client.tokens import AccessToken, ClientConfig, TokenCache, TokenRequestError
 
-__all__ = ["AccessToken", "ClientConfig", "TokenCache", "TokenRequestError"]
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccessToken",
+    "ClientConfig",
+    "Credentials",
+    "CredentialsError",
+    "CredentialsSource",
+    "EnvironmentCredentials",
+    "SecretsManagerCredentials",
+    "StaticCredentials",
+    "TokenCache",
+    "TokenRequestError",
+    "__version__",
+]

@@ -7,13 +7,8 @@ from collections.abc import AsyncGenerator, Generator, Mapping
 
 import httpx
 
-from gatekey_client.tokens import (
-    CREDENTIAL_HEADERS,
-    DEFAULT_PORTS,
-    CredentialsAuth,
-    TokenRequestError,
-    logger,
-)
+from gatekey_client.auth import CredentialsAuth
+from gatekey_client.tokens import CREDENTIAL_HEADERS, DEFAULT_PORTS, TokenRequestError, logger
 
 
 def _post_form(
@@ -67,9 +62,13 @@ async def async_strip_credentials_on_redirect(response: httpx.Response) -> None:
 class GatekeyHttpxAuth(CredentialsAuth, httpx.Auth):
     """Headers mode by default; JWT mode (a cached Bearer token) when ``token_url`` is given.
 
-    ``header_style`` applies to headers mode only; ``scopes``, ``refresh_margin``, ``timeout``
-    and ``clock`` to JWT mode only. The async flow fetches tokens in a worker thread
-    (``asyncio.to_thread``), so it needs asyncio, and shares the cache with the sync flow.
+    The credentials: ``client_id`` and ``client_secret``, or ``credentials=`` a source
+    (``gatekey_client.EnvironmentCredentials()``, ``SecretsManagerCredentials(secret_id)``).
+    ``header_style`` (``gatekey``, ``cloudflare``, ``basic``) applies to headers mode only;
+    ``scopes``, ``refresh_margin``, ``timeout`` and ``clock`` to JWT mode only. A 401 is
+    retried once (see ``CredentialsAuth``). The async flow fetches tokens and reads credentials
+    sources in a worker thread (``asyncio.to_thread``), so it needs asyncio, and shares the
+    cache with the sync flow.
 
     Redirects: httpx follows them beneath the auth flow, which never sees them, and copies
     every header but Authorization to the next hop, whatever its origin. With
@@ -86,8 +85,12 @@ class GatekeyHttpxAuth(CredentialsAuth, httpx.Auth):
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
         if self._cache is None:
-            request.headers.update(self._config.static_headers())
-            yield request
+            sent = self._source.get()
+            response = yield _with_headers(request, self._headers(sent))
+            if response.status_code == 401:
+                headers = self._replacement(sent, response.request.headers)
+                if headers is not None:
+                    yield _with_headers(request, headers)
             return
         token = self._cache.get()
         response = yield _with_bearer(request, token)
@@ -99,8 +102,14 @@ class GatekeyHttpxAuth(CredentialsAuth, httpx.Auth):
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         if self._cache is None:
-            request.headers.update(self._config.static_headers())
-            yield request
+            sent = self._source.cached()
+            if sent is None:
+                sent = await asyncio.to_thread(self._source.get)
+            response = yield _with_headers(request, self._headers(sent))
+            if response.status_code == 401:
+                headers = await asyncio.to_thread(self._replacement, sent, response.request.headers)
+                if headers is not None:
+                    yield _with_headers(request, headers)
             return
         # The fast path stays on the event loop; anything that may lock or fetch (blocking I/O)
         # runs in a worker thread.
@@ -111,6 +120,11 @@ class GatekeyHttpxAuth(CredentialsAuth, httpx.Auth):
         if response.status_code == 401:
             logger.debug("the resource answered 401; retrying once with a new token")
             yield _with_bearer(request, await asyncio.to_thread(self._cache.renew, token))
+
+
+def _with_headers(request: httpx.Request, headers: dict[str, str]) -> httpx.Request:
+    request.headers.update(headers)
+    return request
 
 
 def _with_bearer(request: httpx.Request, token: str) -> httpx.Request:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from gatekey_client.tokens import (
-    CREDENTIAL_HEADERS,
-    DEFAULT_PORTS,
-    CredentialsAuth,
-    TokenRequestError,
-    logger,
-)
+from gatekey_client.auth import CredentialsAuth
+from gatekey_client.sources import Credentials
+from gatekey_client.tokens import CREDENTIAL_HEADERS, DEFAULT_PORTS, TokenRequestError, logger
 
 
 def _post_form(
@@ -63,42 +60,91 @@ def _strip_credentials_on_cross_origin_redirect(response: requests.Response, **k
             response.request.headers.pop(name, None)
 
 
+def _replayable(request: requests.PreparedRequest) -> bool:
+    # A streamed body was consumed by the first attempt and cannot be sent again.
+    return isinstance(request.body, str | bytes | None)
+
+
+@contextmanager
+def _closed_on_error(response: requests.Response) -> Iterator[None]:
+    """A token request or a credentials read that raises leaves the refused response to no
+    one: release its connection rather than leave the socket to the garbage collector."""
+    try:
+        yield
+    except BaseException:
+        response.close()
+        raise
+
+
+def _resend(response: requests.Response, retry: requests.PreparedRequest, **kwargs: Any) -> Any:
+    """Send ``retry`` in place of the refused request, through the adapter rather than the
+    session, so the response hooks do not run again: one retry, never a loop."""
+    response.close()
+    new = response.connection.send(retry, **kwargs)
+    new.history.append(response)
+    new.request = retry
+    return new
+
+
 class GatekeyRequestsAuth(CredentialsAuth, requests.auth.AuthBase):
     """Headers mode by default; JWT mode (a cached Bearer token) when ``token_url`` is given.
 
-    ``header_style`` applies to headers mode only; ``scopes``, ``refresh_margin``, ``timeout``
-    and ``clock`` to JWT mode only.
+    The credentials: ``client_id`` and ``client_secret``, or ``credentials=`` a source
+    (``gatekey_client.EnvironmentCredentials()``, ``SecretsManagerCredentials(secret_id)``).
+    ``header_style`` (``gatekey``, ``cloudflare``, ``basic``) applies to headers mode only;
+    ``scopes``, ``refresh_margin``, ``timeout`` and ``clock`` to JWT mode only.
+
+    A 401 is retried once (see ``CredentialsAuth``); a request whose body was a stream is not.
 
     Redirects: the credential headers follow a redirect only to the origin (scheme, host and
-    port) of the original request. The Bearer token is requests' Authorization header, which
-    requests itself drops when a redirect leaves the origin (bar an http to https upgrade).
+    port) of the original request. The Bearer token and Basic are requests' Authorization
+    header, which requests itself drops when a redirect leaves the origin (bar an http to https
+    upgrade).
     """
 
     post_form = staticmethod(_post_form)
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         if self._cache is None:
-            r.headers.update(self._config.static_headers())
+            credentials = self._source.get()
+            r.headers.update(self._headers(credentials))
             # Runs on every hop's response: the redirect copies of this request share its hooks.
             r.register_hook("response", _strip_credentials_on_cross_origin_redirect)
+            r.register_hook("response", self._retry_headers_on_401(credentials))
             return r
         r.headers["Authorization"] = f"Bearer {self._cache.get()}"
         r.register_hook("response", self._retry_on_401)
         return r
 
-    def _retry_on_401(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+    def _retry_headers_on_401(self, sent: Credentials) -> Callable[..., Any]:
+        def hook(response: requests.Response, **kwargs: Any) -> Any:
+            """Read the credentials source again and, if it holds new credentials (a rotation),
+            resend the request once with them."""
+            if response.status_code != 401 or not _replayable(response.request):
+                return response
+            with _closed_on_error(response):
+                headers = self._replacement(sent, response.request.headers)
+            if headers is None:
+                return response
+            retry = response.request.copy()
+            retry.headers.update(headers)
+            return _resend(response, retry, **kwargs)
+
+        return hook
+
+    def _retry_on_401(self, response: requests.Response, **kwargs: Any) -> Any:
         """Drop a token the resource rejected, fetch a new one and resend the request once."""
         sent = _sent_token(response.request)
-        # A streamed body was consumed by the first attempt and cannot be sent again.
-        replayable = isinstance(response.request.body, str | bytes | None)
-        if response.status_code != 401 or sent is None or self._cache is None or not replayable:
+        if (
+            response.status_code != 401
+            or sent is None
+            or self._cache is None
+            or not _replayable(response.request)
+        ):
             return response
         logger.debug("the resource answered 401; retrying once with a new token")
+        with _closed_on_error(response):
+            token = self._cache.renew(sent)
         retry = response.request.copy()
-        retry.headers["Authorization"] = f"Bearer {self._cache.renew(sent)}"
-        response.close()
-        # Sent through the adapter, not the session, so this hook does not run again: no loop.
-        new = response.connection.send(retry, **kwargs)
-        new.history.append(response)
-        new.request = retry
-        return new
+        retry.headers["Authorization"] = f"Bearer {token}"
+        return _resend(response, retry, **kwargs)

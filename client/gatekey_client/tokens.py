@@ -18,14 +18,17 @@ from urllib.parse import quote, urlsplit
 
 logger = logging.getLogger("gatekey_client")
 
-HeaderStyle = Literal["gatekey", "cloudflare"]
+# How headers mode presents the credentials: a pair of headers, or Authorization: Basic.
+HeaderStyle = Literal["gatekey", "cloudflare", "basic"]
+HEADER_STYLES: Final[tuple[HeaderStyle, ...]] = ("gatekey", "cloudflare", "basic")
 Clock = Callable[[], float]
 
 HEADER_NAMES: Final[Mapping[HeaderStyle, tuple[str, str]]] = {
     "gatekey": ("Gatekey-Client-Id", "Gatekey-Client-Secret"),
     "cloudflare": ("CF-Access-Client-Id", "CF-Access-Client-Secret"),
 }
-# Headers mode's credentials in either style: what a redirect to another origin must not carry.
+# Headers mode's pairs in either style: what a redirect to another origin must not carry (both
+# HTTP libraries drop Authorization, and so Basic, on such a redirect themselves).
 CREDENTIAL_HEADERS: Final = tuple(name for names in HEADER_NAMES.values() for name in names)
 DEFAULT_PORTS: Final[Mapping[str, int]] = {"http": 80, "https": 443}
 _LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -67,7 +70,7 @@ class AccessToken:
     expires_in: float
 
 
-def _check_credential(name: str, value: object) -> None:
+def check_credential(name: str, value: object) -> None:
     # Surrounding whitespace is almost always a copy-paste accident (a newline from a file).
     if not isinstance(value, str) or not value or not value.isprintable() or value != value.strip():
         raise ValueError(f"{name} must be a non-empty string without surrounding whitespace")
@@ -97,7 +100,7 @@ def _check_scopes(scopes: Sequence[str]) -> tuple[str, ...]:
     return tuple(scopes)
 
 
-def _check_number(name: str, value: object, *, allow_zero: bool = False) -> float:
+def check_number(name: str, value: object, *, allow_zero: bool = False) -> float:
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
@@ -121,33 +124,36 @@ class ClientConfig:
     timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        _check_credential("client_id", self.client_id)
-        _check_credential("client_secret", self.client_secret)
+        check_credential("client_id", self.client_id)
+        check_credential("client_secret", self.client_secret)
         if self.token_url is not None:
             _check_token_url(self.token_url)
         elif self.scopes:
             raise ValueError("scopes need a token_url (they apply to JWT mode only)")
         object.__setattr__(self, "scopes", _check_scopes(self.scopes))
-        if self.header_style not in HEADER_NAMES:
-            raise ValueError(f"header_style must be one of {sorted(HEADER_NAMES)}")
-        object.__setattr__(self, "timeout", _check_number("timeout", self.timeout))
+        if self.header_style not in HEADER_STYLES:
+            raise ValueError(f"header_style must be one of {sorted(HEADER_STYLES)}")
+        object.__setattr__(self, "timeout", check_number("timeout", self.timeout))
 
     def static_headers(self) -> dict[str, str]:
         """Headers mode: the credentials themselves, on every request."""
+        if self.header_style == "basic":
+            return {"Authorization": self._basic()}
         id_header, secret_header = HEADER_NAMES[self.header_style]
         return {id_header: self.client_id, secret_header: self.client_secret}
+
+    def _basic(self) -> str:
+        # RFC 6749 §2.3.1: urlencode each part before joining them for HTTP Basic. quote() turns
+        # a space into %20, which servers decode alike whether they use unquote or unquote_plus.
+        # Gatekey's authorizer decodes Authorization: Basic the same way.
+        pair = f"{quote(self.client_id, safe='')}:{quote(self.client_secret, safe='')}"
+        return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
 
     def fetch_token(self, post: PostForm) -> AccessToken:
         """Run the client_credentials grant (RFC 6749 §4.4) with client_secret_basic."""
         if self.token_url is None:
             raise RuntimeError("fetch_token needs a token_url")  # a caller's bug, not user input
-        # RFC 6749 §2.3.1: urlencode each part before joining them for HTTP Basic. quote() turns
-        # a space into %20, which servers decode alike whether they use unquote or unquote_plus.
-        pair = f"{quote(self.client_id, safe='')}:{quote(self.client_secret, safe='')}"
-        headers = {
-            "Authorization": "Basic " + base64.b64encode(pair.encode()).decode("ascii"),
-            "Accept": "application/json",
-        }
+        headers = {"Authorization": self._basic(), "Accept": "application/json"}
         form = {"grant_type": "client_credentials"}
         if self.scopes:
             form["scope"] = " ".join(self.scopes)
@@ -176,7 +182,7 @@ def _parse_token_response(status: int, body: bytes, *, secret: str) -> AccessTok
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
         raise TokenRequestError("the response's token_type is not Bearer", status=status)
     try:
-        lifetime = _check_number("expires_in", data.get("expires_in"))
+        lifetime = check_number("expires_in", data.get("expires_in"))
     except ValueError:
         raise TokenRequestError("the response has no valid expires_in", status=status) from None
     logger.debug("received an access token valid for %s s", lifetime)
@@ -204,7 +210,7 @@ class TokenCache:
         clock: Clock = time.monotonic,
     ) -> None:
         if refresh_margin is not None:
-            refresh_margin = _check_number("refresh_margin", refresh_margin, allow_zero=True)
+            refresh_margin = check_number("refresh_margin", refresh_margin, allow_zero=True)
         self._fetch = fetch
         self._margin = refresh_margin
         self._clock = clock
@@ -245,45 +251,3 @@ class TokenCache:
                 logger.debug("dropping the rejected access token")
                 self._entry = None
         return self.get()
-
-
-class CredentialsAuth:
-    """What both auth classes share: validated settings and, in JWT mode, the token cache.
-
-    A subclass sets ``post_form`` to its HTTP library's way of posting the token request.
-    """
-
-    post_form: PostForm
-
-    def __init__(
-        self,
-        client_id: str,
-        client_secret: str,
-        *,
-        token_url: str | None = None,
-        scopes: Sequence[str] = (),
-        header_style: HeaderStyle = "gatekey",
-        refresh_margin: float | None = None,
-        timeout: float = 10.0,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        self._config = ClientConfig(
-            client_id,
-            client_secret,
-            token_url=token_url,
-            scopes=scopes,
-            header_style=header_style,
-            timeout=timeout,
-        )
-        self._cache = (
-            TokenCache(
-                lambda: self._config.fetch_token(self.post_form),
-                refresh_margin=refresh_margin,
-                clock=clock,
-            )
-            if token_url is not None
-            else None
-        )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._config!r})"
