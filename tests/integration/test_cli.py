@@ -605,3 +605,45 @@ def test_the_command_runs_from_what_the_package_ships() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "exit codes:" in result.stdout
+
+
+def test_the_readme_documents_every_exit_code() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("**Errors and exit codes.**") :]
+    for code in [*EXIT_CODES, 22]:
+        assert f"\n| {code} | " in section
+
+
+def test_curl_finds_the_token_url(
+    admin_gateway: AdminGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # admin_gateway runs under moto: the stack's TokenEndpointUrl output is read from it.
+    import argparse
+
+    from gatekey_cli import curl
+
+    monkeypatch.delenv("GATEKEY_ENDPOINT", raising=False)
+    monkeypatch.delenv("GATEKEY_TOKEN_URL", raising=False)
+    _deploy("gatekey", admin_gateway.url)
+    session = boto3.Session(region_name=REGION)
+
+    def url(**given: str | None) -> str:
+        args = argparse.Namespace(**({"token_url": None, "endpoint": None, "stack": None} | given))
+        return curl.token_url(args, lambda: session)
+
+    assert url() == "https://t.example/v1/oauth2/token"  # the default stack's output
+    assert url(endpoint="http://127.0.0.1:3000") == "http://127.0.0.1:3000/oauth2/token"
+    assert url(token_url="https://x.example/token") == "https://x.example/token"
+    monkeypatch.setenv("GATEKEY_TOKEN_URL", "https://env.example/token")
+    assert url() == "https://env.example/token"
+    monkeypatch.delenv("GATEKEY_TOKEN_URL")
+    with pytest.raises(CliError, match="pass --token-url"):
+        url(endpoint="https://a1.execute-api.us-east-1.amazonaws.com/v1")
+
+
+def test_curl_refuses_to_send_credentials_in_the_clear(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEKEY_CLIENT_ID", "gk_x")
+    monkeypatch.setenv("GATEKEY_CLIENT_SECRET", "gks_x")
+    code, out, err = run("curl", "http://api.example.com/items")
+    assert (code, out) == (EXIT_USAGE, "")
+    assert "refusing to send credentials over http:// to api.example.com" in err
