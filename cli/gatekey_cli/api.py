@@ -28,6 +28,7 @@ EXIT_USAGE: Final = 2  # a bad flag or value, caught before any request (argpars
 EXIT_NOT_FOUND: Final = 3  # no such token (HTTP 404)
 EXIT_DENIED: Final = 4  # the admin API refused the caller (HTTP 403): credentials or region
 EXIT_ALREADY_REVOKED: Final = 5  # `revoke` of a token already revoked: nothing changed
+EXIT_INTERRUPTED: Final = 130  # Ctrl-C, as shells report it
 EXIT_CODES: Final = {
     EXIT_OK: "success",
     EXIT_ERROR: "the API refused the request (400, 409, 422, 5xx), or AWS or the network failed",
@@ -35,6 +36,7 @@ EXIT_CODES: Final = {
     EXIT_NOT_FOUND: "no such token (404)",
     EXIT_DENIED: "the admin API refused the caller (403): check credentials and region",
     EXIT_ALREADY_REVOKED: "revoke: the token was already revoked (nothing changed)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
 # https://{api}.execute-api.{region}.amazonaws.com[.cn]/...

@@ -46,6 +46,7 @@ from gatekey_cli.api import (
     ENDPOINT_VARIABLE,
     EXIT_ALREADY_REVOKED,
     EXIT_CODES,
+    EXIT_INTERRUPTED,
     EXIT_USAGE,
     STACK_VARIABLE,
     AdminClient,
@@ -691,6 +692,9 @@ def main(
     except BotoCoreError as exc:
         stderr.write(f"gatekey: error: AWS: {exc}\n")
         return 1
+    except KeyboardInterrupt:
+        stderr.write("gatekey: interrupted\n")
+        return EXIT_INTERRUPTED
     _print(args, result, stdout, stderr)
     if result.secret:
         stderr.write(f"gatekey: {SECRET_WARNING}\n")

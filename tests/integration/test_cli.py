@@ -647,3 +647,13 @@ def test_curl_refuses_to_send_credentials_in_the_clear(monkeypatch: pytest.Monke
     code, out, err = run("curl", "http://api.example.com/items")
     assert (code, out) == (EXIT_USAGE, "")
     assert "refusing to send credentials over http:// to api.example.com" in err
+
+
+def test_ctrl_c_is_one_line_and_exit_130(
+    admin_gateway: AdminGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*_: Any, **__: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("gatekey_cli.api.AdminClient.call", interrupted)
+    assert gatekey(admin_gateway, "list") == (130, "", "gatekey: interrupted\n")
