@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -199,13 +200,9 @@ def _client_id(args: argparse.Namespace) -> str:
     if not value.startswith("gk_"):
         raise UsageError(
             f"{value!r} is not a Client ID (they start with gk_); to find a token by its "
-            f"name: gatekey list --name {_shell_word(value)}"
+            f"name: gatekey list --name {shlex.quote(value)}"
         )
     return value
-
-
-def _shell_word(value: str) -> str:
-    return value if value.replace("-", "").replace("_", "").isalnum() else repr(value)
 
 
 def _token_fields(parser: argparse.ArgumentParser, *, update: bool) -> None:
