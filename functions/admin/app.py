@@ -36,7 +36,7 @@ from gatekey.config import Config
 from gatekey.credentials import ClientSecret
 from gatekey.durations import parse_duration
 from gatekey.errors import GatekeyError
-from gatekey.model import TokenStatus, rfc3339
+from gatekey.model import MAX_NAME_LENGTH, MAX_OWNER_LENGTH, TokenStatus, rfc3339
 
 logger = Logger()
 # Powertools' resolver logs each parsed request body at DEBUG; a secret pasted into the wrong
@@ -95,10 +95,19 @@ def import_token(body: Annotated[ImportTokenRequest, Body()]) -> Response[TokenO
 def list_tokens(
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     next_token: Annotated[str | None, Query(max_length=2048)] = None,
-    name: Annotated[str | None, Query(max_length=128)] = None,
+    name: Annotated[str | None, Query(max_length=MAX_NAME_LENGTH)] = None,
     status: Annotated[TokenStatus | None, Query()] = None,
+    name_prefix: Annotated[str | None, Query(min_length=1, max_length=MAX_NAME_LENGTH)] = None,
+    owner: Annotated[str | None, Query(min_length=1, max_length=MAX_OWNER_LENGTH)] = None,
 ) -> TokenPage:
-    page = admin.list(limit=limit, next_token=next_token, name=name, status=status)
+    page = admin.list(
+        limit=limit,
+        next_token=next_token,
+        name=name,
+        status=status,
+        name_prefix=name_prefix,
+        owner=owner,
+    )
     return TokenPage(items=[TokenOut.of(t) for t in page.items], next_token=page.next_token)
 
 

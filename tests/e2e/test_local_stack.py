@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import secrets
 import signal as signals
 import socket
@@ -26,11 +27,15 @@ from gatekey_client.httpx_auth import GatekeyHttpxAuth
 from gatekey_client.requests_auth import GatekeyRequestsAuth
 from gatekey_local.servers import free_port
 from gatekey_local.template import Stack, parameters
+from support.constants import ROOT
 from support.stack import E2E_AUTHORIZER_TTL as AUTHORIZER_TTL
 from support.stack import E2E_STATUS_TTL as STATUS_TTL
 from support.stack import LocalStack
 
-GATEKEY = str(Path(sys.executable).with_name("gatekey"))
+# The CLI of this checkout, as its package ships it (cli/ and the core), whatever .venv's
+# `gatekey` was installed from.
+GATEKEY = [sys.executable, "-m", "gatekey_cli.main"]
+CLI_PATH = os.pathsep.join(str(ROOT / p) for p in ("cli", "layers/gatekey"))
 
 
 @pytest.fixture(autouse=True)
@@ -41,14 +46,15 @@ def _aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
 
 
-def cli(stack: LocalStack, *args: str) -> Any:
-    result = subprocess.run(  # noqa: S603 - the CLI installed into .venv
-        [GATEKEY, "--endpoint", stack.url, "--json", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+def gatekey(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, **(env or {}), "PYTHONPATH": CLI_PATH}
+    return subprocess.run(  # noqa: S603 - this checkout's CLI
+        [*GATEKEY, *args], capture_output=True, text=True, timeout=60, check=False, env=environment
     )
+
+
+def cli(stack: LocalStack, *args: str) -> Any:
+    result = gatekey("--endpoint", stack.url, "--json", *args)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -247,16 +253,15 @@ def test_a_rotation_ends_the_access_tokens_of_the_secret_it_replaced(
 
 def test_unsigned_or_wrongly_signed_admin_calls_are_403(stack: LocalStack) -> None:
     assert requests.get(f"{stack.url}/admin/service-tokens", timeout=10).status_code == 403
-    result = subprocess.run(  # noqa: S603
-        [GATEKEY, "--endpoint", stack.url, "list"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={"AWS_ACCESS_KEY_ID": "intruder", "AWS_SECRET_ACCESS_KEY": "x", "PATH": "/usr/bin"},
+    result = gatekey(
+        "--endpoint",
+        stack.url,
+        "list",
+        env={"AWS_ACCESS_KEY_ID": "intruder", "AWS_SECRET_ACCESS_KEY": "x"},
     )
-    assert result.returncode == 1
+    assert result.returncode == 4  # EXIT_DENIED
     assert "HTTP 403" in result.stderr
+    assert "check your AWS credentials" in result.stderr
 
 
 def test_scheduled_function_runs_on_demand(stack: LocalStack) -> None:
@@ -459,13 +464,14 @@ def test_http_api_jwt_authorizer_refuses_an_expired_token(stack: LocalStack) -> 
 
 def cli_reading(stack: LocalStack, stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI with `stdin` on its standard input, as `... | gatekey import` runs it."""
-    return subprocess.run(  # noqa: S603 - the CLI installed into .venv
-        [GATEKEY, "--endpoint", stack.url, "--json", *args],
+    return subprocess.run(  # noqa: S603 - this checkout's CLI
+        [*GATEKEY, "--endpoint", stack.url, "--json", *args],
         input=stdin,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env={**os.environ, "PYTHONPATH": CLI_PATH},
     )
 
 
@@ -571,3 +577,152 @@ def test_a_bot_revokes_its_access_token_and_the_authorizer_refuses_it_within_the
     assert whoami(stack, {"Authorization": f"Bearer {kept}"}, route).status_code == 200
     assert first_refusal is not None
     print(f"\naccess token revocation: first refusal {first_refusal:.2f} s (bound {bound} s)")
+
+
+# -- the gatekey CLI's commands against the local stack ------------------------------------
+
+
+def test_cli_update_filters_states_and_paging(stack: LocalStack) -> None:
+    prefix = f"cli-{time.time_ns()}-"  # the stack is shared by the session's tests
+    made = {
+        name: cli(stack, "create", prefix + name, "--owner", f"{prefix}ops")["client_id"]
+        for name in ("a", "b", "c")
+    }
+    updated = cli(stack, "update", made["a"], "--scope", "read", "--route", "GET /demo/*")
+    assert (updated["scopes"], updated["routes"]) == (["read"], ["GET /demo/*"])
+    cli(stack, "disable", made["b"])
+    cli(stack, "revoke", made["c"])
+    listed = cli(stack, "list", "--name-prefix", prefix, "--limit", "1", "--all")
+    assert [(t["name"], t["state"]) for t in listed["items"]] == [
+        (prefix + "a", "active"),
+        (prefix + "b", "disabled"),
+        (prefix + "c", "revoked"),
+    ]
+    assert listed["next_token"] is None
+    owned = cli(stack, "list", "--owner", f"{prefix}ops", "--state", "disabled", "--all")
+    assert [t["client_id"] for t in owned["items"]] == [made["b"]]
+    table = gatekey("--endpoint", stack.url, "list", "--name-prefix", prefix)
+    assert table.stdout.splitlines()[0].split()[:3] == ["client_id", "name", "state"]
+    # A second revoke: exit 5, one line; a name where an id goes: exit 2.
+    again = gatekey("--endpoint", stack.url, "revoke", made["c"])
+    assert (again.returncode, again.stderr) == (
+        5,
+        f"gatekey: error: {made['c']} is already revoked; nothing changed\n",
+    )
+    named = gatekey("--endpoint", stack.url, "show", "demo-bot")
+    assert named.returncode == 2
+    assert "gatekey list --name demo-bot" in named.stderr
+    missing = gatekey("--endpoint", stack.url, "show", "gk_" + "0" * 28)
+    assert missing.returncode in (1, 3)  # malformed (checksum) or unknown, never a traceback
+    assert "Traceback" not in missing.stderr
+    events = cli(stack, "events", made["a"], "--all", "--limit", "1")
+    assert [e["action"] for e in events["items"]] == ["updated", "created"]
+
+
+def test_cli_event_details_times_are_rfc3339(stack: LocalStack, bot: dict[str, Any]) -> None:
+    cli(stack, "rotate", bot["client_id"], "--grace", "1h")
+    rotated = cli(stack, "events", bot["client_id"], "--limit", "1")["items"][0]
+    expires = rotated["details"]["previous_client_secret_expires_at"]
+    assert datetime.fromisoformat(expires.replace("Z", "+00:00")) > datetime.now(UTC)
+
+
+def test_cli_endpoint_from_the_environment_and_output_flags(stack: LocalStack) -> None:
+    for args in (["list", "--json"], ["--output", "json", "list"]):
+        result = gatekey(*args, "--limit", "1", env={"GATEKEY_ENDPOINT": stack.url})
+        assert result.returncode == 0, result.stderr
+        assert "items" in json.loads(result.stdout)
+    bad = gatekey("list", env={"GATEKEY_ENDPOINT": stack.url.removeprefix("http://")})
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1
+    assert bad.stderr.endswith(f"try GATEKEY_ENDPOINT={stack.url}\n")
+    version = gatekey("--version")
+    assert (version.returncode, version.stdout.split()[0]) == (0, "gatekey")
+
+
+def curl(
+    stack: LocalStack, bot: dict[str, Any], *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    credentials = {
+        "GATEKEY_CLIENT_ID": bot["client_id"],
+        "GATEKEY_CLIENT_SECRET": bot["client_secret"],
+    }
+    return gatekey("curl", f"{stack.url}/demo/whoami", *args, env=credentials | env)
+
+
+@pytest.mark.parametrize(
+    ("mode", "method"),
+    [
+        ("headers", "gatekey_headers"),
+        ("access-headers", "access_headers"),
+        ("basic", "basic"),
+        ("jwt", "bearer"),
+    ],
+)
+def test_gatekey_curl_sends_each_form(
+    stack: LocalStack, bot: dict[str, Any], mode: str, method: str, tmp_path: Path
+) -> None:
+    result = curl(
+        stack,
+        bot,
+        "--auth",
+        mode,
+        GATEKEY_ENDPOINT=stack.url,  # the token URL: {endpoint}/oauth2/token on a local stack
+        XDG_CACHE_HOME=str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["auth_method"] == method
+    assert json.loads(result.stdout)["client_id"] == bot["client_id"]
+
+
+def test_gatekey_curl_reads_the_quickstarts_variables_or_a_file(
+    stack: LocalStack, bot: dict[str, Any], tmp_path: Path
+) -> None:
+    quickstart = {"CLIENT_ID": bot["client_id"], "CLIENT_SECRET": bot["client_secret"]}
+    result = gatekey("curl", f"{stack.url}/demo/whoami", env=quickstart)
+    assert json.loads(result.stdout)["client_id"] == bot["client_id"]
+    file = tmp_path / "bot.json"
+    file.write_text(json.dumps({k: bot[k] for k in ("client_id", "client_secret")}))
+    result = gatekey("curl", f"{stack.url}/demo/whoami", "--credentials-file", str(file))
+    assert json.loads(result.stdout)["client_id"] == bot["client_id"]
+    nothing = gatekey("curl", f"{stack.url}/demo/whoami", env={"GATEKEY_CLIENT_ID": ""})
+    assert nothing.returncode == 2
+    assert "no credentials: set GATEKEY_CLIENT_ID" in nothing.stderr
+
+
+def test_gatekey_curl_fail_include_and_method(stack: LocalStack, bot: dict[str, Any]) -> None:
+    refused = curl(stack, bot, "--fail", GATEKEY_CLIENT_SECRET=tampered(bot["client_secret"]))
+    assert refused.returncode == 22
+    included = curl(stack, bot, "-i")
+    assert included.returncode == 0
+    assert included.stdout.startswith("HTTP/1.1 200")
+    posted = gatekey(
+        "curl",
+        f"{stack.url}/admin/service-tokens",  # not a demo route: 403 from the gateway, exit 0
+        env={"GATEKEY_CLIENT_ID": bot["client_id"], "GATEKEY_CLIENT_SECRET": bot["client_secret"]},
+    )
+    assert posted.returncode == 0
+    assert "message" in json.loads(posted.stdout)
+
+
+def test_gatekey_curl_caches_the_jwt_privately_and_never_the_secret(
+    stack: LocalStack, bot: dict[str, Any], tmp_path: Path
+) -> None:
+    env = {"GATEKEY_ENDPOINT": stack.url, "XDG_CACHE_HOME": str(tmp_path)}
+    assert curl(stack, bot, "--auth", "jwt", **env).returncode == 0
+    directory = tmp_path / "gatekey" / "tokens"
+    (cached,) = directory.iterdir()
+    assert directory.stat().st_mode & 0o777 == 0o700
+    assert cached.stat().st_mode & 0o777 == 0o600
+    text = cached.read_text()
+    assert bot["client_secret"] not in text
+    token = json.loads(text)["access_token"]
+    assert jwt.decode(token, options={"verify_signature": False})["client_id"] == bot["client_id"]
+    # Used again, not fetched again.
+    assert json.loads(curl(stack, bot, "--auth", "jwt", **env).stdout)["auth_method"] == "bearer"
+    assert json.loads(cached.read_text())["access_token"] == token
+    # Rotated without a grace: the cached JWT is refused, so one new token is fetched.
+    rotated = cli(stack, "rotate", bot["client_id"])
+    time.sleep(STATUS_TTL + 0.5)
+    again = curl(stack, bot, "--auth", "jwt", GATEKEY_CLIENT_SECRET=rotated["client_secret"], **env)
+    assert json.loads(again.stdout)["auth_method"] == "bearer", again.stdout
+    assert json.loads(cached.read_text())["access_token"] != token

@@ -191,6 +191,20 @@ def test_delete_then_404_and_the_audit_trail_remains(admin: AdminHarness) -> Non
     assert [e["action"] for e in events["items"]] == ["deleted", "created"]
 
 
+def test_times_in_event_details_are_rfc3339(admin: AdminHarness) -> None:
+    # Stored as epoch seconds; answered as every other time of the API is.
+    client_id = create(admin)["client_id"]
+    admin.request("POST", f"{BASE}/{client_id}/rotate", {"grace": "2h"})
+    _, token = admin.request("POST", f"{BASE}/{client_id}/refresh", {})
+    _, events = admin.request("GET", f"{BASE}/{client_id}/events")
+    refreshed, rotated = events["items"][:2]
+    assert refreshed["details"] == {"duration": "8760h", "expires_at": token["expires_at"]}
+    assert rotated["details"] == {
+        "client_secret_version": 2,
+        "previous_client_secret_expires_at": "2027-01-15T10:00:00Z",
+    }
+
+
 def test_events_name_the_actor_and_source_and_page(admin: AdminHarness) -> None:
     client_id = create(admin)["client_id"]
     for i in range(4):

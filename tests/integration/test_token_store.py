@@ -222,6 +222,24 @@ def test_list_filters_by_name_and_by_status(any_store: TokenStore, unit_hasher: 
     assert sorted(t.client_id for t in revoked) == sorted(t.client_id for t in tokens[:4])
 
 
+def test_list_filters_by_name_prefix_and_by_owner(
+    any_store: TokenStore, unit_hasher: Hasher
+) -> None:
+    made = {
+        (name, owner): create(any_store, unit_hasher, name=name, owner=owner).client_id
+        for name, owner in (("ci-a", "ops"), ("ci-b", "dev"), ("cd-a", "ops"), ("c", "ops"))
+    }
+
+    def listed(**filters: Any) -> list[str]:
+        return [t.client_id for page in all_pages(any_store.list, limit=1, **filters) for t in page]
+
+    assert listed(name_prefix="ci-") == [made["ci-a", "ops"], made["ci-b", "dev"]]
+    assert listed(name_prefix="c") == [made[k] for k in sorted(made)]
+    assert listed(owner="ops") == [made["c", "ops"], made["cd-a", "ops"], made["ci-a", "ops"]]
+    assert listed(owner="ops", name_prefix="ci") == [made["ci-a", "ops"]]
+    assert listed(name_prefix="zz") == []
+
+
 def test_bad_paging_input_is_a_validation_error(any_store: TokenStore) -> None:
     with pytest.raises(ValidationError, match="limit"):
         any_store.list(limit=0)

@@ -206,8 +206,19 @@ class TokenAdmin:
         next_token: str | None = None,
         name: str | None = None,
         status: TokenStatus | None = None,
+        name_prefix: str | None = None,
+        owner: str | None = None,
     ) -> Page[ServiceToken]:
-        return self._store.list(limit=limit, next_token=next_token, name=name, status=status)
+        if name is not None and name_prefix is not None:
+            raise ValidationError("name_prefix", "give name or name_prefix, not both")
+        return self._store.list(
+            limit=limit,
+            next_token=next_token,
+            name=name,
+            status=status,
+            name_prefix=name_prefix,
+            owner=owner,
+        )
 
     def events(
         self, client_id: str, *, limit: int = 50, next_token: str | None = None

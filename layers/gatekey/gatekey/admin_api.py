@@ -10,7 +10,18 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from gatekey.durations import Duration, parse_duration
 from gatekey.errors import Conflict, GatekeyError, NotFound, ValidationError
-from gatekey.model import AuditEvent, RotationMode, RotationPolicy, ServiceToken, rfc3339
+from gatekey.model import (
+    MAX_NAME_LENGTH,
+    MAX_OWNER_LENGTH,
+    MAX_ROUTES,
+    MAX_SCOPES,
+    AuditEvent,
+    AuditValue,
+    RotationMode,
+    RotationPolicy,
+    ServiceToken,
+    rfc3339,
+)
 
 Strict = ConfigDict(extra="forbid")
 
@@ -32,13 +43,13 @@ class Rotation(BaseModel):
 
 class CreateTokenRequest(BaseModel):
     model_config = Strict
-    name: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
     duration: str = Field(
         default="8760h", max_length=32, description="'<hours>h', '<days>d', '<years>y' or 'forever'"
     )
-    routes: list[str] = Field(default=["*"], max_length=100)
-    scopes: list[str] = Field(default=[], max_length=50)
-    owner: str | None = Field(default=None, max_length=254)
+    routes: list[str] = Field(default=["*"], max_length=MAX_ROUTES)
+    scopes: list[str] = Field(default=[], max_length=MAX_SCOPES)
+    owner: str | None = Field(default=None, max_length=MAX_OWNER_LENGTH)
     rotation: Rotation = Rotation()
 
 
@@ -60,10 +71,10 @@ class ImportTokenRequest(CreateTokenRequest):
 
 class UpdateTokenRequest(BaseModel):
     model_config = Strict
-    name: str | None = Field(default=None, min_length=1, max_length=128)
-    owner: str | None = Field(default=None, max_length=254)
-    routes: list[str] | None = Field(default=None, max_length=100)
-    scopes: list[str] | None = Field(default=None, max_length=50)
+    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_LENGTH)
+    owner: str | None = Field(default=None, max_length=MAX_OWNER_LENGTH)
+    routes: list[str] | None = Field(default=None, max_length=MAX_ROUTES)
+    scopes: list[str] | None = Field(default=None, max_length=MAX_SCOPES)
     enabled: bool | None = None
     rotation: Rotation | None = None
 
@@ -154,8 +165,16 @@ class EventOut(BaseModel):
             actor=event.actor,
             at=rfc3339(event.at) or "",
             source_ip=event.source_ip,
-            details=dict(event.details),
+            details={k: _detail(k, v) for k, v in event.details.items()},
         )
+
+
+def _detail(key: str, value: AuditValue) -> AuditValue:
+    """A time in an audit item's details (a `*_at` key) is stored as an epoch second; on the
+    wire it is RFC 3339 UTC, as every other time the API answers."""
+    if key.endswith("_at") and isinstance(value, int) and not isinstance(value, bool):
+        return rfc3339(value)
+    return value
 
 
 class EventPage(BaseModel):

@@ -94,22 +94,40 @@ class DynamoDBTokenStore(TokenStore):
         next_token: str | None = None,
         name: str | None = None,
         status: TokenStatus | None = None,
+        name_prefix: str | None = None,
+        owner: str | None = None,
     ) -> Page[ServiceToken]:
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {":entity": {"S": layout.TOKEN_ENTITY}}
+        key = "entity = :entity"
+        if name is not None:
+            key += " AND #name = :name"
+            names["#name"] = "name"
+            values[":name"] = {"S": name}
+        elif name_prefix is not None:
+            key += " AND begins_with(#name, :prefix)"
+            names["#name"] = "name"
+            values[":prefix"] = {"S": name_prefix}
+        filters = []
+        if status is not None:
+            filters.append("#status = :status")
+            names["#status"] = "status"
+            values[":status"] = {"S": status.value}
+        if owner is not None:
+            filters.append("#owner = :owner")
+            names["#owner"] = "owner"
+            values[":owner"] = {"S": owner}
         request: dict[str, Any] = {
             "TableName": self.table_name,
             "IndexName": layout.BY_NAME_INDEX,
             "Limit": validate_limit(limit),
-            "KeyConditionExpression": "entity = :entity",
-            "ExpressionAttributeValues": {":entity": {"S": layout.TOKEN_ENTITY}},
+            "KeyConditionExpression": key,
+            "ExpressionAttributeValues": values,
         }
-        if name is not None:
-            request["KeyConditionExpression"] += " AND #name = :name"
-            request["ExpressionAttributeNames"] = {"#name": "name"}
-            request["ExpressionAttributeValues"][":name"] = {"S": name}
-        if status is not None:
-            request["FilterExpression"] = "#status = :status"
-            request.setdefault("ExpressionAttributeNames", {})["#status"] = "status"
-            request["ExpressionAttributeValues"][":status"] = {"S": status.value}
+        if names:
+            request["ExpressionAttributeNames"] = names
+        if filters:
+            request["FilterExpression"] = " AND ".join(filters)
         return self._query(request, next_token, _NAME_INDEX_KEYS, items.token_from_item)
 
     def events(

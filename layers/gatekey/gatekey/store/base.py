@@ -71,7 +71,12 @@ class TokenStore(ABC):
         next_token: str | None = None,
         name: str | None = None,
         status: TokenStatus | None = None,
-    ) -> Page[ServiceToken]: ...
+        name_prefix: str | None = None,
+        owner: str | None = None,
+    ) -> Page[ServiceToken]:
+        """Tokens by name. `name` (exact) or `name_prefix` narrow the index read itself;
+        `status` and `owner` filter each page after it is read, so a page may hold fewer than
+        `limit` tokens (even none) and still have a next page."""
 
     @abstractmethod
     def update(

@@ -67,12 +67,26 @@ class InMemoryTokenStore(TokenStore):
         next_token: str | None = None,
         name: str | None = None,
         status: TokenStatus | None = None,
+        name_prefix: str | None = None,
+        owner: str | None = None,
     ) -> Page[ServiceToken]:
         rows = sorted(
-            (t for t in self._tokens.values() if name is None or t.name == name),
+            (
+                t
+                for t in self._tokens.values()
+                if (name is None or t.name == name)
+                and (name_prefix is None or t.name.startswith(name_prefix))
+            ),
             key=lambda t: (t.name, t.client_id),
         )
-        return _page(rows, limit, next_token, lambda t: status is None or t.status is status)
+        return _page(
+            rows,
+            limit,
+            next_token,
+            lambda t: (
+                (status is None or t.status is status) and (owner is None or t.owner == owner)
+            ),
+        )
 
     def update(
         self, token: ServiceToken, event: AuditEvent, *, if_unused: bool = False
