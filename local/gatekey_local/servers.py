@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -17,12 +18,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def moto_server() -> Iterator[str]:
+def moto_server(state: Path | None = None) -> Iterator[str]:
+    """moto's server on a free port; with `state`, its state is loaded from and saved to that
+    file (gatekey_local.moto_state). Its errors go to this process's stderr."""
     port = free_port()
+    command = [sys.executable, "-m", "gatekey_local.moto_serial", "127.0.0.1", str(port)]
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "gatekey_local.moto_serial", "127.0.0.1", str(port)],
+        [*command, *([str(state)] if state is not None else [])],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 30
