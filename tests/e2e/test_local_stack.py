@@ -564,7 +564,8 @@ def test_the_state_survives_a_restart(tmp_path: Path) -> None:
         listed = cli(second, "list")
         assert [t["client_id"] for t in listed["items"]] == [made["client_id"]]
         cli(second, "revoke", made["client_id"])
-    with local_stack(port=port, GATEKEY_STATE=state) as third:
+    # Without GATEKEY_PORT, a state's stack comes back on its own port (its issuer's).
+    with local_stack(port=port, GATEKEY_STATE=state, GATEKEY_PORT="") as third:
         assert whoami(third, headers).status_code == 403  # the revocation was kept too
 
 
