@@ -29,7 +29,7 @@ from typing import Any
 
 from gatekey_local import runstate
 from gatekey_local.provision import Provisioned
-from gatekey_local.servers import moto_server
+from gatekey_local.servers import MotoNotStarted, moto_server
 from gatekey_local.template import ParameterError, parameters
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,7 +194,7 @@ def run(port: int | None, overrides: str, state: Path | None = None) -> int:
             if state is not None and saved is None:
                 runstate.save(state, made, url)
             return _serve(server, info, state)
-    except RuntimeError as exc:  # moto's server did not start (its reason is on stderr)
+    except MotoNotStarted as exc:  # its reason, if any, is on stderr above
         return _fail(str(exc))
 
 

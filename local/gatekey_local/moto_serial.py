@@ -36,7 +36,10 @@ def saving(app: Any, path: Path) -> Any:
     def application(environ: dict[str, Any], start_response: Any) -> Any:
         answer = list(app(environ, start_response))
         if moto_state.may_change(environ):
-            moto_state.save(path)
+            try:
+                moto_state.save(path)
+            except Exception as exc:  # noqa: BLE001 - said, and the request is still answered
+                print(f"gatekey_local: cannot save moto's state to {path}: {exc}", file=sys.stderr)
         return answer
 
     return application

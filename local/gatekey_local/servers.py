@@ -17,6 +17,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class MotoNotStarted(RuntimeError):
+    """moto's server did not start (its own reason, if any, is on stderr)."""
+
+
 @contextlib.contextmanager
 def moto_server(state: Path | None = None) -> Iterator[str]:
     """moto's server on a free port; with `state`, its state is loaded from and saved to that
@@ -33,10 +37,10 @@ def moto_server(state: Path | None = None) -> Iterator[str]:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
                 break
             if process.poll() is not None:
-                raise RuntimeError("moto's server exited at start")
+                raise MotoNotStarted("moto's server exited at start")
             time.sleep(0.05)
         else:
-            raise RuntimeError("moto's server did not start within 30 s")
+            raise MotoNotStarted("moto's server did not start within 30 s")
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()

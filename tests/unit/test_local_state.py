@@ -4,7 +4,11 @@ version; which requests to moto's server may change its state; what the stack sa
 
 from __future__ import annotations
 
+import os
 import pickle
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import boto3
@@ -13,7 +17,8 @@ from moto import mock_aws
 
 from gatekey_local import moto_state, runstate
 from gatekey_local.provision import Provisioned
-from support.constants import REGION
+from gatekey_local.servers import free_port
+from support.constants import REGION, ROOT
 
 SPECS = {"RSA_2048": "RSASSA_PKCS1_V1_5_SHA_256", "ECC_NIST_P256": "ECDSA_SHA_256"}
 
@@ -94,3 +99,45 @@ def test_what_was_provisioned_is_found_again(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(runstate.StateError, match="not a directory"):
         runstate.load_saved(tmp_path / "file")
+
+
+def _make_run(**environ: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("layers/gatekey", "local")),
+        **environ,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "gatekey_local"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_state_make_run_cannot_use_is_said_in_one_line(tmp_path: Path) -> None:
+    made = Provisioned("gatekey-table", "arn:secret", "arn:aws:kms:us-east-1:1:key/k", "arn:t")
+    runstate.save(tmp_path, made, "http://127.0.0.1:3000")
+    (tmp_path / runstate.MOTO_FILE).write_bytes(
+        pickle.dumps({"format": 1, "moto": "4.0.0", "services": {}})
+    )
+    result = _make_run(GATEKEY_STATE=str(tmp_path), GATEKEY_PORT=str(free_port()))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[-2].startswith(f"gatekey_local: cannot load {tmp_path / runstate.MOTO_FILE}:")
+    assert "written by moto 4.0.0" in lines[-2]
+    assert lines[-1] == "gatekey_local: moto's server exited at start"
+    assert "Traceback" not in result.stderr
+
+
+def test_a_port_in_use_is_said_in_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _make_run(GATEKEY_PORT=str(port))
+    assert result.returncode == 2
+    assert result.stderr == f"gatekey_local: cannot serve on port {port}: Address already in use\n"
