@@ -6,6 +6,10 @@
 It starts moto's server on a free loopback port, creates in it what template.yaml declares,
 imports each function's handler with the environment the template gives it, and serves every
 API route of the template through the gateway. Ctrl-C or SIGTERM stops all of it.
+
+Environment: GATEKEY_PORT (default 3000; `schedule` finds the running stack without it),
+GATEKEY_PARAMETER_OVERRIDES ("Name=Value ...", checked against the template), GATEKEY_STATE
+(a directory: the stack's state is kept there and found again by the next run).
 """
 
 from __future__ import annotations
@@ -16,12 +20,17 @@ import json
 import os
 import signal
 import sys
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
-from gatekey_local.servers import moto_server
+from gatekey_local import runstate
+from gatekey_local.provision import Provisioned
+from gatekey_local.servers import MotoNotStarted, moto_server
+from gatekey_local.template import ParameterError, parameters
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PORT = 3000
@@ -53,24 +62,27 @@ def shared_environment(environments: dict[str, dict[str, str]]) -> dict[str, str
     return shared
 
 
-def start(port: int, overrides: str) -> tuple[Any, dict[str, Any]]:
-    """Provision moto, load the functions, and return the (not yet serving) HTTP server."""
+def start(
+    port: int, values: dict[str, str], made: Provisioned | None = None
+) -> tuple[Any, dict[str, Any], Provisioned]:
+    """Provision moto (unless `made` names what a previous run provisioned), load the
+    functions, and return the (not yet serving) HTTP server."""
     import boto3
 
     from gatekey_local.gateway import Functions, Gateway
     from gatekey_local.provision import provision
-    from gatekey_local.template import Stack, parameters
+    from gatekey_local.template import Stack
 
-    values = parameters(overrides)
     url = f"http://127.0.0.1:{port}"
     # The token function names itself the issuer from its request; locally that is this URL.
-    values["Issuer"] = url
-    made = provision(
-        dynamodb=boto3.client("dynamodb"),
-        secretsmanager=boto3.client("secretsmanager"),
-        kms=boto3.client("kms"),
-        sns=boto3.client("sns"),
-    )
+    values = {**values, "Issuer": url}
+    if made is None:
+        made = provision(
+            dynamodb=boto3.client("dynamodb"),
+            secretsmanager=boto3.client("secretsmanager"),
+            kms=boto3.client("kms"),
+            sns=boto3.client("sns"),
+        )
     key_id = made.signing_key_arn.rsplit("/", 1)[-1]
     stack = Stack(
         parameters=values,
@@ -99,17 +111,23 @@ def start(port: int, overrides: str) -> tuple[Any, dict[str, Any]]:
         schedules=stack.schedules(),
         functions=Functions(handlers),
         credentials=credentials,
+        region=os.environ["AWS_REGION"],
     )
     info = {"url": url, "routes": [f"{r.method} {r.path}" for r in stack.routes()]}
-    return gateway.serve(port), info
+    return gateway.serve(port), info, made
 
 
-def banner(url: str, signer: tuple[str, str]) -> str:
+def banner(url: str, signer: tuple[str, str], state: Path | None = None) -> str:
+    kept = f"\nState is kept in {state} (GATEKEY_STATE): a restart finds it.\n" if state else ""
     return f"""
 Gatekey is running at {url}   (Ctrl-C stops it)
+{kept}
+In another shell (the Quickstart in README.md runs on any port with these two lines):
+  export GATEKEY_PORT={url.rsplit(":", 1)[1]}
+  export {signer[1]}
 
 Create a service token (the admin API checks SigV4 as AWS_IAM does, {signer[0]}):
-  {signer[1]}.venv/bin/gatekey --endpoint {url} create demo-bot
+  .venv/bin/gatekey --endpoint {url} create demo-bot
 
 Call the protected demo route with the Client ID and Secret it printed:
   curl -s {url}/demo/whoami \\
@@ -124,63 +142,148 @@ Run a scheduled function now:  make schedule FUNCTION=SigningKeysFunction
 
 def _signer() -> tuple[str, str]:
     """Which credentials the CLI must sign with; the defaults are printed, real ones never."""
+    region = os.environ["AWS_DEFAULT_REGION"]
     if os.environ.get("AWS_ACCESS_KEY_ID") == "testing":
         return (
-            "with the local credentials",
-            "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing ",
+            f"with the local credentials, region {region}",
+            f"AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION={region}",
         )
-    return "with the AWS credentials of this shell", ""
+    return (
+        f"with the AWS credentials of this shell, region {region}",
+        f"AWS_DEFAULT_REGION={region}",
+    )
 
 
-def run(port: int, overrides: str) -> int:
+def _fail(message: str) -> int:
+    print(f"gatekey_local: {message}", file=sys.stderr)
+    return 2
+
+
+def run(port: int | None, overrides: str, state: Path | None = None) -> int:
+    """The stack in the foreground until Ctrl-C or SIGTERM. Bad settings (a parameter the
+    template refuses, an unusable state directory, a port in use) are one line and exit 2."""
+    try:
+        values = parameters(overrides)
+        saved = runstate.load_saved(state) if state is not None else None
+    except (ParameterError, runstate.StateError) as exc:
+        return _fail(str(exc))
+    if port is None:  # a state's own port, so the access tokens it issued keep their issuer
+        port = int(saved[1].rsplit(":", 1)[1]) if saved else DEFAULT_PORT
+    url = f"http://127.0.0.1:{port}"
+    if saved and saved[1] != url:
+        print(
+            f"gatekey_local: the state in {state} was served at {saved[1]}: the access tokens it"
+            f" issued name that issuer and are refused at {url}",
+            file=sys.stderr,
+        )
+    if state is not None and saved is None:
+        runstate.prepare(state)
     # Every AWS call of this process, the handlers' included, goes to moto.
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     os.environ["AWS_REGION"] = os.environ["AWS_DEFAULT_REGION"]
-    with moto_server() as endpoint:
-        os.environ["AWS_ENDPOINT_URL"] = endpoint
-        server, info = start(port, overrides)
-
-        def stop(signum: int, frame: FrameType | None) -> None:
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGTERM, stop)
-        try:  # before the ready line: a Ctrl-C from then on is a clean stop
-            print(banner(info["url"], _signer()), flush=True)
-            print(json.dumps({"ready": info["url"], "routes": info["routes"]}), flush=True)
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.server_close()
-    return 0
-
-
-def schedule(function: str, port: int) -> int:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/_local/schedules/{function}", data=b"", method="POST"
-    )
+    moto_file = state / runstate.MOTO_FILE if state is not None else None
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
-            print(response.read().decode())
-    except OSError as exc:
-        print(f"gatekey_local: cannot run {function}: {exc}", file=sys.stderr)
-        return 1
+        with moto_server(moto_file) as endpoint:
+            os.environ["AWS_ENDPOINT_URL"] = endpoint
+            try:
+                server, info, made = start(port, values, saved[0] if saved else None)
+            except OSError as exc:
+                return _fail(f"cannot serve on port {port}: {exc.strerror or exc}")
+            if state is not None and saved is None:
+                runstate.save(state, made, url)
+            return _serve(server, info, state)
+    except MotoNotStarted as exc:  # its reason, if any, is on stderr above
+        return _fail(str(exc))
+
+
+def _serve(server: Any, info: dict[str, Any], state: Path | None) -> int:
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    run_file = None
+    try:  # before the ready line: a Ctrl-C from then on is a clean stop
+        run_file = runstate.write_run_file(server.server_address[1], info["url"])
+        print(banner(info["url"], _signer(), state), flush=True)
+        print(json.dumps({"ready": info["url"], "routes": info["routes"]}), flush=True)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        if run_file is not None:
+            run_file.unlink(missing_ok=True)
     return 0
+
+
+def schedule(function: str, port: int | None = None, run_dir: Path = runstate.RUN_DIR) -> int:
+    """Run a scheduled function in the running stack: its answer on stdout; its error (type,
+    message, trace), an unknown name (with the scheduled ones) or no stack, on stderr, exit 1."""
+    if port is None:
+        try:
+            port = runstate.find_port(run_dir)
+        except LookupError as exc:
+            print(f"gatekey_local: {exc}", file=sys.stderr)
+            return 1
+    url = f"http://127.0.0.1:{port}/_local/schedules/{urllib.parse.quote(function, safe='')}"
+    request = urllib.request.Request(url, data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310
+            print(response.read().decode())
+        return 0
+    except urllib.error.HTTPError as exc:
+        text = exc.read().decode(errors="replace")
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            answer = {"message": text or f"HTTP {exc.code}"}
+        if "errorType" in answer:
+            trace = "".join(answer.get("stackTrace") or [])
+            print(trace.rstrip(), file=sys.stderr)
+            print(
+                f"gatekey_local: {function} failed: {answer['errorType']}: "
+                f"{answer.get('errorMessage', '')}",
+                file=sys.stderr,
+            )
+        else:
+            print(f"gatekey_local: {answer.get('message', text)}", file=sys.stderr)
+    except OSError as exc:
+        reason = getattr(exc, "reason", exc)
+        print(
+            f"gatekey_local: cannot reach the local stack on port {port} ({reason}):"
+            " is `make run` running there?",
+            file=sys.stderr,
+        )
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gatekey_local", description=__doc__)
-    default_port = int(os.environ.get("GATEKEY_PORT", DEFAULT_PORT))
-    parser.add_argument("--port", type=int, default=default_port)
+    parser = argparse.ArgumentParser(
+        prog="python -m gatekey_local",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--port", type=int, help="default: GATEKEY_PORT, else 3000")
     commands = parser.add_subparsers(dest="command")
     run_schedule = commands.add_parser("schedule", help="run a scheduled function now")
     run_schedule.add_argument("function")
     args = parser.parse_args(argv)
+    port = args.port
+    if port is None and os.environ.get("GATEKEY_PORT"):
+        text = os.environ["GATEKEY_PORT"]
+        if not text.isdigit() or not 0 < int(text) < 65536:
+            return _fail(f"GATEKEY_PORT={text}: expected a port number")
+        port = int(text)
     if args.command == "schedule":
-        return schedule(args.function, args.port)
-    return run(args.port, os.environ.get("GATEKEY_PARAMETER_OVERRIDES", ""))
+        return schedule(args.function, port)
+    state = os.environ.get("GATEKEY_STATE")
+    return run(
+        port,
+        os.environ.get("GATEKEY_PARAMETER_OVERRIDES", ""),
+        Path(state).resolve() if state else None,
+    )
 
 
 if __name__ == "__main__":

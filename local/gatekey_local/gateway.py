@@ -11,6 +11,7 @@ import base64
 import json
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from gatekey_local import http_api
 from gatekey_local.jwt_authorizer import IssuerKeys, JwtAuthorizer, JwtRefused, jwt_context
 from gatekey_local.policy import policy_allows
-from gatekey_local.sigv4 import verify_sigv4
+from gatekey_local.sigv4 import SigV4Refused, authenticate, verify_sigv4
 from gatekey_local.template import ACCOUNT, REGION, STAGE, Route, Schedule
 
 MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
@@ -53,6 +54,13 @@ class Answer:
         body = json.dumps({"message": message}).encode()
         return cls(status, {"Content-Type": "application/json"}, body)
 
+    @classmethod
+    def refused(cls, refusal: SigV4Refused) -> Answer:
+        """AWS_IAM's refusal as API Gateway sends it: compact JSON and the error type."""
+        body = json.dumps({"message": refusal.message}, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json", "x-amzn-ErrorType": refusal.error_type}
+        return cls(refusal.status, headers, body)
+
 
 class Functions:
     """Loaded handlers, each invoked one request at a time, as a Lambda container is."""
@@ -75,8 +83,10 @@ class Gateway:
         functions: Functions,
         credentials: Mapping[str, str],
         issuer_keys: Callable[[str], IssuerKeys] = IssuerKeys,
+        region: str = REGION,
     ) -> None:
         self.routes = routes
+        self.region = region  # the region AWS_IAM routes accept signatures for
         self.schedules = dict(schedules)
         self.functions = functions
         self.credentials = dict(credentials)
@@ -115,15 +125,17 @@ class Gateway:
         event = self._event(route, path, parameters, headers, query, body, host)
         context = event["requestContext"]
         if route.auth == "AWS_IAM":
-            key = verify_sigv4(
-                method=method,
-                url=f"http://{host}{target}",
-                headers=single,
-                body=body,
-                credentials=self.credentials,
-            )
-            if key is None:
-                return Answer.message(403, "The request signature we calculated does not match")
+            try:
+                key = authenticate(
+                    method=method,
+                    url=f"http://{host}{target}",
+                    headers=single,
+                    body=body,
+                    credentials=self.credentials,
+                    region=self.region,
+                )
+            except SigV4Refused as refusal:
+                return Answer.refused(refusal)
             arn = f"arn:aws:iam::{ACCOUNT}:user/{key}"
             context["identity"] |= {"accessKey": key, "userArn": arn, "caller": key}
         elif route.auth == "LAMBDA":
@@ -203,6 +215,7 @@ class Gateway:
                 headers=dict(request.headers),
                 body=request.body,
                 credentials=self.credentials,
+                region=self.region,
             )
             if key is None:
                 return Answer.message(403, "Forbidden")
@@ -338,10 +351,23 @@ class Gateway:
         """Run a scheduled function now, with its schedule's input (local only)."""
         schedule = self.schedules.get(function)
         if schedule is None:
-            known = ", ".join(sorted(self.schedules)) or "none"
-            return Answer.message(404, f"no schedule for {function!r} (scheduled: {known})")
-        result = self.functions.invoke(function, json.loads(schedule.input))
-        return Answer(200, {"Content-Type": "application/json"}, json.dumps(result).encode())
+            known = sorted(self.schedules)
+            message = f"no schedule for {function!r} (scheduled: {', '.join(known) or 'none'})"
+            body = json.dumps({"message": message, "scheduled": known}).encode()
+            return Answer(404, {"Content-Type": "application/json"}, body)
+        try:
+            result = self.functions.invoke(function, json.loads(schedule.input))
+        except Exception as exc:  # noqa: BLE001 - reported as Lambda reports a function error
+            # Lambda's Invoke answer to an unhandled error (X-Amz-Function-Error: Unhandled).
+            error = {
+                "errorMessage": str(exc),
+                "errorType": type(exc).__name__,
+                "stackTrace": traceback.format_exception(exc),
+            }
+            headers = {"Content-Type": "application/json", "X-Amz-Function-Error": "Unhandled"}
+            return Answer(500, headers, json.dumps(error).encode())
+        body = json.dumps(result, default=str).encode()
+        return Answer(200, {"Content-Type": "application/json"}, body)
 
     # -- HTTP ------------------------------------------------------------------------------------
 

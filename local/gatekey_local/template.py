@@ -4,7 +4,10 @@ a route added to the template is served locally, a test checks it."""
 
 from __future__ import annotations
 
+import difflib
+import math
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -273,13 +276,64 @@ class Stack:
         return found
 
 
+class ParameterError(ValueError):
+    """A parameter override the template refuses, said in one line."""
+
+
 def parameters(overrides: str = "") -> dict[str, str]:
-    """Template defaults, then `Key=Value Key2=Value2` overrides (as `sam deploy` takes them)."""
-    template = load_template()
-    values = {k: str(p.get("Default", "")) for k, p in template["Parameters"].items()}
-    for pair in overrides.split():
+    """Template defaults, then `Key=Value Key2=Value2` overrides (as `sam deploy` takes them,
+    a value with spaces in quotes), each checked against its declaration as CloudFormation
+    checks it: a known name, then Type Number, AllowedValues, MinValue/MaxValue,
+    MinLength/MaxLength and AllowedPattern (the whole value)."""
+    declared = load_template()["Parameters"]
+    values = {k: str(p.get("Default", "")) for k, p in declared.items()}
+    try:
+        pairs = shlex.split(overrides)
+    except ValueError as exc:
+        raise ParameterError(f"parameter overrides: {exc}") from None
+    for pair in pairs:
         key, separator, value = pair.partition("=")
-        if not separator or key not in values:
-            raise ValueError(f"parameter override {pair!r}: expected Name=Value with a known Name")
+        if not separator or not key:
+            raise ParameterError(f"parameter override {pair!r}: expected Name=Value")
+        if key not in declared:
+            close = difflib.get_close_matches(key, declared, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ParameterError(f"parameter override {key}: no such parameter{hint}")
+        problem = _refusal(declared[key], value)
+        if problem is not None:
+            raise ParameterError(f"parameter override {key}={value}: {problem}")
         values[key] = value
     return values
+
+
+def _refusal(spec: Mapping[str, Any], value: str) -> str | None:
+    """Why CloudFormation would refuse `value` for a parameter declared as `spec`, or None."""
+    number: float | None = None
+    if spec.get("Type") == "Number":
+        try:
+            number = float(value)
+        except ValueError:
+            return "must be a number (Type: Number)"
+        if not math.isfinite(number):
+            return "must be a number (Type: Number)"
+    allowed = spec.get("AllowedValues")
+    if allowed is not None:
+        matches = (
+            any(number == float(a) for a in allowed)
+            if number is not None
+            else value in (str(a) for a in allowed)
+        )
+        if not matches:
+            return "must be one of " + ", ".join(str(a) for a in allowed)
+    if number is not None and "MinValue" in spec and number < float(spec["MinValue"]):
+        return f"must be at least {spec['MinValue']} (MinValue)"
+    if number is not None and "MaxValue" in spec and number > float(spec["MaxValue"]):
+        return f"must be at most {spec['MaxValue']} (MaxValue)"
+    if "MinLength" in spec and len(value) < int(spec["MinLength"]):
+        return f"must be at least {spec['MinLength']} characters long (MinLength)"
+    if "MaxLength" in spec and len(value) > int(spec["MaxLength"]):
+        return f"must be at most {spec['MaxLength']} characters long (MaxLength)"
+    pattern = spec.get("AllowedPattern")
+    if pattern is not None and re.fullmatch(pattern, value) is None:
+        return f"must match {pattern} (AllowedPattern)"
+    return None

@@ -27,10 +27,11 @@ from gatekey_client.httpx_auth import GatekeyHttpxAuth
 from gatekey_client.requests_auth import GatekeyRequestsAuth
 from gatekey_local.servers import free_port
 from gatekey_local.template import Stack, parameters
+from support import quickstart
 from support.constants import ROOT
 from support.stack import E2E_AUTHORIZER_TTL as AUTHORIZER_TTL
 from support.stack import E2E_STATUS_TTL as STATUS_TTL
-from support.stack import LocalStack
+from support.stack import LocalStack, local_stack
 
 # The CLI of this checkout, as its package ships it (cli/ and the core), whatever .venv's
 # `gatekey` was installed from.
@@ -251,17 +252,59 @@ def test_a_rotation_ends_the_access_tokens_of_the_secret_it_replaced(
     assert whoami(stack, bearer).status_code == 403
 
 
-def test_unsigned_or_wrongly_signed_admin_calls_are_403(stack: LocalStack) -> None:
-    assert requests.get(f"{stack.url}/admin/service-tokens", timeout=10).status_code == 403
-    result = gatekey(
-        "--endpoint",
-        stack.url,
-        "list",
-        env={"AWS_ACCESS_KEY_ID": "intruder", "AWS_SECRET_ACCESS_KEY": "x"},
+def _cli_as(stack: LocalStack, *args: str, **environ: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - this checkout's CLI
+        [*GATEKEY, "--endpoint", stack.url, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": CLI_PATH, **environ},
     )
-    assert result.returncode == 4  # EXIT_DENIED
-    assert "HTTP 403" in result.stderr
-    assert "check your AWS credentials" in result.stderr
+
+
+def test_unsigned_or_wrongly_signed_admin_calls_get_api_gateways_answers(
+    stack: LocalStack,
+) -> None:
+    unsigned = requests.get(f"{stack.url}/admin/service-tokens", timeout=10)
+    assert unsigned.status_code == 403
+    assert unsigned.content == b'{"message":"Missing Authentication Token"}'
+    assert unsigned.headers["x-amzn-ErrorType"] == "MissingAuthenticationTokenException"
+    bearer = requests.get(
+        f"{stack.url}/admin/service-tokens", headers={"Authorization": "Bearer x"}, timeout=10
+    )
+    assert bearer.status_code == 403
+    assert bearer.headers["x-amzn-ErrorType"] == "IncompleteSignatureException"
+    intruder = _cli_as(stack, "list", AWS_ACCESS_KEY_ID="intruder", AWS_SECRET_ACCESS_KEY="x")
+    assert intruder.returncode == 4  # EXIT_DENIED, with what to check
+    assert "HTTP 403" in intruder.stderr
+    assert "check your AWS credentials" in intruder.stderr
+    assert "The security token included in the request is invalid." in intruder.stderr
+    wrong = _cli_as(stack, "list", AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="wrong")
+    assert "The request signature we calculated does not match" in wrong.stderr
+
+
+def test_a_signature_for_another_region_is_refused(stack: LocalStack) -> None:
+    elsewhere = _cli_as(
+        stack,
+        "--region",
+        "eu-west-1",
+        "list",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+    )
+    assert elsewhere.returncode == 4  # EXIT_DENIED
+    assert "HTTP 403" in elsewhere.stderr
+    assert "Credential should be scoped to a valid region." in elsewhere.stderr
+    here = _cli_as(
+        stack,
+        "--region",
+        "us-east-1",
+        "list",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+    )
+    assert here.returncode == 0, here.stderr
 
 
 def test_scheduled_function_runs_on_demand(stack: LocalStack) -> None:
@@ -269,6 +312,39 @@ def test_scheduled_function_runs_on_demand(stack: LocalStack) -> None:
     assert answer.status_code == 200
     assert answer.json()["lost_race"] is False
     assert requests.post(f"{stack.url}/_local/schedules/Nope", timeout=10).status_code == 404
+
+
+def _make_schedule(function: str, port: int) -> subprocess.CompletedProcess[str]:
+    """`make schedule` as a user runs it in another shell (without reinstalling .venv)."""
+    environment = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(Path.home()),
+        "GATEKEY_PORT": str(port),
+    }
+    return subprocess.run(  # noqa: S603
+        ["make", "-s", "-o", ".venv/.installed", "schedule", f"FUNCTION={function}"],  # noqa: S607
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_make_schedule_runs_a_function_of_the_running_stack(stack: LocalStack) -> None:
+    port = int(stack.url.rsplit(":", 1)[1])
+    ran = _make_schedule("SigningKeysFunction", port)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["lost_race"] is False
+    unknown = _make_schedule("SigningKeyFunction", port)
+    assert unknown.returncode != 0
+    assert unknown.stdout == ""
+    assert (
+        "gatekey_local: no schedule for 'SigningKeyFunction' (scheduled: LifecycleFunction,"
+        " SigningKeysFunction)"
+    ) in unknown.stderr
+    assert "HTTP Error" not in unknown.stderr
 
 
 def _raw(stack: LocalStack, payload: bytes) -> bytes:
@@ -726,3 +802,52 @@ def test_gatekey_curl_caches_the_jwt_privately_and_never_the_secret(
     again = curl(stack, bot, "--auth", "jwt", GATEKEY_CLIENT_SECRET=rotated["client_secret"], **env)
     assert json.loads(again.stdout)["auth_method"] == "bearer", again.stdout
     assert json.loads(cached.read_text())["access_token"] != token
+
+
+def test_the_quickstart_runs_as_written() -> None:
+    # The README's commands, verbatim, in one bash, against a stack started as `make run`
+    # starts it (the template's defaults) on a free port: each prints what the README shows.
+    found = quickstart.steps()
+    assert len(found) >= 10
+    assert "${GATEKEY_PORT:-3000}" in found[1].command
+    with local_stack(overrides="") as started:
+        environment = {
+            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+            "HOME": str(Path.home()),
+            "GATEKEY_PORT": started.url.rsplit(":", 1)[1],
+        }
+        outputs = quickstart.run(found, environment, timeout=180)
+    assert len(outputs) == len(found)
+    for step, output in zip(found, outputs, strict=True):
+        assert quickstart.matches(step.expected, output), (step.command, step.expected, output)
+
+
+def test_the_state_survives_a_restart(tmp_path: Path) -> None:
+    # GATEKEY_STATE: a token created in one run, and an access token issued by it, are still
+    # accepted by the next run on the same directory (same table, pepper and signing key).
+    state, port = str(tmp_path / "state"), free_port()
+    with local_stack(port=port, GATEKEY_STATE=state) as first:
+        made = cli(first, "create", "kept-bot", "--scope", "read")
+        headers = forms(made)["gatekey_headers"]
+        issued = access_token(first, made["client_id"], made["client_secret"], "read")
+        bearer = {"Authorization": f"Bearer {issued['access_token']}"}
+        keys = requests.get(f"{first.url}/.well-known/jwks.json", timeout=10).json()
+        assert whoami(first, bearer).status_code == 200
+    assert {p.name for p in (tmp_path / "state").iterdir()} == {"moto.pickle", "stack.json"}
+    with local_stack(port=port, GATEKEY_STATE=state) as second:
+        assert requests.get(f"{second.url}/.well-known/jwks.json", timeout=10).json() == keys
+        assert whoami(second, headers).json()["client_id"] == made["client_id"]
+        assert whoami(second, bearer).json()["auth_method"] == "bearer"
+        listed = cli(second, "list")
+        assert [t["client_id"] for t in listed["items"]] == [made["client_id"]]
+        cli(second, "revoke", made["client_id"])
+    # Without GATEKEY_PORT, a state's stack comes back on its own port (its issuer's).
+    with local_stack(port=port, GATEKEY_STATE=state, GATEKEY_PORT="") as third:
+        assert whoami(third, headers).status_code == 403  # the revocation was kept too
+
+
+def test_a_fresh_stack_keeps_nothing(tmp_path: Path) -> None:
+    with local_stack(GATEKEY_STATE=str(tmp_path)) as first:
+        cli(first, "create", "kept-bot")
+    with local_stack() as second:
+        assert cli(second, "list")["items"] == []

@@ -32,24 +32,33 @@ class LocalStack:
     routes: list[str]
 
 
+E2E_OVERRIDES = (
+    f"StatusCacheTtlSeconds={E2E_STATUS_TTL} AuthorizerCacheTtlSeconds={E2E_AUTHORIZER_TTL}"
+    # HTTP API authorizers answer simple responses (REST events are not affected).
+    " HttpApiSimpleResponses=true"
+)
+
+
 @contextmanager
-def local_stack() -> Iterator[LocalStack]:
-    """Start the stack on a free port, wait until it answers, stop it afterwards."""
-    port = free_port()
+def local_stack(
+    overrides: str = E2E_OVERRIDES, port: int | None = None, **environ: str
+) -> Iterator[LocalStack]:
+    """Start the stack (on a free port unless given one, with these parameter overrides and
+    environment variables), wait until it answers, stop it afterwards."""
+    port = port or free_port()
     environment = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("layers/gatekey", "local")),
         "GATEKEY_PORT": str(port),
-        "GATEKEY_PARAMETER_OVERRIDES": (
-            f"StatusCacheTtlSeconds={E2E_STATUS_TTL} AuthorizerCacheTtlSeconds={E2E_AUTHORIZER_TTL}"
-            # HTTP API authorizers answer simple responses (REST events are not affected).
-            " HttpApiSimpleResponses=true"
-        ),
+        "GATEKEY_PARAMETER_OVERRIDES": overrides,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": REGION,
+        **environ,
     }
     environment.pop("AWS_SESSION_TOKEN", None)
+    if "GATEKEY_STATE" not in environ:  # a state of the shell's is not the tests'
+        environment.pop("GATEKEY_STATE", None)
     started = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "gatekey_local"],
