@@ -58,17 +58,21 @@ def with_secret(issued: Any) -> TokenWithSecret:
     return TokenWithSecret(**token, client_secret=issued.secret.reveal())
 
 
+def fields(body: CreateTokenRequest) -> dict[str, Any]:
+    """What a person sets on a new token, as TokenAdmin takes it (create and import)."""
+    return {
+        "name": body.name,
+        "duration": parse_duration(body.duration),
+        "routes": tuple(body.routes),
+        "scopes": tuple(body.scopes),
+        "owner": body.owner,
+        "rotation": body.rotation.policy(),
+    }
+
+
 @app.post(BASE)
 def create(body: Annotated[CreateTokenRequest, Body()]) -> Response[TokenWithSecret]:
-    issued = admin.create(
-        actor(),
-        name=body.name,
-        duration=parse_duration(body.duration),
-        routes=tuple(body.routes),
-        scopes=tuple(body.scopes),
-        owner=body.owner,
-        rotation=body.rotation.policy(),
-    )
+    issued = admin.create(actor(), **fields(body))
     logger.info("service token created", client_id=issued.token.client_id)
     return Response(201, "application/json", with_secret(issued), {"Cache-Control": "no-store"})
 
@@ -79,12 +83,7 @@ def import_token(body: Annotated[ImportTokenRequest, Body()]) -> Response[TokenO
         actor(),
         client_id=body.client_id,
         secret=ClientSecret(body.client_secret.get_secret_value()),
-        name=body.name,
-        duration=parse_duration(body.duration),
-        routes=tuple(body.routes),
-        scopes=tuple(body.scopes),
-        owner=body.owner,
-        rotation=body.rotation.policy(),
+        **fields(body),
     )
     logger.info("service token imported", client_id=token.client_id)
     # The secret was the caller's own: it is never answered.

@@ -290,18 +290,7 @@ def local_authorizer(hasher: Hasher, environment: Mapping[str, str]) -> LocalAut
             refetch_interval=PUBLIC_KEY_REFETCH_INTERVAL,
             clock=now,
         ),
-        # As gatekey.wiring.authorizer maps them.
-        settings=AuthorizerSettings(
-            accepted=config.accepted_credentials,
-            access_json_header=config.access_json_header,
-            strict=config.strict_mode,
-            issuer=config.issuer,
-            audience=config.access_token_audience,
-            status_cache_ttl=config.status_cache_ttl_seconds,
-            last_seen_interval=config.last_seen_interval_seconds,
-            http_api_simple_responses=config.http_api_simple_responses,
-            refuse_ambiguous=config.refuse_ambiguous_credentials,
-        ),
+        settings=AuthorizerSettings.from_config(config),  # as the function's
         clock=now,
         last_seen_failed=failures.append,
     )

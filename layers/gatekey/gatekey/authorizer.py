@@ -36,6 +36,7 @@ from gatekey.apigw import (
     simple_response,
 )
 from gatekey.cache import TtlCache
+from gatekey.config import Config
 from gatekey.credentials import (
     ClientSecret,
     CredentialForm,
@@ -81,6 +82,20 @@ class AuthorizerSettings:
     def __post_init__(self) -> None:
         reader = CredentialReader(self.accepted, self.access_json_header, self.refuse_ambiguous)
         object.__setattr__(self, "reader", reader)
+
+    @classmethod
+    def from_config(cls, config: Config) -> AuthorizerSettings:
+        return cls(
+            accepted=config.accepted_credentials,
+            access_json_header=config.access_json_header,
+            strict=config.strict_mode,
+            issuer=config.issuer,
+            audience=config.access_token_audience,
+            status_cache_ttl=config.status_cache_ttl_seconds,
+            last_seen_interval=config.last_seen_interval_seconds,
+            http_api_simple_responses=config.http_api_simple_responses,
+            refuse_ambiguous=config.refuse_ambiguous_credentials,
+        )
 
 
 def _secret_valid_until(
