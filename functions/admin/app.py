@@ -68,6 +68,8 @@ def create(body: Annotated[CreateTokenRequest, Body()]) -> Response[TokenWithSec
         scopes=tuple(body.scopes),
         owner=body.owner,
         rotation=body.rotation.policy(),
+        bound_cidrs=tuple(body.bound_cidrs),
+        bound_apis=tuple(body.bound_apis),
     )
     logger.info("service token created", client_id=issued.token.client_id)
     return Response(201, "application/json", with_secret(issued), {"Cache-Control": "no-store"})
@@ -85,6 +87,8 @@ def import_token(body: Annotated[ImportTokenRequest, Body()]) -> Response[TokenO
         scopes=tuple(body.scopes),
         owner=body.owner,
         rotation=body.rotation.policy(),
+        bound_cidrs=tuple(body.bound_cidrs),
+        bound_apis=tuple(body.bound_apis),
     )
     logger.info("service token imported", client_id=token.client_id)
     # The secret was the caller's own: it is never answered.
@@ -120,6 +124,8 @@ def update(client_id: str, body: Annotated[UpdateTokenRequest, Body()]) -> Token
         scopes=tuple(body.scopes) if body.scopes is not None else None,
         enabled=body.enabled,
         rotation=body.rotation.policy() if body.rotation is not None else None,
+        bound_cidrs=None if body.bound_cidrs is None else tuple(body.bound_cidrs),
+        bound_apis=None if body.bound_apis is None else tuple(body.bound_apis),
     )
     return TokenOut.of(token)
 
