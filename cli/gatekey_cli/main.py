@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
         parser_.add_argument("--owner", help="contact for expiry reminders")
         parser_.add_argument("--rotation", choices=["remind", "auto"], default="remind")
         parser_.add_argument("--delivery-secret-arn", help="with --rotation auto")
+        _binding_arguments(parser_)
 
     listing = commands.add_parser("list", help="list service tokens")
     listing.add_argument("--name")
@@ -111,10 +112,50 @@ def _parser() -> argparse.ArgumentParser:
     leaked.add_argument("--jti")
     leaked.add_argument("--exp", type=int, help="the token's exp (epoch seconds)")
 
+    # -- bindings --
+    bind = commands.add_parser(
+        "bind",
+        help="bind a token to source CIDR blocks and APIs (replaces what is given)",
+        description="Set the token's source CIDR blocks (--cidr, repeated) and APIs (--api, "
+        "repeated), each replacing the token's list; --no-cidrs / --no-apis unbind.",
+    )
+    bind.add_argument("client_id")
+    _binding_arguments(bind)
+    bind.add_argument("--no-cidrs", action="store_true", help="usable from any address")
+    bind.add_argument("--no-apis", action="store_true", help="usable on every API")
+
     events = commands.add_parser("events", help="the token's audit trail, newest first")
     events.add_argument("client_id")
     events.add_argument("--limit", type=int, default=50)
     return parser
+
+
+def _binding_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cidr",
+        action="append",
+        dest="bound_cidrs",
+        metavar="CIDR",
+        help="source block it may be used from, e.g. 203.0.113.0/24 or 2001:db8::/32",
+    )
+    parser.add_argument(
+        "--api",
+        action="append",
+        dest="bound_apis",
+        metavar="API_ID[/STAGE]",
+        help="API (and stage) it may reach, e.g. a1b2c3d4e5 or a1b2c3d4e5/prod",
+    )
+
+
+def _bindings(args: argparse.Namespace) -> dict[str, Any]:
+    """The bindings a command sets: those given, and with bind's --no-* an empty list."""
+    body: dict[str, Any] = {}
+    for name in ("bound_cidrs", "bound_apis"):
+        if getattr(args, name):
+            body[name] = getattr(args, name)
+        elif getattr(args, f"no_{name.removeprefix('bound_')}", False):
+            body[name] = []
+    return body
 
 
 def _token_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -127,7 +168,7 @@ def _token_fields(args: argparse.Namespace) -> dict[str, Any]:
     if args.delivery_secret_arn:
         rotation["delivery_secret_arn"] = args.delivery_secret_arn
     body["rotation"] = rotation
-    return body
+    return body | _bindings(args)
 
 
 def _read_secret(path: str | None, stdin: TextIO) -> str:
@@ -171,6 +212,11 @@ def _run(
         return client.call("GET", token), False
     if args.command in ("enable", "disable"):
         return client.call("PATCH", token, {"enabled": args.command == "enable"}), False
+    if args.command == "bind":
+        body = _bindings(args)
+        if not body:
+            raise CliError("give --cidr, --api, --no-cidrs or --no-apis")
+        return client.call("PATCH", token, body), False
     if args.command == "rotate":
         window = {"grace": args.grace} if args.grace else {}
         if args.previous_expires_at:
