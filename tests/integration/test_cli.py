@@ -333,3 +333,37 @@ def test_revoke_access_token_refuses_what_is_not_an_access_token_without_echoing
     code, _, err = gatekey(admin_gateway, "revoke-access-token", "--client-id", GHOST, "--jti", "x")
     assert code == 1
     assert "not_found" in err or "404" in err or "does not exist" in err
+
+
+# -- bindings -------------------------------------------------------------------------------
+
+
+def test_bindings_from_the_command_line(admin_gateway: AdminGateway) -> None:
+    created = gatekey_json(
+        admin_gateway,
+        "create",
+        "ci-bot",
+        "--cidr",
+        "203.0.113.0/24",
+        "--cidr",
+        "2001:DB8::/32",
+        "--api",
+        "a1b2c3d4e5/prod",
+    )
+    client_id = created["client_id"]
+    assert created["bound_cidrs"] == ["203.0.113.0/24", "2001:db8::/32"]
+    assert created["bound_apis"] == ["a1b2c3d4e5/prod"]
+    rebound = gatekey_json(admin_gateway, "bind", client_id, "--cidr", "10.0.0.0/8", "--no-apis")
+    assert (rebound["bound_cidrs"], rebound["bound_apis"]) == (["10.0.0.0/8"], [])
+    code, shown, _ = gatekey(admin_gateway, "show", client_id)
+    assert code == 0
+    assert "10.0.0.0/8" in shown
+    # An invalid block: one line naming it, a non-zero exit, and the token as it was.
+    code, out, err = gatekey(admin_gateway, "bind", client_id, "--cidr", "10.0.0.5/8")
+    assert (code, out) == (1, "")
+    assert "10.0.0.5/8" in err
+    assert len(err.strip().splitlines()) == 1
+    assert gatekey_json(admin_gateway, "show", client_id)["bound_cidrs"] == ["10.0.0.0/8"]
+    code, _, err = gatekey(admin_gateway, "bind", client_id)
+    assert code == 1
+    assert "--cidr" in err
