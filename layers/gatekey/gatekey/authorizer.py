@@ -220,7 +220,9 @@ class Authorizer:
     def _answer_key(self, request: AuthRequest) -> bytes:
         """A digest of everything an answer depends on: the credential headers as sent, by
         name (never kept in plaintext), and the API and stage, or the route when the answer is
-        per route."""
+        per route. A token bound to source addresses also depends on the source IP: its answers
+        are kept under `_bound_key` (docs/architecture.md, "Tokens bound to source
+        addresses")."""
         scope = (
             request.method_arn if self._simple(request) else request.method_arn.rsplit("/", 2)[0]
         )
