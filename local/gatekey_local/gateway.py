@@ -33,6 +33,14 @@ SOURCE_IP_HEADER = "x-gatekey-local-source-ip"
 Handler = Callable[[dict[str, Any], Any], Any]
 
 
+def _context_value(event: dict[str, Any], source: str) -> str:
+    """A REST identity source `context.a.b`: requestContext's a.b, as text ("" if absent)."""
+    value: Any = event["requestContext"]
+    for part in source.removeprefix("context.").split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return "" if value is None else str(value)
+
+
 class LambdaContext:
     """What a handler reads of its context."""
 
@@ -310,11 +318,13 @@ class Gateway:
         assert spec is not None  # noqa: S101 - LAMBDA routes always have one
         lowered = {k.lower(): v for k, v in (event["headers"] or {}).items()}
         identity = tuple(lowered.get(h, "") for h in spec.identity_headers)
-        if spec.identity_headers and not all(identity):
+        context = tuple(_context_value(event, source) for source in spec.identity_sources)
+        if (spec.identity_headers or context) and not all(identity + context):
             return Answer.message(401, "Unauthorized")  # a missing identity source: no call
         arn = self.method_arn(route, event)
-        key = (spec.name, route.api, *identity)
-        result = self._cached(key) if spec.ttl and spec.identity_headers else None
+        key = (spec.name, route.api, *identity, *context)
+        keyed = bool(spec.identity_headers or context)
+        result = self._cached(key) if spec.ttl and keyed else None
         if result is None:
             request = {"type": spec.payload, "methodArn": arn, **event}
             if spec.payload == "TOKEN":
@@ -325,7 +335,7 @@ class Gateway:
                 if str(exc) == "Unauthorized":
                     return Answer.message(401, "Unauthorized")
                 return Answer.message(500, None)
-            if spec.ttl and spec.identity_headers:
+            if spec.ttl and keyed:
                 with self._cache_lock:
                     self._cache[key] = (result, time.monotonic() + spec.ttl)
         if not isinstance(result, dict) or not policy_allows(result.get("policyDocument", {}), arn):

@@ -1192,3 +1192,42 @@ def test_an_access_token_for_one_api_is_accepted_on_that_api_only(
     headers = {"Authorization": f"Bearer {api_jwt(authorizer, bot, audience)}"}
     assert decided(authorizer, bound_event(shape, headers)) == on_this
     assert decided(authorizer, bound_event(shape, headers, arn=OTHER_API_ARN)) == on_other
+
+
+def test_a_rest_request_cache_must_be_keyed_on_the_source_ip_for_bound_tokens(
+    authorizer: LocalAuthorizer,
+) -> None:
+    # The function cannot see a REST API's identity sources: the operator's rule
+    # (docs/architecture.md, "Tokens bound to source addresses"), shown on the local gateway.
+    bot = authorizer.bot(bound_cidrs=("203.0.113.0/24",))
+    pair = credential_headers("gatekey_headers", bot)
+    source = "X-Gatekey-Local-Source-Ip"
+    keyed = ("gatekey-client-id", "gatekey-client-secret")
+    spec = AuthorizerSpec(
+        "Cached",
+        "Gatekey",
+        "REQUEST",
+        keyed,
+        ttl=300,
+        identity_sources=("context.identity.sourceIp",),
+    )
+    route = Route("Api", "GET", "/items/{id}", "Backend", "LAMBDA", spec)
+
+    def backend(event: dict[str, Any], _: Any) -> dict[str, Any]:
+        return {"statusCode": 200, "body": "{}"}
+
+    functions = Functions({"Gatekey": authorizer.lambda_handler, "Backend": backend})
+    gateway = Gateway(routes=[route], schedules={}, functions=functions, credentials={})
+
+    def get(ip: str) -> int:
+        headers = [*pair.items(), (source, ip)]
+        return gateway.handle("GET", "/items/42", headers, b"", "127.0.0.1").status
+
+    # Keyed on the source IP too: the Allow for one address is not the answer for another.
+    assert [get(INSIDE), get(OUTSIDE), get(INSIDE)] == [200, 403, 200]
+    # Keyed on the pair alone (the shape the rule forbids), API Gateway would serve the Allow
+    # it keeps for the pair to any address: why such a cache must not see bound tokens.
+    pair_only = CachedApi(authorizer, "REQUEST", keyed)
+    outside = [*pair.items(), (source, OUTSIDE)]
+    assert pair_only.get({**pair, source: INSIDE}).status == 200
+    assert pair_only.gateway.handle("GET", "/items/42", outside, b"", "h").status == 200
