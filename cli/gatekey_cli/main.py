@@ -247,12 +247,42 @@ def _token_fields(parser: argparse.ArgumentParser, *, update: bool) -> None:
         help="with --rotation auto: the Secrets Manager secret the new secret is written to; "
         "checked to exist with your credentials first",
     )
+    if not update:  # `bind` changes them afterwards
+        _binding_arguments(parser)
     parser.add_argument(
         "--skip-secret-check",
         action="store_true",
         help="do not check that the delivery secret exists (e.g. only the stack's role can "
         "describe it)",
     )
+
+
+def _binding_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cidr",
+        action="append",
+        dest="bound_cidrs",
+        metavar="CIDR",
+        help="source block it may be used from, e.g. 203.0.113.0/24 or 2001:db8::/32; repeat",
+    )
+    parser.add_argument(
+        "--api",
+        action="append",
+        dest="bound_apis",
+        metavar="API_ID[/STAGE]",
+        help="API (and stage) it may reach, e.g. a1b2c3d4e5 or a1b2c3d4e5/prod; repeat",
+    )
+
+
+def _bindings(args: argparse.Namespace) -> dict[str, Any]:
+    """The bindings a command sets: those given, and with bind's --no-* an empty list."""
+    body: dict[str, Any] = {}
+    for name in ("bound_cidrs", "bound_apis"):
+        if getattr(args, name, None):
+            body[name] = getattr(args, name)
+        elif getattr(args, f"no_{name.removeprefix('bound_')}", False):
+            body[name] = []
+    return body
 
 
 def _rotation(args: argparse.Namespace, ctx: Context) -> dict[str, Any] | None:
@@ -321,6 +351,7 @@ def _create(args: argparse.Namespace, ctx: Context) -> Result:
     body |= {"scopes": args.scopes} if args.scopes else {}
     body |= {"owner": args.owner} if args.owner else {}
     body["rotation"] = _rotation(args, ctx)
+    body |= _bindings(args)
     admin = ctx.admin()  # the endpoint is checked before the secret
     return Result(admin.call("POST", BASE, body), secret=True)
 
@@ -369,6 +400,7 @@ def _import(args: argparse.Namespace, ctx: Context) -> Result:
     body |= {"scopes": args.scopes} if args.scopes else {}
     body |= {"owner": args.owner} if args.owner else {}
     body["rotation"] = _rotation(args, ctx)
+    body |= _bindings(args)
     return Result(ctx.admin().call("POST", f"{BASE}/import", body))
 
 
@@ -491,6 +523,30 @@ def _update(args: argparse.Namespace, ctx: Context) -> Result:
             "--no-scopes or --rotation"
         )
     return Result(ctx.admin().call("PATCH", token_path(BASE, client_id), body))
+
+
+def _add_bind(commands: Commands) -> None:
+    bind = _command(
+        commands,
+        "bind",
+        "bind a token to source CIDR blocks and APIs (replaces what is given)",
+        _bind,
+    )
+    bind.description = (
+        "Set the token's source CIDR blocks (--cidr, repeated) and APIs (--api, repeated), "
+        "each replacing the token's list; --no-cidrs / --no-apis unbind."
+    )
+    _client_id_argument(bind)
+    _binding_arguments(bind)
+    bind.add_argument("--no-cidrs", action="store_true", help="usable from any address")
+    bind.add_argument("--no-apis", action="store_true", help="usable on every API")
+
+
+def _bind(args: argparse.Namespace, ctx: Context) -> Result:
+    body = _bindings(args)
+    if not body:
+        raise UsageError("give --cidr, --api, --no-cidrs or --no-apis")
+    return Result(ctx.admin().call("PATCH", token_path(BASE, _client_id(args)), body))
 
 
 def _add_enable(commands: Commands) -> None:
@@ -686,6 +742,7 @@ COMMANDS: Final[tuple[Callable[[Commands], None], ...]] = (
     _add_list,
     _add_show,
     _add_update,
+    _add_bind,
     _add_enable,
     _add_disable,
     _add_rotate,

@@ -67,6 +67,8 @@ def fields(body: CreateTokenRequest) -> dict[str, Any]:
         "scopes": tuple(body.scopes),
         "owner": body.owner,
         "rotation": body.rotation.policy(),
+        "bound_cidrs": tuple(body.bound_cidrs),
+        "bound_apis": tuple(body.bound_apis),
     }
 
 
@@ -128,6 +130,8 @@ def update(client_id: str, body: Annotated[UpdateTokenRequest, Body()]) -> Token
         scopes=tuple(body.scopes) if body.scopes is not None else None,
         enabled=body.enabled,
         rotation=body.rotation.policy() if body.rotation is not None else None,
+        bound_cidrs=None if body.bound_cidrs is None else tuple(body.bound_cidrs),
+        bound_apis=None if body.bound_apis is None else tuple(body.bound_apis),
     )
     return TokenOut.of(token)
 

@@ -74,6 +74,7 @@ def token() -> Response[str]:
         form=parse_form(event.body, base64_encoded=bool(event.is_base64_encoded)),
         headers={name.lower(): value for name, value in event.headers.items()},
         issuer=issuer(),
+        source_ip=event.request_context.identity.source_ip,
     )
     logger.info("access token issued", client_id=client_id)
     metrics.add_metric("AccessTokensIssued", MetricUnit.Count, 1)
@@ -99,6 +100,7 @@ def _token_form() -> dict[str, Any]:
         ),
         "headers": {name.lower(): value for name, value in event.headers.items()},
         "issuer": issuer(),
+        "source_ip": event.request_context.identity.source_ip,
     }
 
 
@@ -113,8 +115,7 @@ def introspect() -> Response[str]:
 
 @app.post(REVOCATION_PATH)
 def revoke() -> Response[str]:
-    source_ip = app.current_event.request_context.identity.source_ip
-    revoked, caller = token_status.revoke(**_token_form(), source_ip=source_ip)
+    revoked, caller = token_status.revoke(**_token_form())
     metrics.add_metric("RevocationRequests", MetricUnit.Count, 1)
     if revoked is None:
         logger.info("revocation changed nothing", client_id=caller)

@@ -8,6 +8,7 @@ calls the handler and turns its answer into the HTTP response."""
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import threading
 import time
@@ -26,7 +27,19 @@ from gatekey_local.sigv4 import SigV4Refused, authenticate, verify_sigv4
 from gatekey_local.template import ACCOUNT, REGION, STAGE, Route, Schedule
 
 MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
+# The source IP a request is given, for tests of source-IP binding: honoured by the local
+# gateway only (and taken off the request), which otherwise gives the peer's address.
+# API Gateway sets sourceIp from the connection and passes such a header through as any other.
+SOURCE_IP_HEADER = "x-gatekey-local-source-ip"
 Handler = Callable[[dict[str, Any], Any], Any]
+
+
+def _context_value(event: dict[str, Any], source: str) -> str:
+    """A REST identity source `context.a.b`: requestContext's a.b, as text ("" if absent)."""
+    value: Any = event["requestContext"]
+    for part in source.removeprefix("context.").split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return "" if value is None else str(value)
 
 
 class LambdaContext:
@@ -99,8 +112,21 @@ class Gateway:
     # -- one request -----------------------------------------------------------------------
 
     def handle(
-        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, host: str
+        self,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        host: str,
+        source_ip: str = "127.0.0.1",
     ) -> Answer:
+        given = [v for n, v in headers if n.lower() == SOURCE_IP_HEADER]
+        if given:
+            headers = [(n, v) for n, v in headers if n.lower() != SOURCE_IP_HEADER]
+            try:
+                source_ip = str(ipaddress.ip_address(given[-1].strip()))
+            except ValueError:
+                return Answer.message(400, f"{SOURCE_IP_HEADER} is not an IP address")
         split = urlsplit(target)
         path = unquote(split.path)
         if method == "POST" and path.startswith("/_local/schedules/"):
@@ -118,11 +144,13 @@ class Gateway:
                 headers=headers,
                 body=body,
                 host=host,
+                source_ip=source_ip,
             )
             return self._handle_http(route, request, parameters, target)
         single = {k: v for k, v in headers}
         query = parse_qsl(split.query, keep_blank_values=True)
         event = self._event(route, path, parameters, headers, query, body, host)
+        event["requestContext"]["identity"]["sourceIp"] = source_ip
         context = event["requestContext"]
         if route.auth == "AWS_IAM":
             try:
@@ -303,11 +331,13 @@ class Gateway:
         assert spec is not None  # noqa: S101 - LAMBDA routes always have one
         lowered = {k.lower(): v for k, v in (event["headers"] or {}).items()}
         identity = tuple(lowered.get(h, "") for h in spec.identity_headers)
-        if spec.identity_headers and not all(identity):
+        context = tuple(_context_value(event, source) for source in spec.identity_sources)
+        if (spec.identity_headers or context) and not all(identity + context):
             return Answer.message(401, "Unauthorized")  # a missing identity source: no call
         arn = self.method_arn(route, event)
-        key = (spec.name, route.api, *identity)
-        result = self._cached(key) if spec.ttl and spec.identity_headers else None
+        key = (spec.name, route.api, *identity, *context)
+        keyed = bool(spec.identity_headers or context)
+        result = self._cached(key) if spec.ttl and keyed else None
         if result is None:
             request = {"type": spec.payload, "methodArn": arn, **event}
             if spec.payload == "TOKEN":
@@ -318,7 +348,7 @@ class Gateway:
                 if str(exc) == "Unauthorized":
                     return Answer.message(401, "Unauthorized")
                 return Answer.message(500, None)
-            if spec.ttl and spec.identity_headers:
+            if spec.ttl and keyed:
                 with self._cache_lock:
                     self._cache[key] = (result, time.monotonic() + spec.ttl)
         if not isinstance(result, dict) or not policy_allows(result.get("policyDocument", {}), arn):
@@ -400,7 +430,12 @@ class Gateway:
                 host = self.headers.get("Host") or f"127.0.0.1:{port}"
                 try:
                     answer = gateway.handle(
-                        self.command, self.path, list(self.headers.items()), body, host
+                        self.command,
+                        self.path,
+                        list(self.headers.items()),
+                        body,
+                        host,
+                        self.client_address[0],
                     )
                 except Exception:  # noqa: BLE001 - a handler crash is API Gateway's 502
                     answer = Answer.message(502, "Internal server error")

@@ -264,6 +264,11 @@ class Stack:
             payload=payload,
             identity_headers=tuple(h.lower() for h in headers),
             ttl=int(self.resolve(identity.get("ReauthorizeEvery", 300))),
+            # A REQUEST authorizer's context identity sources (`context.identity.sourceIp`).
+            identity_sources=tuple(
+                f"context.{name}"
+                for name in ([] if payload == "TOKEN" else identity.get("Context", []))
+            ),
         )
         return Route(api, method, path, function, "LAMBDA", authorizer)
 

@@ -851,3 +851,116 @@ def test_a_fresh_stack_keeps_nothing(tmp_path: Path) -> None:
         cli(first, "create", "kept-bot")
     with local_stack() as second:
         assert cli(second, "list")["items"] == []
+
+
+# -- bindings: source addresses and APIs ------------------------------------------------------
+
+# The local gateway's test header: the source IP API Gateway would report (README, Quickstart).
+SOURCE_IP = "X-Gatekey-Local-Source-Ip"
+DEMO_REST_API, DEMO_HTTP_API = "demoapi", "demohttpapi"  # the local stack's API ids
+
+
+def token_from(stack: LocalStack, bot: dict[str, Any], source_ip: str, **form: str) -> Any:
+    return requests.post(
+        f"{stack.url}/oauth2/token",
+        data={"grant_type": "client_credentials", **form},
+        auth=(bot["client_id"], bot["client_secret"]),
+        headers={SOURCE_IP: source_ip},
+        timeout=10,
+    )
+
+
+@pytest.mark.parametrize(
+    ("inside", "outside"),
+    [("203.0.113.10", "198.51.100.7"), ("2001:db8:1::10", "2001:db8:2::10")],
+)
+def test_a_bound_token_is_refused_from_another_source_ip_everywhere(
+    stack: LocalStack, inside: str, outside: str
+) -> None:
+    bot = cli(
+        stack,
+        "create",
+        "e2e-bound-bot",
+        "--scope",
+        "read",
+        "--cidr",
+        "203.0.113.0/24",
+        "--cidr",
+        "2001:db8:1::/48",
+    )
+    assert bot["bound_cidrs"] == ["203.0.113.0/24", "2001:db8:1::/48"]
+    # The token endpoint: a token from inside, a 403 from outside.
+    issued = token_from(stack, bot, inside)
+    assert issued.status_code == 200, issued.text
+    refused = token_from(stack, bot, outside)
+    assert (refused.status_code, refused.json()["error"]) == (403, "unauthorized_client")
+    bearer = {"Authorization": f"Bearer {issued.json()['access_token']}"}
+    # The REST API, authorized on each request: every form, and the access token.
+    for headers in [*forms(bot).values(), bearer]:
+        assert whoami(stack, {**headers, SOURCE_IP: inside}).status_code == 200
+        assert whoami(stack, {**headers, SOURCE_IP: outside}).status_code == 403
+    # The HTTP API, cached on the pair, the route key and the source IP: the Allow cached for
+    # the address inside is not the answer for the one outside.
+    pair = forms(bot)["gatekey_headers"]
+    for source, status in [(inside, 200), (outside, 403), (inside, 200)]:
+        answer = whoami(stack, {**pair, SOURCE_IP: source}, HTTP_LAMBDA_ROUTE)
+        assert answer.status_code == status, (source, answer.text)
+    # The cached TOKEN route sees no source IP: a bound token is refused there from anywhere.
+    for headers in (forms(bot)["basic"], bearer):
+        route = "/demo/cached/whoami"
+        assert whoami(stack, {**headers, SOURCE_IP: inside}, route).status_code == 403
+    # Without the test header, the source is the peer, 127.0.0.1: outside.
+    assert whoami(stack, pair).status_code == 403
+
+
+def test_a_token_bound_to_one_api_is_refused_on_the_other_with_and_without_jwts(
+    stack: LocalStack,
+) -> None:
+    on_rest = cli(stack, "create", "e2e-rest-bot", "--scope", "read", "--api", DEMO_REST_API)
+    on_http = cli(stack, "create", "e2e-http-bot", "--scope", "read", "--api", DEMO_HTTP_API)
+    pair = forms(on_rest)["gatekey_headers"]
+    assert whoami(stack, pair).status_code == 200
+    assert whoami(stack, pair, HTTP_LAMBDA_ROUTE).status_code == 403
+    pair = forms(on_http)["gatekey_headers"]
+    assert whoami(stack, pair, HTTP_LAMBDA_ROUTE).status_code == 200
+    assert whoami(stack, pair).status_code == 403
+    # With access tokens: the token's binding holds whatever the token's audience.
+    for bot, allowed_on_rest in ((on_rest, 200), (on_http, 403)):
+        token = access_token(stack, bot["client_id"], bot["client_secret"], "read")
+        bearer = {"Authorization": f"Bearer {token['access_token']}"}
+        assert whoami(stack, bearer).status_code == allowed_on_rest
+        assert whoami(stack, bearer, "/demo/cached/whoami").status_code == allowed_on_rest
+    # A bound stage: the local REST stage is v1.
+    staged = cli(stack, "create", "e2e-prod-bot", "--api", f"{DEMO_REST_API}/prod")
+    assert whoami(stack, forms(staged)["basic"]).status_code == 403
+    cli(stack, "bind", staged["client_id"], "--api", f"{DEMO_REST_API}/v1")
+    deadline = time.monotonic() + STATUS_TTL + 2
+    while whoami(stack, forms(staged)["basic"]).status_code != 200:
+        assert time.monotonic() < deadline, "the new binding did not land within the status TTL"
+        time.sleep(0.1)
+
+
+def test_an_access_token_for_one_api_is_accepted_there_only(
+    stack: LocalStack, bot: dict[str, Any]
+) -> None:
+    # GIVEN an unbound token, and an access token asked for the REST API only (RFC 8707)
+    asked = f"urn:gatekey:api:{DEMO_REST_API}"
+    answer = token_from(stack, bot, "127.0.0.1", scope="read", resource=asked)
+    assert answer.status_code == 200, answer.text
+    token = answer.json()["access_token"]
+    assert jwt.decode(token, options={"verify_signature": False})["aud"] == asked
+    bearer = {"Authorization": f"Bearer {token}"}
+    # THEN it works on that API, through either of its authorizers
+    assert whoami(stack, bearer).status_code == 200
+    assert whoami(stack, bearer, "/demo/cached/whoami").status_code == 200
+    # AND not on the HTTP API, whose JWT authorizer takes the stack's audience only
+    assert whoami(stack, bearer, HTTP_JWT_ROUTE).status_code == 401
+    # AND one for the HTTP API is refused by the REST API's authorizer
+    other = token_from(stack, bot, "127.0.0.1", audience=f"urn:gatekey:api:{DEMO_HTTP_API}")
+    assert other.status_code == 200, other.text
+    other_bearer = {"Authorization": f"Bearer {other.json()['access_token']}"}
+    assert whoami(stack, other_bearer).status_code == 403
+    # A token bound to one API cannot ask for another: invalid_target (RFC 8707).
+    on_http = cli(stack, "create", "e2e-http-only", "--api", DEMO_HTTP_API)
+    refused = token_from(stack, on_http, "127.0.0.1", resource=asked)
+    assert (refused.status_code, refused.json()["error"]) == (400, "invalid_target")

@@ -810,3 +810,37 @@ def test_ctrl_c_is_one_line_and_exit_130(
 
     monkeypatch.setattr("gatekey_cli.api.AdminClient.call", interrupted)
     assert gatekey(admin_gateway, "list") == (130, "", "gatekey: interrupted\n")
+
+
+# -- bindings -------------------------------------------------------------------------------
+
+
+def test_bindings_from_the_command_line(admin_gateway: AdminGateway) -> None:
+    created = gatekey_json(
+        admin_gateway,
+        "create",
+        "ci-bot",
+        "--cidr",
+        "203.0.113.0/24",
+        "--cidr",
+        "2001:DB8::/32",
+        "--api",
+        "a1b2c3d4e5/prod",
+    )
+    client_id = created["client_id"]
+    assert created["bound_cidrs"] == ["203.0.113.0/24", "2001:db8::/32"]
+    assert created["bound_apis"] == ["a1b2c3d4e5/prod"]
+    rebound = gatekey_json(admin_gateway, "bind", client_id, "--cidr", "10.0.0.0/8", "--no-apis")
+    assert (rebound["bound_cidrs"], rebound["bound_apis"]) == (["10.0.0.0/8"], [])
+    code, shown, _ = gatekey(admin_gateway, "show", client_id)
+    assert code == 0
+    assert "10.0.0.0/8" in shown
+    # An invalid block: one line naming it, a non-zero exit, and the token as it was.
+    code, out, err = gatekey(admin_gateway, "bind", client_id, "--cidr", "10.0.0.5/8")
+    assert (code, out) == (1, "")
+    assert "10.0.0.5/8" in err
+    assert len(err.strip().splitlines()) == 1
+    assert gatekey_json(admin_gateway, "show", client_id)["bound_cidrs"] == ["10.0.0.0/8"]
+    code, _, err = gatekey(admin_gateway, "bind", client_id)
+    assert code == EXIT_USAGE  # nothing to bind: caught before any request
+    assert "--cidr" in err

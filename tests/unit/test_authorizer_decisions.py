@@ -1001,3 +1001,233 @@ def test_a_failing_store_is_an_error_never_an_allow(
     # AND once it answers again, so does the authorizer (no failure was remembered)
     authorizer.store.read_failure = None
     assert allowed(authorizer.call("rest_request", headers))
+
+
+# -- bindings: source addresses and APIs (gatekey.bindings) -----------------------------------
+
+INSIDE, OUTSIDE = "203.0.113.10", "198.51.100.7"
+OTHER_API_ARN = ARN.replace("a1b2c3d4e5/v1", "f6g7h8i9j0/v1")
+
+
+def bound_event(
+    shape: str,
+    headers: dict[str, str],
+    *,
+    source_ip: str = INSIDE,
+    identity_source: list[str] | None = None,
+    arn: str = ARN,
+) -> dict[str, Any]:
+    """An event from `source_ip` for GET /items/42 on the API and stage of `arn`; an HTTP API
+    event keyed on its credential headers and the source IP unless `identity_source` says."""
+    event = authorizer_event(shape, headers, method="GET", path="/items/42")
+    method_arn = f"{arn}/GET/items/42"
+    if shape == "http":
+        event["routeArn"] = method_arn
+        event["requestContext"]["http"]["sourceIp"] = source_ip
+        values = [*headers.values(), source_ip] if identity_source is None else identity_source
+        event["identitySource"] = values
+    else:
+        event["methodArn"] = method_arn
+    if shape == "rest_request":
+        event["requestContext"]["identity"]["sourceIp"] = source_ip
+    return event
+
+
+def decided(authorizer: LocalAuthorizer, event: dict[str, Any]) -> str:
+    outcome = authorizer.authorizer.authorize(event)
+    return "allowed" if outcome.allowed else outcome.reason
+
+
+@pytest.mark.parametrize("shape", ["rest_request", "http"])
+@pytest.mark.parametrize("form", ["gatekey_headers", "basic", "bearer"])
+@pytest.mark.parametrize(
+    ("cidrs", "inside", "outside"),
+    [
+        (("203.0.113.0/24",), INSIDE, OUTSIDE),
+        (("2001:db8:1::/48",), "2001:db8:1::17", "2001:db8:2::17"),
+        (("203.0.113.0/24",), "::ffff:203.0.113.10", "::ffff:198.51.100.7"),  # IPv4-mapped
+        (("203.0.113.10/32", "2001:db8::/32"), "2001:db8::1", "203.0.113.11"),
+        (("::/0",), "2001:db8::1", INSIDE),  # every IPv6 address, no IPv4 one
+    ],
+)
+def test_a_bound_token_is_allowed_from_its_blocks_and_refused_from_elsewhere(
+    authorizer: LocalAuthorizer,
+    shape: str,
+    form: str,
+    cidrs: tuple[str, ...],
+    inside: str,
+    outside: str,
+) -> None:
+    bot = authorizer.bot(bound_cidrs=cidrs)
+    headers = headers_for(authorizer, form, bot)
+    assert decided(authorizer, bound_event(shape, headers, source_ip=inside)) == "allowed"
+    # AND the Allow remembered for that address is not the answer from another one
+    assert decided(authorizer, bound_event(shape, headers, source_ip=outside)) == "source_ip"
+    response = authorizer.invoke(bound_event(shape, headers, source_ip=outside))
+    assert not (allowed(response) if shape == "rest_request" else allowed_http(response))
+    assert decided(authorizer, bound_event(shape, headers, source_ip=inside)) == "allowed"
+
+
+def allowed_http(response: dict[str, Any]) -> bool:
+    if "isAuthorized" in response:
+        return bool(response["isAuthorized"])
+    return allowed(response)
+
+
+@pytest.mark.parametrize("form", ["basic", "bearer", "access_json"])
+def test_a_bound_token_is_refused_by_a_token_authorizer_which_sees_no_source_ip(
+    authorizer: LocalAuthorizer, form: str
+) -> None:
+    bot = authorizer.bot(bound_cidrs=("0.0.0.0/0", "::/0"))
+    headers = headers_for(authorizer, form, bot)
+    event = bound_event("rest_token", headers)
+    assert decided(authorizer, event) == "source_ip_unverifiable"
+    # An unbound token is not: the TOKEN route's cache is keyed on what it decides.
+    other = headers_for(authorizer, form, authorizer.bot())
+    assert decided(authorizer, bound_event("rest_token", other)) == "allowed"
+
+
+def test_an_http_api_cache_key_without_the_source_ip_refuses_a_bound_token(
+    authorizer: LocalAuthorizer,
+) -> None:
+    # GIVEN an HTTP API authorizer cached on the Gatekey pair alone: API Gateway would keep the
+    # Allow for the pair, whatever address sends it next.
+    bot = authorizer.bot(bound_cidrs=("203.0.113.0/24",))
+    headers = headers_for(authorizer, "gatekey_headers", bot)
+    pair_only = list(headers.values())
+    event = bound_event("http", headers, identity_source=pair_only)
+    assert decided(authorizer, event) == "source_ip_unverifiable"
+    # AND an Allow remembered for a key with the address does not answer it
+    assert decided(authorizer, bound_event("http", headers)) == "allowed"
+    assert decided(authorizer, event) == "source_ip_unverifiable"
+    # An uncached authorizer (no identity sources) decides on the address itself.
+    assert decided(authorizer, bound_event("http", headers, identity_source=[])) == "allowed"
+    # An unbound token does not care.
+    plain = headers_for(authorizer, "gatekey_headers", authorizer.bot())
+    assert decided(authorizer, bound_event("http", plain, identity_source=[])) == "allowed"
+
+
+def test_a_rest_request_event_without_a_source_ip_refuses_a_bound_token(
+    authorizer: LocalAuthorizer,
+) -> None:
+    bot = authorizer.bot(bound_cidrs=("0.0.0.0/0",))
+    event = bound_event("rest_request", headers_for(authorizer, "gatekey_headers", bot))
+    del event["requestContext"]["identity"]["sourceIp"]
+    assert decided(authorizer, event) == "source_ip"
+
+
+def test_an_unbound_token_is_allowed_from_any_address(
+    authorizer: LocalAuthorizer, bot: Bot
+) -> None:
+    headers = headers_for(authorizer, "gatekey_headers", bot)
+    for source in (INSIDE, OUTSIDE, "2001:db8::1", "not an address"):
+        for shape in ("rest_request", "http"):
+            assert decided(authorizer, bound_event(shape, headers, source_ip=source)) == "allowed"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("form", ["basic", "bearer"])
+@pytest.mark.parametrize(
+    ("apis", "on_this", "on_other"),
+    [
+        (("a1b2c3d4e5",), "allowed", "api_not_allowed"),
+        (("a1b2c3d4e5/v1",), "allowed", "api_not_allowed"),
+        (("a1b2c3d4e5/prod",), "api_not_allowed", "api_not_allowed"),
+        (("f6g7h8i9j0", "a1b2c3d4e5/v1"), "allowed", "allowed"),
+        ((), "allowed", "allowed"),
+    ],
+)
+def test_a_token_bound_to_apis_is_refused_on_others(
+    authorizer: LocalAuthorizer,
+    shape: str,
+    form: str,
+    apis: tuple[str, ...],
+    on_this: str,
+    on_other: str,
+) -> None:
+    bot = authorizer.bot(bound_apis=apis)
+    headers = headers_for(authorizer, form, bot)
+    assert decided(authorizer, bound_event(shape, headers)) == on_this
+    assert decided(authorizer, bound_event(shape, headers, arn=OTHER_API_ARN)) == on_other
+    # AND the remembered answer of one API is not the other's
+    assert decided(authorizer, bound_event(shape, headers)) == on_this
+
+
+def test_the_allow_of_a_bound_token_lists_its_routes_on_this_api_only(
+    authorizer: LocalAuthorizer,
+) -> None:
+    bot = authorizer.bot(bound_apis=("a1b2c3d4e5", "f6g7h8i9j0"), routes=("GET /items/*",))
+    response = authorizer.invoke(bound_event("rest_request", headers_for(authorizer, "basic", bot)))
+    resources = response["policyDocument"]["Statement"][0]["Resource"]
+    assert resources == [f"{ARN}/GET/items/*"]
+
+
+def api_jwt(authorizer: LocalAuthorizer, bot: Bot, audience: str) -> str:
+    return issue_access_token(
+        bot.token,
+        authorizer.signer,
+        issuer=ISSUER,
+        audience=audience,
+        lifetime=3600,
+        scopes=(),
+        now=int(authorizer.clock[0]),
+    ).access_token
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize(
+    ("audience", "on_this", "on_other"),
+    [
+        ("gatekey", "allowed", "allowed"),  # the stack's audience: every API
+        ("urn:gatekey:api:a1b2c3d4e5", "allowed", "wrong_audience"),
+        ("urn:gatekey:api:a1b2c3d4e5/v1", "allowed", "wrong_audience"),
+        ("urn:gatekey:api:a1b2c3d4e5/prod", "wrong_audience", "wrong_audience"),
+        ("urn:gatekey:api:f6g7h8i9j0", "wrong_audience", "allowed"),
+        ("urn:gatekey:other:a1b2c3d4e5", "wrong_audience", "wrong_audience"),
+    ],
+)
+def test_an_access_token_for_one_api_is_accepted_on_that_api_only(
+    authorizer: LocalAuthorizer, bot: Bot, shape: str, audience: str, on_this: str, on_other: str
+) -> None:
+    headers = {"Authorization": f"Bearer {api_jwt(authorizer, bot, audience)}"}
+    assert decided(authorizer, bound_event(shape, headers)) == on_this
+    assert decided(authorizer, bound_event(shape, headers, arn=OTHER_API_ARN)) == on_other
+
+
+def test_a_rest_request_cache_must_be_keyed_on_the_source_ip_for_bound_tokens(
+    authorizer: LocalAuthorizer,
+) -> None:
+    # The function cannot see a REST API's identity sources: the operator's rule
+    # (docs/architecture.md, "Tokens bound to source addresses"), shown on the local gateway.
+    bot = authorizer.bot(bound_cidrs=("203.0.113.0/24",))
+    pair = credential_headers("gatekey_headers", bot)
+    source = "X-Gatekey-Local-Source-Ip"
+    keyed = ("gatekey-client-id", "gatekey-client-secret")
+    spec = AuthorizerSpec(
+        "Cached",
+        "Gatekey",
+        "REQUEST",
+        keyed,
+        ttl=300,
+        identity_sources=("context.identity.sourceIp",),
+    )
+    route = Route("Api", "GET", "/items/{id}", "Backend", "LAMBDA", spec)
+
+    def backend(event: dict[str, Any], _: Any) -> dict[str, Any]:
+        return {"statusCode": 200, "body": "{}"}
+
+    functions = Functions({"Gatekey": authorizer.lambda_handler, "Backend": backend})
+    gateway = Gateway(routes=[route], schedules={}, functions=functions, credentials={})
+
+    def get(ip: str) -> int:
+        headers = [*pair.items(), (source, ip)]
+        return gateway.handle("GET", "/items/42", headers, b"", "127.0.0.1").status
+
+    # Keyed on the source IP too: the Allow for one address is not the answer for another.
+    assert [get(INSIDE), get(OUTSIDE), get(INSIDE)] == [200, 403, 200]
+    # Keyed on the pair alone (the shape the rule forbids), API Gateway would serve the Allow
+    # it keeps for the pair to any address: why such a cache must not see bound tokens.
+    pair_only = CachedApi(authorizer, "REQUEST", keyed)
+    outside = [*pair.items(), (source, OUTSIDE)]
+    assert pair_only.get({**pair, source: INSIDE}).status == 200
+    assert pair_only.gateway.handle("GET", "/items/42", outside, b"", "h").status == 200

@@ -271,6 +271,7 @@ def test_every_cached_authorizer_shipped_is_keyed_on_what_it_decides(
     # sources hold both headers of a service-token pair (which are read before Authorization).
     # REST and HTTP APIs alike: an HTTP API has no TOKEN authorizer, so it needs the pair. A
     # simple response is for its route only, so a cached one is keyed on the route key too.
+    # A bound token's answer depends on the source IP, so a REQUEST or HTTP API cache holds it.
     examples = [load_template(path) for path in sorted(EXAMPLES.glob("*/template.yaml"))]
     cached: dict[str, list[str]] = {"AWS::Serverless::Api": [], "AWS::Serverless::HttpApi": []}
     for stack in (template, *examples):
@@ -290,6 +291,10 @@ def test_every_cached_authorizer_shipped_is_keyed_on_what_it_decides(
                 assert token or any(pair <= headers for pair in pairs), name
                 if spec.get("EnableSimpleResponses", False) is not False:
                     assert "routeKey" in identity.get("Context", []), name
+                # A token bound to source addresses is decided on the source IP: a REQUEST or
+                # HTTP API cache is keyed on it too (a TOKEN event has none: refused there).
+                if not token:
+                    assert "identity.sourceIp" in identity.get("Context", []), name
     assert all(cached.values()), f"a cached route on each kind of API is shown: {cached}"
 
 

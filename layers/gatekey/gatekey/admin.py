@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Final
 
+from gatekey.bindings import validate_apis, validate_cidrs
 from gatekey.config import MAX_ACCESS_TOKEN_LIFETIME
 from gatekey.credentials import (
     CLIENT_ID_PREFIX,
@@ -104,6 +105,8 @@ class TokenAdmin:
         scopes: tuple[str, ...],
         owner: str | None,
         rotation: RotationPolicy,
+        bound_cidrs: tuple[str, ...] = (),
+        bound_apis: tuple[str, ...] = (),
     ) -> Issued:
         return Issued(
             *self._add(
@@ -115,6 +118,8 @@ class TokenAdmin:
                 scopes=scopes,
                 owner=owner,
                 rotation=rotation,
+                bound_cidrs=bound_cidrs,
+                bound_apis=bound_apis,
             )
         )
 
@@ -130,6 +135,8 @@ class TokenAdmin:
         scopes: tuple[str, ...],
         owner: str | None,
         rotation: RotationPolicy,
+        bound_cidrs: tuple[str, ...] = (),
+        bound_apis: tuple[str, ...] = (),
     ) -> ServiceToken:
         """A token with an existing Client ID and Secret (Cloudflare Access or Cognito), so
         its bots keep working unchanged. The secret is stored hashed like any other, and never
@@ -149,6 +156,8 @@ class TokenAdmin:
             rotation=rotation,
             imported=(client_id, secret),
             source=source.value,
+            bound_cidrs=bound_cidrs,
+            bound_apis=bound_apis,
         )
         return token
 
@@ -164,6 +173,8 @@ class TokenAdmin:
         owner: str | None,
         rotation: RotationPolicy,
         imported: tuple[str, ClientSecret] | None = None,
+        bound_cidrs: tuple[str, ...] = (),
+        bound_apis: tuple[str, ...] = (),
         **details: AuditValue,
     ) -> tuple[ServiceToken, ClientSecret]:
         """Store a new token (with a Client ID and Secret of its own unless `imported`) and
@@ -181,7 +192,16 @@ class TokenAdmin:
             rotation=rotation,
             client_id=client_id,
             secret=secret,
+            bound_cidrs=bound_cidrs,
+            bound_apis=bound_apis,
         )
+        # bindings: audited when set
+        bindings = {
+            k: v
+            for k, v in (("bound_cidrs", token.bound_cidrs), ("bound_apis", token.bound_apis))
+            if v
+        }
+        details |= {k: list(v) for k, v in bindings.items()}
         event = self._event(
             token,
             action,
@@ -245,6 +265,8 @@ class TokenAdmin:
         scopes: tuple[str, ...] | None = None,
         enabled: bool | None = None,
         rotation: RotationPolicy | None = None,
+        bound_cidrs: tuple[str, ...] | None = None,
+        bound_apis: tuple[str, ...] | None = None,
     ) -> ServiceToken:
         """PATCH: change only what is given. Enabling or disabling is audited as such."""
         token = self._live(client_id, "changed")
@@ -260,6 +282,11 @@ class TokenAdmin:
         if rotation is not None:
             self._check_auto_duration(rotation, token.duration, "rotation.mode")
             changed = replace(changed, rotation=rotation)
+        # bindings: validated (and normalised) by the token; an empty list unbinds
+        if bound_cidrs is not None:
+            changed = replace(changed, bound_cidrs=validate_cidrs(bound_cidrs))
+        if bound_apis is not None:
+            changed = replace(changed, bound_apis=validate_apis(bound_apis))
         given = {
             "name": name is not None,
             "owner": owner is not None or clear_owner,
@@ -267,6 +294,8 @@ class TokenAdmin:
             "scopes": scopes is not None,
             "enabled": enabled is not None,
             "rotation": rotation is not None,
+            "bound_cidrs": bound_cidrs is not None,
+            "bound_apis": bound_apis is not None,
         }
         details = {k: _audit_value(getattr(changed, k)) for k, v in given.items() if v}
         if not details:

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from gatekey.bindings import MAX_APIS, MAX_CIDRS
 from gatekey.durations import Duration, parse_duration
 from gatekey.errors import Conflict, GatekeyError, NotFound, ValidationError
 from gatekey.model import (
@@ -51,6 +52,17 @@ class CreateTokenRequest(BaseModel):
     scopes: list[str] = Field(default=[], max_length=MAX_SCOPES)
     owner: str | None = Field(default=None, max_length=MAX_OWNER_LENGTH)
     rotation: Rotation = Rotation()
+    # -- bindings (gatekey.bindings) --
+    bound_cidrs: list[str] = Field(
+        default=[],
+        max_length=MAX_CIDRS,
+        description="CIDR blocks (IPv4 or IPv6) it may be used from; empty: anywhere",
+    )
+    bound_apis: list[str] = Field(
+        default=[],
+        max_length=MAX_APIS,
+        description="APIs it may reach, '<api id>' or '<api id>/<stage>'; empty: every API",
+    )
 
 
 class ImportTokenRequest(CreateTokenRequest):
@@ -77,6 +89,9 @@ class UpdateTokenRequest(BaseModel):
     scopes: list[str] | None = Field(default=None, max_length=MAX_SCOPES)
     enabled: bool | None = None
     rotation: Rotation | None = None
+    # -- bindings (gatekey.bindings): [] unbinds --
+    bound_cidrs: list[str] | None = Field(default=None, max_length=MAX_CIDRS)
+    bound_apis: list[str] | None = Field(default=None, max_length=MAX_APIS)
 
 
 class RotateRequest(BaseModel):
@@ -112,6 +127,9 @@ class TokenOut(BaseModel):
     last_seen_at: str | None
     rotation: RotationOut
     version: int
+    # -- bindings (gatekey.bindings) --
+    bound_cidrs: list[str] = []
+    bound_apis: list[str] = []
 
     @classmethod
     def of(cls, token: ServiceToken) -> TokenOut:
@@ -135,6 +153,8 @@ class TokenOut(BaseModel):
                 delivery_secret_arn=token.rotation.delivery_secret_arn,
             ),
             version=token.version,
+            bound_cidrs=list(token.bound_cidrs),
+            bound_apis=list(token.bound_apis),
         )
 
 

@@ -31,6 +31,27 @@ class AuthRequest:
     shape: EventShape
     method_arn: str
     headers: Mapping[str, str]  # lower-case names
+    # -- what source-IP binding reads (gatekey.bindings) --
+    # The client's address as API Gateway saw it; None in a TOKEN event, which has none.
+    source_ip: str | None = None
+    # The values of the authorizer's identity sources, which API Gateway caches its answer
+    # under, when the event says (HTTP APIs: a list in 2.0, a comma-joined string in 1.0);
+    # None when it does not (REST REQUEST and TOKEN events).
+    identity_source: tuple[str, ...] | None = None
+
+    @property
+    def api_and_stage(self) -> tuple[str, str]:
+        """The API id and stage the method ARN names (parse_event checked its shape)."""
+        api, stage = self.method_arn.split(":", 5)[5].split("/", 2)[:2]
+        return api, stage
+
+    @property
+    def source_ip_in_cache_key(self) -> bool | None:
+        """Whether the source IP is among the identity sources' values: None when the event
+        does not name them; True when it names none (nothing is cached then)."""
+        if self.identity_source is None:
+            return None
+        return not self.identity_source or self.source_ip in self.identity_source
 
 
 # The members, looked up once: an Enum class's attribute costs 40 to 120 ns a lookup (Python
@@ -59,7 +80,29 @@ def parse_event(event: object) -> AuthRequest:
     if shape is _REST_TOKEN:
         token = _text(event.get("authorizationToken"))
         return AuthRequest(shape, arn, {"authorization": token} if token is not None else {})
-    return AuthRequest(shape, arn, _headers(event, shape))
+    return AuthRequest(
+        shape, arn, _headers(event, shape), _source_ip(event, shape), _identity_source(event)
+    )
+
+
+def _source_ip(event: dict[Any, Any], shape: EventShape) -> str | None:
+    """`requestContext.http.sourceIp` (HTTP API payload 2.0) or `.identity.sourceIp` (REST,
+    and HTTP API payload 1.0)."""
+    context = event.get("requestContext")
+    if not isinstance(context, dict):
+        return None
+    holder = context.get("http" if shape is _HTTP else "identity")
+    return _text(holder.get("sourceIp")) if isinstance(holder, dict) else None
+
+
+def _identity_source(event: dict[Any, Any]) -> tuple[str, ...] | None:
+    """The identity sources' values an HTTP API event carries; None if it carries none."""
+    raw = event.get("identitySource")
+    if isinstance(raw, list):
+        return tuple(v for v in raw if type(v) is str)
+    if isinstance(raw, str):  # payload 1.0: the values joined with commas
+        return tuple(v.strip() for v in raw.split(",")) if raw else ()
+    return None
 
 
 def _headers(event: dict[Any, Any], shape: EventShape) -> dict[str, str]:

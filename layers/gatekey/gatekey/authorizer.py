@@ -35,6 +35,7 @@ from gatekey.apigw import (
     simple_denial,
     simple_response,
 )
+from gatekey.bindings import api_allowed, audience_target, source_allowed
 from gatekey.cache import TtlCache
 from gatekey.config import Config
 from gatekey.credentials import (
@@ -42,12 +43,16 @@ from gatekey.credentials import (
     CredentialForm,
 )
 from gatekey.errors import (
+    ApiNotAllowed,
     AuthenticationError,
     GatekeyError,
     InvalidCredentials,
     MissingCredentials,
     NotFound,
+    SourceIpRefused,
+    SourceIpUnverifiable,
     ValidationError,
+    WrongAudience,
 )
 from gatekey.hashing import Hasher
 from gatekey.keyring import PUBLIC_KEY_TTL, PublicKeyCache
@@ -57,6 +62,7 @@ from gatekey.store import TokenStore
 
 logger = logging.getLogger(__name__)
 _HTTP: Final = EventShape.HTTP  # looked up once: see gatekey.apigw
+_REST_TOKEN: Final = EventShape.REST_TOKEN
 
 # A secret that does not match a cached token item, or an access token of a secret version
 # it does not know, re-reads the item at most this often per client id: a bot that switches
@@ -102,6 +108,27 @@ def _secret_valid_until(
     token: ServiceToken, *, secret: ClientSecret, hasher: Hasher, now: int
 ) -> int | None:
     return token.authenticate(secret, hasher, now).valid_until
+
+
+def _check_bindings(token: ServiceToken, request: AuthRequest, audience: object) -> None:
+    """Raise unless the request is where the token, and its access token's `aud`, may be used:
+    its API and stage, and its source address. A bound token's address is checked only where
+    an answer cannot outlive it: never on a TOKEN event (it carries no address), nor on an
+    event whose identity sources (API Gateway's cache key) leave the address out."""
+    api, stage = request.api_and_stage
+    if not api_allowed(token.bound_apis, api, stage):
+        raise ApiNotAllowed(f"service token {token.client_id} is not bound to {api}/{stage}")
+    target = audience_target(audience)
+    if target is not None and not target.reaches(api, stage):
+        raise WrongAudience("access token is for another API")
+    if not token.bound_cidrs:
+        return
+    if request.shape is _REST_TOKEN:
+        raise SourceIpUnverifiable("a TOKEN authorizer's event has no source IP")
+    if request.source_ip_in_cache_key is False:
+        raise SourceIpUnverifiable("the source IP is not among the identity sources")
+    if not source_allowed(token.bound_cidrs, request.source_ip):
+        raise SourceIpRefused(f"service token {token.client_id} is not bound to the source IP")
 
 
 # -- the decision ------------------------------------------------------------------------------
@@ -162,14 +189,18 @@ class Authorizer:
         self._last_seen: TtlCache[str, bool] = TtlCache(settings.cache_size)
         self._rereads: TtlCache[str, bool] = TtlCache(settings.cache_size)
         self._answers: TtlCache[bytes, Outcome] = TtlCache(settings.cache_size)
+        # Answer keys whose token is bound to source addresses: its answers are remembered
+        # under the key with the source IP (`_bound_key`), never under the key alone.
+        self._bound: TtlCache[bytes, bool] = TtlCache(settings.cache_size)
 
     def authorize(self, event: object) -> Outcome:
         """Answer an authorizer event. A repeated allow is answered from memory until the first
         of its inputs' expiries (`Decision.valid_until`), so revocation still lands within the
         status cache TTL. MissingCredentials (a 401) and dependency errors propagate."""
         request = parse_event(event)
-        key = self._answer_key(request)
+        base = self._answer_key(request)
         now = self._clock()
+        key = self._bound_key(base, request) if self._bound.get(base, now) else base
         outcome = self._answers.get(key, now)
         if outcome is not None:
             return outcome
@@ -187,13 +218,26 @@ class Authorizer:
         if strict:
             return outcome
         if decision.allowed:
+            key = base
+            if decision.token is not None and decision.token.bound_cidrs:
+                self._bound.put(base, True, decision.valid_until)
+                key = self._bound_key(base, request)
             self._answers.put(key, outcome, decision.valid_until)
         return outcome
+
+    @staticmethod
+    def _bound_key(base: bytes, request: AuthRequest) -> bytes:
+        """The answer key of a token bound to source addresses: the key, the source IP and
+        whether the API's cache key holds it (what the source-IP check decided on)."""
+        material = f"{request.source_ip}\x00{request.source_ip_in_cache_key}"
+        return hashlib.sha256(base + material.encode("utf-8", "surrogatepass")).digest()
 
     def _answer_key(self, request: AuthRequest) -> bytes:
         """A digest of everything an answer depends on: the credential headers as sent, by
         name (never kept in plaintext), and the API and stage, or the route when the answer is
-        per route."""
+        per route. A token bound to source addresses also depends on the source IP: its answers
+        are kept under `_bound_key` (docs/architecture.md, "Tokens bound to source
+        addresses")."""
         scope = (
             request.method_arn if self._simple(request) else request.method_arn.rsplit("/", 2)[0]
         )
@@ -215,7 +259,7 @@ class Authorizer:
         except (AuthenticationError, ValidationError) as exc:  # malformed: no I/O was done
             return Decision(allowed=False, reason=exc.reason)
         try:
-            return self._authenticate(presented, now)
+            return self._authenticate(presented, request, now)
         except (AuthenticationError, ValidationError, NotFound) as exc:
             reason = "unknown_client" if isinstance(exc, NotFound) else exc.reason
             return Decision(
@@ -225,9 +269,10 @@ class Authorizer:
                 client_id=presented.client_id,
             )
 
-    def _authenticate(self, presented: Presented, now: int) -> Decision:
+    def _authenticate(self, presented: Presented, request: AuthRequest, now: int) -> Decision:
         check: Callable[[ServiceToken], int | None]
         scopes: tuple[str, ...] | None = None  # an access token's own; else the token's
+        audience: object = None  # an access token's aud
         if presented.jwt is not None:
             claims, expires = self._verify_jwt(presented.jwt, now)
             client_id = str(claims["client_id"])
@@ -235,6 +280,7 @@ class Authorizer:
             # status cache holds: a revocation lands within its TTL, without a read of its own.
             check = partial(access_token_valid_until, claims=claims, now=now)
             scopes = tuple(str(claims.get("scope", "")).split())
+            audience = claims["aud"]
         elif presented.client_id is not None and presented.secret is not None:
             client_id = presented.client_id
             check = partial(
@@ -244,6 +290,7 @@ class Authorizer:
         else:
             raise InvalidCredentials("incomplete credentials")
         token, valid_until = self._checked_token(client_id, now, check)
+        _check_bindings(token, request, audience)
         self._note_last_seen(token, now)
         return Decision(
             allowed=True,

@@ -40,6 +40,13 @@ class InvalidScope(ValidationError):
     reason = "invalid_scope"
 
 
+class InvalidTarget(ValidationError):
+    """A token request's `resource` (RFC 8707) or `audience` that names no API the client may
+    reach, or is not an API at all."""
+
+    reason = "invalid_target"
+
+
 class UnsupportedGrantType(ValidationError):
     reason = "unsupported_grant_type"
 
@@ -142,6 +149,29 @@ class ClientNotPermitted(AuthenticationError):
     introspect without the introspection scope."""
 
     reason = "client_not_permitted"
+
+
+# -- bindings (gatekey.bindings): valid credentials, used where the token may not be ----------
+
+
+class SourceIpRefused(ClientNotPermitted):
+    """A token bound to CIDR blocks, used from an address outside them."""
+
+    reason = "source_ip"
+
+
+class SourceIpUnverifiable(SourceIpRefused):
+    """A token bound to CIDR blocks, where the source address cannot be checked safely: a
+    TOKEN authorizer's event carries none, and an answer cached under identity sources without
+    it would let other addresses in (docs/architecture.md, "Caching")."""
+
+    reason = "source_ip_unverifiable"
+
+
+class ApiNotAllowed(ClientNotPermitted):
+    """A token bound to APIs, used on another API or stage."""
+
+    reason = "api_not_allowed"
 
 
 class TokenOfAnotherClient(AuthenticationError):

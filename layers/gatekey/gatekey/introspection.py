@@ -44,6 +44,7 @@ from gatekey.model import AuditAction, AuditEvent, ServiceToken
 from gatekey.oauth import (
     FORM_CONTENT_TYPE,
     INTROSPECTION_SCOPE,
+    check_source,
     read_client_authentication,
     single,
 )
@@ -137,10 +138,11 @@ class TokenStatusEndpoints:
         form: Mapping[str, Sequence[str]],
         headers: Mapping[str, str],
         issuer: str,
+        source_ip: str | None = None,
     ) -> tuple[Mapping[str, Any], str]:
         """The RFC 7662 answer, and the caller's client_id (for the log)."""
         now = self._clock()
-        caller, value = self._request(content_type, form, headers, now)
+        caller, value = self._request(content_type, form, headers, now, source_ip)
         if INTROSPECTION_SCOPE not in caller.scopes:
             raise ClientNotPermitted(
                 f"introspection needs the scope {INTROSPECTION_SCOPE} on the caller's token"
@@ -169,7 +171,7 @@ class TokenStatusEndpoints:
         """Revoke the caller's own access token; what was written (None: nothing, as for a
         token that is not a valid access token of this issuer), and the caller's client_id."""
         now = self._clock()
-        caller, value = self._request(content_type, form, headers, now)
+        caller, value = self._request(content_type, form, headers, now, source_ip)
         try:
             claims = self._verified(value, issuer, now)
         except (AuthenticationError, ValidationError):
@@ -194,6 +196,7 @@ class TokenStatusEndpoints:
         form: Mapping[str, Sequence[str]],
         headers: Mapping[str, str],
         now: int,
+        source_ip: str | None,
     ) -> tuple[ServiceToken, str]:
         """The authenticated caller and the `token` it sent. Bad requests before the caller
         is read, as at the token endpoint."""
@@ -206,6 +209,7 @@ class TokenStatusEndpoints:
             raise ValidationError("token", "is required")
         caller = self._store.get(auth.client_id)
         caller.authenticate(auth.secret, self._hasher, now)
+        check_source(caller, source_ip)
         return caller, value
 
     def _verified(self, value: str, issuer: str, now: int) -> dict[str, Any]:

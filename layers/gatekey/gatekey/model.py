@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from typing import Final, TypeAlias
 
+from gatekey.bindings import validate_apis, validate_cidrs
 from gatekey.credentials import ClientSecret, generate_client_id, parse_client_id
 from gatekey.durations import DEFAULT_TOKEN_DURATION, Duration
 from gatekey.errors import (
@@ -267,6 +268,11 @@ class ServiceToken:
     # Access tokens revoked before their exp (gatekey.revocations). Written only by the
     # store's `save_revocations`, under a lock of its own; `update` leaves them as stored.
     revoked_access_tokens: AccessTokenRevocations = NO_REVOCATIONS
+    # -- bindings (gatekey.bindings): empty, not bound --
+    # The source addresses it may be used from: normalised CIDR blocks.
+    bound_cidrs: tuple[str, ...] = ()
+    # The APIs it may reach: '<api id>' (every stage) or '<api id>/<stage>'.
+    bound_apis: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         parse_client_id(self.client_id)
@@ -277,6 +283,8 @@ class ServiceToken:
         object.__setattr__(self, "routes", validate_routes(self.routes))
         object.__setattr__(self, "scopes", _scopes(self.scopes))
         _check_keys(self.reminders_sent, "reminders_sent")
+        object.__setattr__(self, "bound_cidrs", validate_cidrs(self.bound_cidrs))
+        object.__setattr__(self, "bound_apis", validate_apis(self.bound_apis))
         if not self.idle_since:
             object.__setattr__(self, "idle_since", self.created_at)
 
@@ -348,6 +356,8 @@ def new_service_token(
     rotation: RotationPolicy | None = None,
     client_id: str | None = None,
     secret: ClientSecret | None = None,
+    bound_cidrs: tuple[str, ...] = (),
+    bound_apis: tuple[str, ...] = (),
 ) -> tuple[ServiceToken, ClientSecret]:
     """A new token and its plaintext secret. The secret is returned once and never stored.
     An imported token brings its own `client_id` and `secret` (checked by the caller); by
@@ -365,6 +375,8 @@ def new_service_token(
         routes=routes,
         scopes=validate_scopes(scopes),
         rotation=rotation or RotationPolicy(),
+        bound_cidrs=bound_cidrs,
+        bound_apis=bound_apis,
     )
     return token, secret
 

@@ -16,6 +16,7 @@ from typing import Final
 from urllib.parse import parse_qs
 
 from gatekey.access_tokens import IssuedToken, granted_scopes, issue_access_token
+from gatekey.bindings import requested_target, source_allowed
 from gatekey.credentials import (
     AUTHORIZATION_SCHEMES,
     HEADER_PAIRS,
@@ -30,8 +31,10 @@ from gatekey.errors import (
     ConcurrentModification,
     GatekeyError,
     InvalidScope,
+    InvalidTarget,
     MalformedCredential,
     NotFound,
+    SourceIpRefused,
     TokenOfAnotherClient,
     UnsupportedGrantType,
     ValidationError,
@@ -117,6 +120,26 @@ def read_client_authentication(
     return ClientAuthentication(*parse_credentials(client_id, secret), method)
 
 
+# -- bindings (gatekey.bindings) --------------------------------------------------------------
+
+
+def requested_resource(form: Mapping[str, Sequence[str]]) -> str | None:
+    """The one API a token request names: RFC 8707's `resource`, or `audience` (RFC 8693's
+    name, which Auth0 and others take); None for the stack's audience. Gatekey issues a token
+    for one API: more than one value is `invalid_target`."""
+    values = [*form.get("resource", ()), *form.get("audience", ())]
+    if len(values) > 1:
+        raise InvalidTarget("resource", "name one API per token (one resource or audience)")
+    return values[0] if values else None
+
+
+def check_source(token: ServiceToken, source_ip: str | None) -> None:
+    """Refuse an authenticated client whose token is bound to source addresses that do not
+    hold the request's."""
+    if not source_allowed(token.bound_cidrs, source_ip):
+        raise SourceIpRefused(f"service token {token.client_id} is not bound to the source IP")
+
+
 class TokenEndpoint:
     """Exchanges a service token's credentials for an access token: one GetItem, one Sign
     (and, once per ring cache TTL, one read of the signing key ring)."""
@@ -151,8 +174,10 @@ class TokenEndpoint:
         form: Mapping[str, Sequence[str]],
         headers: Mapping[str, str],
         issuer: str,
+        source_ip: str | None = None,
     ) -> tuple[IssuedToken, str]:
-        """Return the access token and the client_id it was issued to."""
+        """Return the access token and the client_id it was issued to. `source_ip` is the
+        request's, for a token bound to source addresses."""
         if (content_type or "").split(";")[0].strip().lower() != FORM_CONTENT_TYPE:
             raise ValidationError("Content-Type", f"must be {FORM_CONTENT_TYPE}")
         grant_type = single(form, "grant_type")
@@ -161,11 +186,16 @@ class TokenEndpoint:
         if grant_type != GRANT_TYPE:
             raise UnsupportedGrantType("grant_type", f"only {GRANT_TYPE} is supported")
         requested_scope = single(form, "scope")
+        resource = requested_resource(form)
         auth = read_client_authentication(headers, form)
         now = self._clock()
         token = self._store.get(auth.client_id)
         secret = token.authenticate(auth.secret, self._hasher, now)
+        check_source(token, source_ip)
         scopes = granted_scopes(token, requested_scope)
+        audience = self.audience
+        if resource is not None:
+            audience = requested_target(resource, token.bound_apis).audience
         # A token issued in the second a full revocation list moved the client's watermark to
         # would be revoked at birth (gatekey.revocations): it is dated a second later.
         issue_at = max(now, token.revoked_access_tokens.not_before + 1)
@@ -173,7 +203,7 @@ class TokenEndpoint:
             token,
             self._signing_keys.signer(now),
             issuer=issuer,
-            audience=self.audience,
+            audience=audience,
             lifetime=self.lifetime,
             scopes=scopes,
             now=issue_at,
@@ -222,6 +252,8 @@ def oauth_error(exc: GatekeyError) -> OAuthError:
         return OAuthError(401, "invalid_client", "client authentication failed")
     if isinstance(exc, InvalidScope):
         return OAuthError(400, "invalid_scope", exc.message)
+    if isinstance(exc, InvalidTarget):  # RFC 8707 §2
+        return OAuthError(400, "invalid_target", exc.message)
     if isinstance(exc, UnsupportedGrantType):
         return OAuthError(400, "unsupported_grant_type", exc.message)
     if isinstance(exc, ValidationError):

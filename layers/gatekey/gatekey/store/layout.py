@@ -104,6 +104,9 @@ UPDATABLE: Final = (
     "reminders_pending",
     "delivery_pending",
     "version",
+    # bindings: absent when the token is not bound
+    "bound_cidrs",
+    "bound_apis",
 )
 
 # Attributes of the revoked access tokens (gatekey.revocations), written only by
@@ -207,6 +210,9 @@ def token_to_plain(token: ServiceToken, schedule: DueSchedule = DEFAULT_SCHEDULE
         "delivery_pending": token.delivery_pending,
         "version": token.version,
         **revocations_to_plain(token.revoked_access_tokens),
+        # bindings: absent (removed on update) when the token is not bound
+        "bound_cidrs": list(token.bound_cidrs) or None,
+        "bound_apis": list(token.bound_apis) or None,
     }
 
 
@@ -264,6 +270,8 @@ def token_from_plain(plain: Mapping[str, Any]) -> ServiceToken:
         delivery_pending=plain.get("delivery_pending"),
         version=plain["version"],
         revoked_access_tokens=_revocations_from_plain(plain),
+        bound_cidrs=tuple(plain.get("bound_cidrs") or ()),
+        bound_apis=tuple(plain.get("bound_apis") or ()),
     )
 
 
