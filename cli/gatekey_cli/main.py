@@ -26,6 +26,7 @@ import boto3
 from botocore.exceptions import BotoCoreError
 
 from gatekey_cli.api import AdminClient, CliError, resolve_endpoint
+from gatekey_cli.console import command as console_command
 
 BASE = "/admin/service-tokens"
 SECRET_WARNING = "Store the Client Secret now: it is shown this once and cannot be retrieved again."
@@ -114,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     events = commands.add_parser("events", help="the token's audit trail, newest first")
     events.add_argument("client_id")
     events.add_argument("--limit", type=int, default=50)
+    console_command.register(commands)
     return parser
 
 
@@ -254,6 +256,8 @@ def main(
 ) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "console":  # a server in the foreground, not one call
+            return console_command.run(args, session_factory, stdout)
         session = session_factory(profile_name=args.profile, region_name=args.region)
         endpoint = resolve_endpoint(session, args.endpoint, args.stack)
         result, has_secret = _run(args, AdminClient(endpoint, session, args.region), stdin)
