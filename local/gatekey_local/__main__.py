@@ -141,6 +141,9 @@ def run(port: int, overrides: str) -> int:
     with moto_server() as endpoint:
         os.environ["AWS_ENDPOINT_URL"] = endpoint
         server, info = start(port, overrides)
+        from gatekey_cli.console.command import serve_for_local_stack  # docs/console.md
+
+        console = serve_for_local_stack(info["url"])
 
         def stop(signum: int, frame: FrameType | None) -> None:
             raise KeyboardInterrupt
@@ -148,12 +151,15 @@ def run(port: int, overrides: str) -> int:
         signal.signal(signal.SIGTERM, stop)
         try:  # before the ready line: a Ctrl-C from then on is a clean stop
             print(banner(info["url"], _signer()), flush=True)
-            print(json.dumps({"ready": info["url"], "routes": info["routes"]}), flush=True)
+            print(f"The admin console, for this run only:  {console.url}\n", flush=True)
+            ready = {"ready": info["url"], "routes": info["routes"], "console": console.url}
+            print(json.dumps(ready), flush=True)
             server.serve_forever()
         except KeyboardInterrupt:
             pass
         finally:
             server.server_close()
+            console.server_close()
     return 0
 
 
