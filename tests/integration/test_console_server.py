@@ -3,7 +3,9 @@ does): what a local web server must refuse, and what the pages say when the API 
 
 from __future__ import annotations
 
+import io
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,6 +16,7 @@ import requests
 
 from gatekey_cli.console.command import console_for
 from gatekey_cli.console.server import CSP, ConsoleServer, start_in_background
+from gatekey_cli.main import main
 from support.constants import REGION
 from support.harness import AdminGateway
 
@@ -205,3 +208,81 @@ def test_a_403_says_which_aws_identity_the_console_signs_as(admin_gateway: Admin
     # moto's STS answers for the credentials it is given.
     assert re.search(r"signs its calls as\s+<code>arn:aws:(sts|iam)::\d{12}:", page.text)
     assert urlsplit(admin_gateway.url).hostname == "127.0.0.1"
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-browser"]])
+def test_gatekey_console_prints_its_url_and_opens_the_browser_unless_told_not_to(
+    admin_gateway: AdminGateway, monkeypatch: pytest.MonkeyPatch, flags: list[str]
+) -> None:
+    opened: list[str] = []
+    served: list[ConsoleServer] = []
+
+    def serve(self: ConsoleServer, poll_interval: float = 0.5) -> None:
+        served.append(self)
+        thread = threading.Thread(target=serve_forever, args=(self,), daemon=True)
+        thread.start()
+        # What a browser does with the URL, then Ctrl-C.
+        assert requests.get(self.url, timeout=10, allow_redirects=False).status_code == 303
+        self.shutdown()
+        raise KeyboardInterrupt
+
+    serve_forever = ConsoleServer.serve_forever
+
+    monkeypatch.setattr(ConsoleServer, "serve_forever", serve)
+    monkeypatch.setattr("webbrowser.open", opened.append)
+    out = io.StringIO()
+    code = main(["--endpoint", admin_gateway.url, "console", *flags], stdout=out)
+    assert code == 0
+    assert served[0].url in out.getvalue()
+    assert served[0].url.startswith("http://127.0.0.1:")
+    assert opened == ([] if flags else [served[0].url])
+
+
+def test_every_action_is_a_post_that_lands_back_on_the_token(console: ConsoleServer) -> None:
+    session = browser(console)
+    location = create(session, console, "acting-bot").headers["Location"]
+    token_path = location.split("?")[0]
+    session.get(origin(console) + location, timeout=10)  # the secret's one showing
+    csrf = form_token(session, console)
+
+    def act(action: str, **fields: str) -> requests.Response:
+        return session.post(
+            f"{origin(console)}{token_path}/{action}",
+            data={"csrf": csrf, **fields},
+            headers={"Origin": origin(console)},
+            timeout=10,
+        )
+
+    rotated = act("rotate", grace="1h")
+    assert "rotated: this is its new secret" in rotated.text
+    assert "Previous secret valid until" in rotated.text
+    assert "Expiry refreshed." in act("refresh", duration="30d").text
+    disabled = act("disable")
+    assert "Token disabled" in disabled.text
+    assert "badge-disabled" in disabled.text
+    assert "Token enabled." in act("enable").text
+    edited = act(
+        "edit",
+        name="renamed-bot",
+        owner="team@example.com",
+        routes="GET /a/*\nPOST /b",
+        scopes="x y",
+    )
+    assert "Changes saved." in edited.text
+    assert "<code>GET /a/*</code>" in edited.text
+    assert "team@example.com" in edited.text
+    too_long = act("rotate", grace="9999h")  # the API's limit is 720h
+    assert too_long.status_code == 400
+    assert 'class="error"' in too_long.text
+    assert "grace" in too_long.text
+    assert 'value="9999h"' in too_long.text  # what was typed stays
+    refused = act("revoke", confirm="acting-bot")  # its old name
+    assert refused.status_code == 400
+    assert "type the token&#x27;s name exactly" in refused.text
+    revoked = act("revoke", confirm="renamed-bot")
+    assert "Token revoked." in revoked.text
+    assert "nothing can change it" in revoked.text
+    again = act("enable")  # the API's refusal, as the API words it
+    assert again.status_code == 409
+    assert "revoked" in again.text
+    assert "Traceback" not in again.text

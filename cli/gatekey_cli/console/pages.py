@@ -238,13 +238,16 @@ def reveal_box(reveal: Reveal, test_url: str) -> str:
         f"  -H {shlex.quote('Gatekey-Client-Secret: ' + secret)}"
     )
     gatekey_curl = (
-        f"GATEKEY_CLIENT_ID={shlex.quote(client_id)} GATEKEY_CLIENT_SECRET={shlex.quote(secret)} "
-        f"gatekey curl {shlex.quote(test_url)}"
+        f"GATEKEY_CLIENT_ID={shlex.quote(client_id)} \\\n"
+        f"  GATEKEY_CLIENT_SECRET={shlex.quote(secret)} \\\n"
+        f"  gatekey curl {shlex.quote(test_url)}"
     )
 
     def copyable(ident: str, label: str, value: str, block: bool = False) -> str:
         field = (
-            f'<pre id="{ident}" aria-label="{esc(label)}"><code>{esc(value)}</code></pre>'
+            # Focusable: a scrolling region must be reachable from the keyboard.
+            f'<pre id="{ident}" tabindex="0" aria-label="{esc(label)}">'
+            f"<code>{esc(value)}</code></pre>"
             if block
             else f'<label>{esc(label)} <input class="mono" id="{ident}" readonly '
             f'value="{esc(value)}"></label>'

@@ -8,7 +8,7 @@ must be against the other pages of the same browser (docs/console.md, "Security"
 - a POST must come from this origin (`Origin`, and `Sec-Fetch-Site` when sent) and carry
   the run's form token (CSRF); only POSTs change anything;
 - a strict CSP (scripts and styles from this server only, no inline ones), no CORS headers,
-  no framing, no caching, no referrer.
+  no framing, no caching, no referrer to other sites.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: with it, Chromium sends `Origin: null` on this page's own POSTs.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
