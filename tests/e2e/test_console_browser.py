@@ -190,6 +190,7 @@ def test_create_copy_call_rotate_revoke_through_the_pages(
     browser.find_element(By.LINK_TEXT, "Create a token").click()
     wait_for(browser, "form#create")
     accessible(browser, "create")
+    screenshot(browser, "create")
     submit(browser, "form#create", name="browser-bot", owner="me@example.com", scopes="read write")
     wait_for(browser, "#reveal")
     client_id = browser.find_element(By.ID, "reveal-client-id").get_attribute("value") or ""

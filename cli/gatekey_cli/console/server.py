@@ -134,6 +134,8 @@ class ConsoleServer(ThreadingHTTPServer):
             held = self._reveals.pop(key, None)
         if held is None or held[0].client_id != client_id:
             return None
+        if time.monotonic() - held[1] > REVEAL_SECONDS:
+            return None
         return held[0]
 
 
