@@ -91,7 +91,7 @@ pytest: $(STAMP) ## pytest with coverage of layers/
 	$(BIN)/pytest --cov --cov-report=term
 
 run: $(STAMP) ## Run Gatekey locally on http://127.0.0.1:3000, or GATEKEY_PORT (GATEKEY_STATE=DIR keeps its state)
-	PYTHONPATH=layers/gatekey:local exec $(BIN)/python -m gatekey_local
+	PYTHONPATH=layers/gatekey:local:cli exec $(BIN)/python -m gatekey_local
 
 # Node packages for `make interop`, exactly as package-lock.json pins them. Not part of `make
 # test`: CI installs no node packages.

@@ -55,7 +55,8 @@ class UsageError(CliError):
     exit_code = EXIT_USAGE
 
 
-@dataclass(frozen=True)
+# Not frozen: raising sets __traceback__ (and a context manager's exit, __context__) on it.
+@dataclass(eq=False)
 class ApiError(CliError):
     status: int
     code: str

@@ -62,6 +62,7 @@ from gatekey_cli.api import (
     resolve_endpoint,
     token_path,
 )
+from gatekey_cli.console import command as console_command
 
 BASE: Final = "/admin/service-tokens"
 SECRET_WARNING: Final = (
@@ -736,6 +737,18 @@ def _completion(args: argparse.Namespace, ctx: Context) -> Result:
     return Result(completion.script(_parser(), args.shell), kind="text")
 
 
+def _add_console(commands: Commands) -> None:
+    console = _command(commands, "console", console_command.HELP, _console)
+    console.description = console_command.DESCRIPTION
+    console_command.add_arguments(console)
+
+
+def _console(args: argparse.Namespace, ctx: Context) -> Result:
+    # A server in the foreground until Ctrl-C, not one call.
+    code = console_command.run(args, lambda **_: ctx.session, ctx.stdout)
+    return Result(None, kind="none", exit_code=code)
+
+
 COMMANDS: Final[tuple[Callable[[Commands], None], ...]] = (
     _add_create,
     _add_import,
@@ -752,6 +765,7 @@ COMMANDS: Final[tuple[Callable[[Commands], None], ...]] = (
     _add_delete,
     _add_events,
     _add_curl,
+    _add_console,
     _add_completion,
 )
 

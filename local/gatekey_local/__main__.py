@@ -203,16 +203,22 @@ def _serve(server: Any, info: dict[str, Any], state: Path | None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    from gatekey_cli.console.command import serve_for_local_stack  # docs/console.md
+
+    console = serve_for_local_stack(info["url"])
     run_file = None
     try:  # before the ready line: a Ctrl-C from then on is a clean stop
         run_file = runstate.write_run_file(server.server_address[1], info["url"])
         print(banner(info["url"], _signer(), state), flush=True)
-        print(json.dumps({"ready": info["url"], "routes": info["routes"]}), flush=True)
+        print(f"The admin console, for this run only:  {console.url}\n", flush=True)
+        ready = {"ready": info["url"], "routes": info["routes"], "console": console.url}
+        print(json.dumps(ready), flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+        console.server_close()
         if run_file is not None:
             run_file.unlink(missing_ok=True)
     return 0

@@ -30,6 +30,7 @@ class LocalStack:
     process: subprocess.Popen[str]
     startup_seconds: float
     routes: list[str]
+    console: str  # the admin console's URL, with its run token
 
 
 E2E_OVERRIDES = (
@@ -48,7 +49,7 @@ def local_stack(
     port = port or free_port()
     environment = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("layers/gatekey", "local")),
+        "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("layers/gatekey", "local", "cli")),
         "GATEKEY_PORT": str(port),
         "GATEKEY_PARAMETER_OVERRIDES": overrides,
         "AWS_ACCESS_KEY_ID": "testing",
@@ -89,7 +90,9 @@ def local_stack(
     else:
         process.kill()
         pytest.fail("the local stack did not answer within 60 s")
-    local = LocalStack(url, process, time.monotonic() - started, list(ready.get("routes", [])))
+    local = LocalStack(
+        url, process, time.monotonic() - started, list(ready.get("routes", [])), ready["console"]
+    )
     yield local
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=30)
