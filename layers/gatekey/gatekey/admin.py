@@ -104,7 +104,12 @@ class TokenAdmin:
         scopes: tuple[str, ...],
         owner: str | None,
         rotation: RotationPolicy,
+        client_id: str | None = None,
+        managed_by: str | None = None,
     ) -> Issued:
+        """A new token and its secret. `client_id` (a Gatekey-format one; by default random)
+        lets a retried request find the token it made; `managed_by` names the stack that
+        declared it (gatekey.token_resource), recorded on the token and in its audit item."""
         return Issued(
             *self._add(
                 actor,
@@ -115,6 +120,8 @@ class TokenAdmin:
                 scopes=scopes,
                 owner=owner,
                 rotation=rotation,
+                client_id=client_id,
+                managed_by=managed_by,
             )
         )
 
@@ -164,12 +171,18 @@ class TokenAdmin:
         owner: str | None,
         rotation: RotationPolicy,
         imported: tuple[str, ClientSecret] | None = None,
+        client_id: str | None = None,
+        managed_by: str | None = None,
         **details: AuditValue,
     ) -> tuple[ServiceToken, ClientSecret]:
         """Store a new token (with a Client ID and Secret of its own unless `imported`) and
         its audit event: the fields a person set, and `details`."""
         self._check_auto_duration(rotation, duration, "duration")
-        client_id, secret = imported or (None, None)
+        secret: ClientSecret | None = None
+        if imported is not None:
+            client_id, secret = imported
+        if managed_by is not None:
+            details["managed_by"] = managed_by
         token, secret = new_service_token(
             name=name,
             hasher=self._hasher,
@@ -181,6 +194,7 @@ class TokenAdmin:
             rotation=rotation,
             client_id=client_id,
             secret=secret,
+            managed_by=managed_by,
         )
         event = self._event(
             token,

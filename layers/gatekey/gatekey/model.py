@@ -267,6 +267,9 @@ class ServiceToken:
     # Access tokens revoked before their exp (gatekey.revocations). Written only by the
     # store's `save_revocations`, under a lock of its own; `update` leaves them as stored.
     revoked_access_tokens: AccessTokenRevocations = NO_REVOCATIONS
+    # The CloudFormation stack (its ARN) that declared the token as a Custom::GatekeyServiceToken,
+    # set at creation and never changed: only that stack's requests may change or remove it.
+    managed_by: str | None = None
 
     def __post_init__(self) -> None:
         parse_client_id(self.client_id)
@@ -348,6 +351,7 @@ def new_service_token(
     rotation: RotationPolicy | None = None,
     client_id: str | None = None,
     secret: ClientSecret | None = None,
+    managed_by: str | None = None,
 ) -> tuple[ServiceToken, ClientSecret]:
     """A new token and its plaintext secret. The secret is returned once and never stored.
     An imported token brings its own `client_id` and `secret` (checked by the caller); by
@@ -365,6 +369,7 @@ def new_service_token(
         routes=routes,
         scopes=validate_scopes(scopes),
         rotation=rotation or RotationPolicy(),
+        managed_by=managed_by,
     )
     return token, secret
 

@@ -206,6 +206,7 @@ def token_to_plain(token: ServiceToken, schedule: DueSchedule = DEFAULT_SCHEDULE
         "reminders_pending": [_pending_to_text(pending) for pending in token.reminders_pending],
         "delivery_pending": token.delivery_pending,
         "version": token.version,
+        "managed_by": token.managed_by,
         **revocations_to_plain(token.revoked_access_tokens),
     }
 
@@ -264,6 +265,7 @@ def token_from_plain(plain: Mapping[str, Any]) -> ServiceToken:
         delivery_pending=plain.get("delivery_pending"),
         version=plain["version"],
         revoked_access_tokens=_revocations_from_plain(plain),
+        managed_by=plain.get("managed_by"),
     )
 
 
