@@ -352,6 +352,11 @@ def test_writers_may_perform_every_part_of_their_transactions(template: dict[str
             items.delete_request("t", token.client_id, 1, event, 1),
         ],
         "lifecycle": [items.update_request("t", token, 1, event, 1)],
+        "service_token_provider": [
+            items.create_request("t", token, event, 1),
+            items.update_request("t", token, 1, event, 1),
+            items.delete_request("t", token.client_id, 1, event, 1),
+        ],
     }
     for function, transactions in requests.items():
         needed = {action for parts in transactions for action in item_actions(parts)}
