@@ -523,6 +523,32 @@ def test_a_replacement_whose_delivery_fails_leaves_the_old_token_and_no_new_one(
     assert authenticates(provider, hasher, old_secret)
 
 
+def test_the_rollback_of_a_failed_replacement_keeps_the_old_token_in_place(
+    provider: Provider, hasher: Hasher
+) -> None:
+    # GIVEN a move to a new delivery secret that failed
+    old_id = provider.create()
+    old_secret = provider.delivered()
+    moved = make_secret(provider.secrets, "bots-nightly-export-BotSecretV2")
+    provider.faults.failing.add("secrets-manager.PutSecretValue")
+    event = provider.event("update-new-secret", physical_id=old_id, DeliverySecretArn=moved)
+    assert provider.send(event)["Status"] == "FAILED"
+    provider.faults.failing.clear()
+    # WHEN CloudFormation rolls back: the old secret's ARN back, on the same physical id
+    rollback = dict(
+        event,
+        RequestId="4d6f8a0c-2e4a-4c6e-8a0c-2e4a6c8e0a2c",
+        ResourceProperties=event["OldResourceProperties"],
+        OldResourceProperties=event["ResourceProperties"],
+    )
+    answer = provider.send(rollback)
+    # THEN nothing is replaced: the token and its secret stay as they were
+    assert (answer["Status"], answer["PhysicalResourceId"]) == ("SUCCESS", old_id)
+    assert provider.tokens() == [old_id]
+    assert provider.delivered() == old_secret
+    assert authenticates(provider, hasher, old_secret)
+
+
 def test_a_token_revoked_outside_the_stack_is_replaced_at_the_next_update(
     provider: Provider, hasher: Hasher
 ) -> None:

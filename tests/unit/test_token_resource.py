@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from gatekey.admin import TokenAdmin
+from gatekey.aws.cfn_response import send_response
 from gatekey.durations import DAY, Duration
-from gatekey.errors import ValidationError
+from gatekey.errors import ConfigurationError, ValidationError
 from gatekey.hashing import Hasher
 from gatekey.model import RotationMode
 from gatekey.store import InMemoryTokenStore
@@ -22,6 +23,7 @@ from gatekey.token_resource import (
     Stack,
     StackPolicy,
     TokenProperties,
+    respond,
 )
 from support.constants import ACCOUNT_ID, NOW
 from support.events import load_event
@@ -141,3 +143,51 @@ def test_a_change_to_remind_with_a_short_duration_is_written_in_an_order_each_st
     )
     assert resource.handle(Request.of(back), lambda: 300.0).status == "SUCCESS"
     assert store.get(created.physical_id).rotation.mode is RotationMode.AUTO
+
+
+def _respond(event: dict[str, Any], resource: Any) -> tuple[Answer | None, list[Any]]:
+    sent: list[Any] = []
+    answer = respond(
+        event,
+        resource=resource,
+        send=lambda url, body: sent.append((url, body)),
+        time_left=lambda: 60.0,
+    )
+    return answer, sent
+
+
+def test_every_request_is_answered_even_when_the_provider_fails() -> None:
+    event = load_event("service-token-provider-update.json")
+
+    def unavailable() -> ServiceTokenResource:
+        raise ConfigurationError("environment variable TABLE_NAME is required")
+
+    def bug() -> ServiceTokenResource:
+        raise KeyError("gks_" + "x" * 49)  # a bug whose message might hold anything
+
+    answer, sent = _respond(event, unavailable)
+    assert answer is not None
+    assert (answer.status, answer.physical_id) == ("FAILED", event["PhysicalResourceId"])
+    assert "TABLE_NAME" in answer.reason
+    answer, sent = _respond(event, bug)
+    assert answer is not None
+    assert answer.reason.startswith("Gatekey's provider failed (KeyError)")
+    assert "gks_" not in str(sent)
+    assert [url for url, _ in sent] == [event["ResponseURL"]]
+
+
+def test_a_malformed_request_is_answered_and_one_without_a_url_cannot_be() -> None:
+    event = load_event("service-token-provider-create.json")
+    answer, sent = _respond(dict(event, StackId="not-a-stack"), lambda: None)
+    assert answer is not None
+    assert answer.status == "FAILED"
+    assert answer.physical_id == f"invalid-request-{event['RequestId']}"
+    assert sent[0][1]["Reason"].startswith("StackId: ")
+    no_url = {k: v for k, v in event.items() if k != "ResponseURL"}
+    assert _respond(no_url, lambda: None) == (None, [])
+
+
+def test_an_answer_goes_only_to_an_https_url() -> None:
+    for url in ("file:///etc/passwd", "http://169.254.169.254/latest", "ftp://x/y"):
+        with pytest.raises(ValidationError, match="ResponseURL"):
+            send_response(url, {"Status": "SUCCESS"})

@@ -410,11 +410,16 @@ class ServiceTokenResource:
         token = self._find(client_id)
         if token is not None and token.managed_by != request.stack.arn:
             raise InvalidTransition(f"service token {client_id} is not this stack's")
-        old_arn = request.old_properties.get("DeliverySecretArn")
+        # Where the token's secret is: an `auto` token knows (its rotation delivers there);
+        # of a `remind` token only the old properties tell. So the rollback of a failed move
+        # (the old ARN back, the token never moved) keeps an `auto` token in place.
+        delivered_to = token.rotation.delivery_secret_arn if token is not None else None
+        if delivered_to is None:
+            delivered_to = request.old_properties.get("DeliverySecretArn")
         if (
             token is None
             or token.status is TokenStatus.REVOKED
-            or old_arn != properties.delivery_secret_arn
+            or delivered_to != properties.delivery_secret_arn
         ):
             # A new token, delivered to the (new) secret; CloudFormation then deletes the old one.
             return self._create(request, properties, actor, steps)
