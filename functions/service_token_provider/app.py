@@ -33,7 +33,8 @@ def resource(account: str) -> ServiceTokenResource:
     return _built[account]
 
 
-@logger.inject_lambda_context
+# Never the event, whatever POWERTOOLS_LOGGER_LOG_EVENT says: its ResponseURL is presigned.
+@logger.inject_lambda_context(log_event=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> None:
     account = context.invoked_function_arn.split(":")[4]
     respond(

@@ -624,11 +624,13 @@ def test_a_delete_never_blocks_a_stack(provider: Provider) -> None:
 
 
 def test_no_secret_or_response_url_reaches_an_answer_a_log_line_or_the_output(
-    provider: Provider,
+    make_provider: Callable[..., Provider],
     captured_logs: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # GIVEN every kind of request, retries and failures among them
+    # GIVEN the most a deployment may log (Powertools asked to log every event, too) and
+    # every kind of request, retries and failures among them
+    provider = make_provider(POWERTOOLS_LOGGER_LOG_EVENT="true", POWERTOOLS_LOG_LEVEL="DEBUG")
     client_id = provider.create()
     secrets = [provider.delivered()["client_secret"]]
     provider.send(provider.sent[-1])  # retried: a new secret
