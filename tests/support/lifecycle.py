@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from gatekey.admin import Actor, TokenAdmin
 from gatekey.durations import DAY, Duration
-from gatekey.errors import DependencyError
+from gatekey.errors import DependencyError, ValidationError
 from gatekey.lifecycle import Lifecycle
 from gatekey.model import (
     AuditAction,
@@ -110,6 +110,11 @@ class FakeDelivery:
         """What was staged and nobody reads yet: the AWSPENDING version."""
         secret = self._secrets[arn]
         return dict(json.loads(secret.versions[secret.stages["AWSPENDING"]]))
+
+    def check(self, secret_arn: str) -> None:
+        """As SecretsManagerDelivery: a secret that is not there cannot be delivered to."""
+        if secret_arn not in self._secrets:
+            raise ValidationError("DeliverySecretArn", "Gatekey cannot use this secret")
 
     def stage(self, secret_arn: str, client_id: str, secret: ClientSecret) -> str:
         stored = self._secrets[secret_arn]

@@ -9,7 +9,9 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from gatekey import aws, wiring
+from gatekey.aws import cfn_response
 from gatekey.errors import ConcurrentModification, DependencyError
+from gatekey.token_resource import RESERVE_SECONDS
 from support.constants import ROOT
 
 FUNCTIONS = ROOT / "functions"
@@ -41,6 +43,20 @@ CHAINS: dict[str, list[list[tuple[str, aws.CallBudget]]]] = {
     ],
     # The admin API: a consistent read, then one transaction.
     "admin": [[("dynamodb", aws.API), ("dynamodb", aws.API)]],
+    # The service-token provider's Create at a cold start, failing at its last step: the
+    # pepper; the token read and its trail; the delivery secret's tag; the token written; the
+    # secret staged, then promoted (a read and a label move), which fails; the token read and
+    # removed again. Its answer comes on top (test_the_providers_reserve_covers_undo_and_answer).
+    "service_token_provider": [
+        [
+            ("secretsmanager", aws.API),
+            *[("dynamodb", aws.API)] * 2,
+            ("secretsmanager", aws.API),
+            ("dynamodb", aws.API),
+            *[("secretsmanager", aws.API)] * 3,
+            *[("dynamodb", aws.API)] * 2,
+        ]
+    ],
     # Rotation: the ring, CreateKey, GetPublicKey, the ring write, a deletion.
     "signing_keys": [[*[("dynamodb", aws.ROTATION)] * 2, *[("kms", aws.ROTATION)] * 3]],
 }
@@ -53,6 +69,7 @@ BUILDERS: dict[str, Callable[..., Any]] = {
     "admin": wiring.admin,
     "signing_keys": wiring.signing_key_rotation,
     "lifecycle": wiring.lifecycle,
+    "service_token_provider": wiring.service_token_resource,
 }
 
 
@@ -86,6 +103,13 @@ def test_each_functions_longest_chain_of_calls_ends_well_inside_its_timeout(
     for chain in CHAINS[function]:
         worst = sum(budget.worst_case(service) for service, budget in chain)
         assert worst <= WELL_INSIDE * timeout, (function, worst, timeout)
+
+
+def test_the_providers_reserve_covers_undo_and_answer() -> None:
+    # Before each write the provider keeps RESERVE_SECONDS back: enough, at their worst, to
+    # read and delete the token it made and to answer CloudFormation.
+    undo = 2 * aws.API.worst_case("dynamodb")
+    assert undo + cfn_response.worst_case() <= RESERVE_SECONDS
 
 
 def test_no_client_is_built_anywhere_else() -> None:

@@ -45,6 +45,7 @@ def test_a_missing_variable_fails_cold_start_naming_it(missing: str) -> None:
         ("ACCESS_TOKEN_LIFETIME_SECONDS", "59", "must be from 60 to 86400"),
         ("ISSUER", "http://auth.example.com", "must be empty or an https:// URL"),
         ("ISSUER", "https://auth.example.com/ x", "must be empty or an https:// URL"),
+        ("SERVICE_TOKEN_STACK_PREFIXES", "bots-,*", "must list stack name prefixes"),
     ],
 )
 def test_a_malformed_variable_fails_cold_start_naming_it(
@@ -100,3 +101,9 @@ def test_each_credential_form_has_its_own_switch_named_after_it() -> None:
         assert config.accepted_credentials == default - {form}
         config = Config.from_env(VALID | {f"ACCEPT_{form.name}": "true"})
         assert config.accepted_credentials == default | {form}
+
+
+def test_service_token_stack_prefixes_are_a_comma_separated_list_none_by_default() -> None:
+    assert Config.from_env(VALID).service_token_stack_prefixes == ()
+    config = Config.from_env({**VALID, "SERVICE_TOKEN_STACK_PREFIXES": "bots-, ci-,bots-"})
+    assert config.service_token_stack_prefixes == ("bots-", "ci-")

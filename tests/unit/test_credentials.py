@@ -8,6 +8,7 @@ from gatekey.credentials import (
     CLIENT_SECRET_LENGTH,
     ClientSecret,
     ImportedFormat,
+    derived_client_id,
     generate_client_id,
     imported_format,
     parse_client_id,
@@ -192,3 +193,11 @@ def test_every_malformed_gatekey_id_is_refused_offline(value: str) -> None:
     assert imported_format(value) is None
     with pytest.raises(MalformedCredential):
         parse_client_id(value)
+
+
+def test_a_derived_client_id_is_a_valid_one_and_the_same_for_the_same_seed() -> None:
+    client_id = derived_client_id("stack\nBotToken\nrequest-1")
+    assert parse_client_id(client_id) == client_id
+    assert len(client_id) == CLIENT_ID_LENGTH
+    assert derived_client_id("stack\nBotToken\nrequest-1") == client_id
+    assert derived_client_id("stack\nBotToken\nrequest-2") != client_id

@@ -49,6 +49,7 @@ def test_every_field_survives_a_round_trip_through_an_item(unit_hasher: Hasher) 
         last_seen_at=NOW + 5,
         client_secret_version=2,
         version=7,
+        managed_by="arn:aws:cloudformation:us-east-1:123456789012:stack/bots-a/0f1e",
     )
     assert items.token_from_item(items.token_to_item(token)) == token
 
@@ -57,6 +58,7 @@ def test_absent_optionals_are_not_written(unit_hasher: Hasher) -> None:
     token, _ = new_service_token(name="n", hasher=unit_hasher, now=NOW, duration=Duration(None))
     item = items.token_to_item(token)
     absent = ("owner", "expires_at", "previous_secret_hash", "last_seen_at", "due_pk", "expiry_pk")
+    absent += ("managed_by",)
     for name in absent:
         assert name not in item
     assert item["rotation"] == {"M": {"mode": {"S": "remind"}}}

@@ -11,6 +11,7 @@ from gatekey.model import AuditAction, AuditEvent, new_service_token
 from gatekey.oauth import OAUTH_METADATA_PATH, OPENID_CONFIGURATION_PATH, openid_configuration
 from gatekey.revocations import AccessTokenRevocations
 from gatekey.store import layout
+from gatekey.token_resource import RESOURCE_TYPE, TokenProperties
 from gatekey_local.__main__ import shared_environment
 from gatekey_local.provision import load_template
 from gatekey_local.template import Stack, parameters
@@ -263,6 +264,46 @@ def test_the_jwt_example_trusts_only_the_exported_issuer_and_audience_on_every_r
         assert event.get("Auth", {}).get("Authorizer", auth["DefaultAuthorizer"]) == "GatekeyJwt"
 
 
+def test_the_bot_example_declares_its_token_with_the_exported_provider_and_valid_properties(
+    template: dict[str, Any],
+) -> None:
+    example = load_template(EXAMPLES / "bot-with-token" / "template.yaml")
+    resources = example["Resources"]
+    (token,) = [r for r in resources.values() if r["Type"] == RESOURCE_TYPE]
+    properties = token["Properties"]
+    exported = template["Outputs"]["ServiceTokenProviderArn"]["Export"]["Name"]["Fn::Sub"]
+    assert exported == "${AWS::StackName}-ServiceTokenProviderArn"
+    assert properties["ServiceToken"]["Fn::ImportValue"] == {
+        "Fn::Sub": "${GatekeyStackName}-ServiceTokenProviderArn"
+    }
+    # The delivery secret is the stack's own, tagged for delivery, and the bot reads it.
+    secret = properties["DeliverySecretArn"]["Ref"]
+    tags = resources[secret]["Properties"]["Tags"]
+    assert {"Key": "gatekey-delivery", "Value": "true"} in tags
+    bot = next(r for r in resources.values() if r["Type"] == "AWS::Serverless::Function")
+    assert bot["Properties"]["Environment"]["Variables"]["GATEKEY_SECRET_ARN"] == {"Ref": secret}
+    # Every property the example sets is one the provider reads, and valid.
+    literal = {
+        k: v
+        for k, v in properties.items()
+        if not isinstance(v, dict) or k in ("ServiceToken", "DeliverySecretArn", "Name", "Owner")
+    }
+    literal |= {
+        "Name": "bots-example-nightly-export",
+        "Owner": "reports-team@example.com",
+        "DeliverySecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:b-AbCdEf",
+    }
+    parsed = TokenProperties.parse(
+        {k: str(v) if isinstance(v, int) else v for k, v in literal.items()}
+    )
+    assert parsed.rotation.value == "auto"
+    # Fn::GetAtt gives the two attributes the provider answers, never the secret.
+    gets = [
+        o["Value"]["Fn::GetAtt"] for o in example["Outputs"].values() if "Fn::GetAtt" in o["Value"]
+    ]
+    assert {attribute for _, attribute in gets} == {"ClientId", "ExpiresAt"}
+
+
 def test_every_cached_authorizer_shipped_is_keyed_on_what_it_decides(
     template: dict[str, Any],
 ) -> None:
@@ -357,6 +398,11 @@ def test_writers_may_perform_every_part_of_their_transactions(template: dict[str
             items.delete_request("t", token.client_id, 1, event, 1),
         ],
         "lifecycle": [items.update_request("t", token, 1, event, 1)],
+        "service_token_provider": [
+            items.create_request("t", token, event, 1),
+            items.update_request("t", token, 1, event, 1),
+            items.delete_request("t", token.client_id, 1, event, 1),
+        ],
     }
     for function, transactions in requests.items():
         needed = {action for parts in transactions for action in item_actions(parts)}

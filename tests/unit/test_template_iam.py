@@ -72,6 +72,7 @@ def test_every_role_that_writes_items_but_the_ring_owner_is_denied_the_ring_part
         if any(allows(statement, action) for action in ITEM_WRITES)
     }
     assert {"AdminFunction", "LifecycleFunction", "AuthorizerFunction", RING_OWNER} <= writers
+    assert "ServiceTokenProviderFunction" in writers
     for function in writers - {RING_OWNER}:
         assert any(map(denies_ring_writes, role_statements(template, function))), function
 
@@ -104,3 +105,64 @@ def test_the_rotation_may_tag_only_its_stacks_sign_verify_keys_of_the_configured
             **NO_OTHER_TAG,
             "StringEqualsIfExists": {**SIGNING_KEY, "aws:ResourceTag/gatekey-signing-key": STACK},
         }
+
+
+PROVIDER = "ServiceTokenProviderFunction"
+DELIVERY_TAGGED = {"StringEquals": {"aws:ResourceTag/gatekey-delivery": "true"}}
+
+
+def test_the_service_token_provider_writes_only_secrets_tagged_for_delivery(
+    template: dict[str, Any],
+) -> None:
+    statements = role_statements(template, PROVIDER)
+    secret_actions = {
+        action
+        for statement in statements
+        if statement["Effect"] == "Allow"
+        for action in as_list(statement["Action"])
+        if action.startswith("secretsmanager:")
+    }
+    assert secret_actions == {
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:UpdateSecretVersionStage",
+        "secretsmanager:DescribeSecret",
+    }
+    for statement in statements:
+        if allows(statement, "secretsmanager:GetSecretValue"):
+            assert statement["Resource"] == {"Ref": "PepperSecret"}  # the pepper, nothing else
+        if allows(statement, "secretsmanager:PutSecretValue"):
+            assert statement["Condition"] == DELIVERY_TAGGED
+        if allows(statement, "kms:GenerateDataKey"):
+            # a delivery secret's own key, only through Secrets Manager
+            assert statement["Condition"] == {
+                "StringEquals": {
+                    "kms:ViaService": {"Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}
+                }
+            }
+    assert not any(allows(s, "kms:Sign") for s in statements)
+    assert not any(allows(s, "dynamodb:Scan") for s in statements)
+
+
+def test_only_cloudformation_of_this_account_is_granted_the_provider_and_it_is_exported(
+    template: dict[str, Any],
+) -> None:
+    permissions = [
+        r["Properties"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::Lambda::Permission"
+        and r["Properties"]["FunctionName"] == {"Fn::GetAtt": [PROVIDER, "Arn"]}
+    ]
+    assert permissions == [
+        {
+            "Action": "lambda:InvokeFunction",
+            "FunctionName": {"Fn::GetAtt": [PROVIDER, "Arn"]},
+            "Principal": "cloudformation.amazonaws.com",
+            "SourceAccount": {"Ref": "AWS::AccountId"},
+        }
+    ]
+    output = template["Outputs"]["ServiceTokenProviderArn"]
+    assert output["Value"] == {"Fn::GetAtt": [PROVIDER, "Arn"]}
+    assert output["Export"] == {"Name": {"Fn::Sub": "${AWS::StackName}-ServiceTokenProviderArn"}}
+    # No stack may manage tokens until the operator names prefixes.
+    assert template["Parameters"]["ServiceTokenStackPrefixes"]["Default"] == ""

@@ -107,7 +107,12 @@ class TokenAdmin:
         rotation: RotationPolicy,
         bound_cidrs: tuple[str, ...] = (),
         bound_apis: tuple[str, ...] = (),
+        client_id: str | None = None,
+        managed_by: str | None = None,
     ) -> Issued:
+        """A new token and its secret. `client_id` (a Gatekey-format one; by default random)
+        lets a retried request find the token it made; `managed_by` names the stack that
+        declared it (gatekey.token_resource), recorded on the token and in its audit item."""
         return Issued(
             *self._add(
                 actor,
@@ -120,6 +125,8 @@ class TokenAdmin:
                 rotation=rotation,
                 bound_cidrs=bound_cidrs,
                 bound_apis=bound_apis,
+                client_id=client_id,
+                managed_by=managed_by,
             )
         )
 
@@ -175,12 +182,18 @@ class TokenAdmin:
         imported: tuple[str, ClientSecret] | None = None,
         bound_cidrs: tuple[str, ...] = (),
         bound_apis: tuple[str, ...] = (),
+        client_id: str | None = None,
+        managed_by: str | None = None,
         **details: AuditValue,
     ) -> tuple[ServiceToken, ClientSecret]:
         """Store a new token (with a Client ID and Secret of its own unless `imported`) and
         its audit event: the fields a person set, and `details`."""
         self._check_auto_duration(rotation, duration, "duration")
-        client_id, secret = imported or (None, None)
+        secret: ClientSecret | None = None
+        if imported is not None:
+            client_id, secret = imported
+        if managed_by is not None:
+            details["managed_by"] = managed_by
         token, secret = new_service_token(
             name=name,
             hasher=self._hasher,
@@ -194,6 +207,7 @@ class TokenAdmin:
             secret=secret,
             bound_cidrs=bound_cidrs,
             bound_apis=bound_apis,
+            managed_by=managed_by,
         )
         # bindings: audited when set
         bindings = {

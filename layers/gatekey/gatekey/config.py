@@ -87,6 +87,14 @@ def _bounded_int(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _stack_prefixes(raw: str) -> tuple[str, ...]:
+    prefixes = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+    for prefix in prefixes:
+        if len(prefix) > 128 or not all(c.isascii() and (c.isalnum() or c == "-") for c in prefix):
+            raise ValueError("must list stack name prefixes (letters, digits, hyphens)")
+    return prefixes
+
+
 def _non_empty(raw: str) -> str:
     if not raw.strip():
         raise ValueError("must not be empty")
@@ -160,6 +168,11 @@ class Config:
     rotation_grace_hours: int = _env("ROTATION_GRACE_HOURS", _bounded_int(1, 720), default=168)
     notification_topic_arn: str = _env("NOTIFICATION_TOPIC_ARN", str, default="")
     idle_disable_days: int = _env("IDLE_DISABLE_DAYS", _bounded_int(0, 3650), default=0)
+    # The Custom::GatekeyServiceToken provider: names of the stacks (of this account) that may
+    # create and change tokens start with one of these; none listed, no stack may.
+    service_token_stack_prefixes: tuple[str, ...] = _env(
+        "SERVICE_TOKEN_STACK_PREFIXES", _stack_prefixes, default=()
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:

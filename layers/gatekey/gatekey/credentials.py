@@ -19,6 +19,7 @@ imported Client ID holds a Gatekey secret (``gks_``); before it, a secret of its
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import math
 import re
@@ -119,6 +120,15 @@ def _validate(value: object, *, field_name: str, prefix: str, length: int) -> st
 
 def generate_client_id() -> str:
     return _generate(CLIENT_ID_PREFIX, _CLIENT_ID_BYTES, _CLIENT_ID_RANDOM_LEN)
+
+
+def derived_client_id(seed: str) -> str:
+    """A Client ID of Gatekey's format made from `seed` (SHA-256, the first 128 bits), the
+    same for the same seed: what a retried request recognises as the token it created. A
+    Client ID is not secret, so deriving it discloses nothing."""
+    digest = hashlib.sha256(seed.encode()).digest()[:_CLIENT_ID_BYTES]
+    body = CLIENT_ID_PREFIX + _base62(int.from_bytes(digest, "big"), _CLIENT_ID_RANDOM_LEN)
+    return body + _checksum(body)
 
 
 def parse_client_id(value: object) -> str:

@@ -224,6 +224,13 @@ class DependencyError(GatekeyError):
     reason = "dependency_unavailable"
 
 
+class OutOfTime(GatekeyError):
+    """Work stopped before its function's timeout, leaving time to undo what it did and say
+    so (the CloudFormation provider answers every request before Lambda stops it)."""
+
+    reason = "out_of_time"
+
+
 class UnreadableItem(DependencyError):
     """The table holds what this release cannot read (e.g. written by a newer one): the
     request fails closed, the lifecycle reports the token and goes on."""

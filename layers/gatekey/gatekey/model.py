@@ -273,6 +273,9 @@ class ServiceToken:
     bound_cidrs: tuple[str, ...] = ()
     # The APIs it may reach: '<api id>' (every stage) or '<api id>/<stage>'.
     bound_apis: tuple[str, ...] = ()
+    # The CloudFormation stack (its ARN) that declared the token as a Custom::GatekeyServiceToken,
+    # set at creation and never changed: only that stack's requests may change or remove it.
+    managed_by: str | None = None
 
     def __post_init__(self) -> None:
         parse_client_id(self.client_id)
@@ -358,6 +361,7 @@ def new_service_token(
     secret: ClientSecret | None = None,
     bound_cidrs: tuple[str, ...] = (),
     bound_apis: tuple[str, ...] = (),
+    managed_by: str | None = None,
 ) -> tuple[ServiceToken, ClientSecret]:
     """A new token and its plaintext secret. The secret is returned once and never stored.
     An imported token brings its own `client_id` and `secret` (checked by the caller); by
@@ -377,6 +381,7 @@ def new_service_token(
         rotation=rotation or RotationPolicy(),
         bound_cidrs=bound_cidrs,
         bound_apis=bound_apis,
+        managed_by=managed_by,
     )
     return token, secret
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from gatekey.oauth import TokenEndpoint
     from gatekey.rotation import SigningKeyRotation
     from gatekey.signing import PublicKey, Signer
+    from gatekey.token_resource import ServiceTokenResource
 
 # Tokens the lifecycle run works on at once: each waits on AWS most of its time (6 calls in a
 # row for a notice), and 8 keep a 10,000-notice day inside one invocation (docs/scale.md).
@@ -146,6 +147,26 @@ def admin(config: Config) -> TokenAdmin:
     return TokenAdmin(
         store=DynamoDBTokenStore.from_config(config, aws.client("dynamodb", aws.API)),
         hasher=load_hasher(config.pepper_secret_arn, aws.client("secretsmanager", aws.API)),
+        clock=clock,
+    )
+
+
+def service_token_resource(config: Config, *, account: str) -> ServiceTokenResource:
+    """The Custom::GatekeyServiceToken provider of the stacks of `account` (its own)."""
+    from gatekey.admin import TokenAdmin
+    from gatekey.aws.delivery import SecretsManagerDelivery
+    from gatekey.aws.dynamodb import DynamoDBTokenStore
+    from gatekey.aws.secrets import load_hasher
+    from gatekey.token_resource import ServiceTokenResource, StackPolicy
+
+    secrets = aws.client("secretsmanager", aws.API)
+    store = DynamoDBTokenStore.from_config(config, aws.client("dynamodb", aws.API))
+    return ServiceTokenResource(
+        admin=TokenAdmin(
+            store=store, hasher=load_hasher(config.pepper_secret_arn, secrets), clock=clock
+        ),
+        delivery=SecretsManagerDelivery(secrets),
+        policy=StackPolicy(account, config.service_token_stack_prefixes),
         clock=clock,
     )
 

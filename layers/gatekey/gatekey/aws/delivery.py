@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from gatekey.aws.errors import translated
 from gatekey.credentials import ClientSecret
+from gatekey.errors import GatekeyError, ValidationError
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
+
+
+# The tag a secret's owner puts on it to let Gatekey write into it (template.yaml's policies).
+DELIVERY_TAG: Final = "gatekey-delivery"
 
 
 class SecretsManagerDelivery:
@@ -18,6 +23,23 @@ class SecretsManagerDelivery:
 
     def __init__(self, client: SecretsManagerClient) -> None:
         self._client = client
+
+    def check(self, secret_arn: str) -> None:
+        """A ValidationError unless the secret exists and its owner tagged it for delivery
+        (the functions' IAM policies allow writes to such secrets only)."""
+
+        def refused(code: str) -> GatekeyError:
+            return ValidationError(
+                "DeliverySecretArn",
+                f"Gatekey cannot use this secret ({code}): it must exist in Gatekey's account "
+                f"and region, tagged {DELIVERY_TAG}=true",
+            )
+
+        meaning = dict.fromkeys(("ResourceNotFoundException", "AccessDeniedException"), refused)
+        with translated("cannot read the delivery secret", meaning=meaning):
+            tags = self._client.describe_secret(SecretId=secret_arn).get("Tags", [])
+        if {"Key": DELIVERY_TAG, "Value": "true"} not in tags:
+            raise refused("not tagged")
 
     def stage(self, secret_arn: str, client_id: str, secret: ClientSecret) -> str:
         value = json.dumps({"client_id": client_id, "client_secret": secret.reveal()})

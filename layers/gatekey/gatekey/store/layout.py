@@ -209,6 +209,7 @@ def token_to_plain(token: ServiceToken, schedule: DueSchedule = DEFAULT_SCHEDULE
         "reminders_pending": [_pending_to_text(pending) for pending in token.reminders_pending],
         "delivery_pending": token.delivery_pending,
         "version": token.version,
+        "managed_by": token.managed_by,
         **revocations_to_plain(token.revoked_access_tokens),
         # bindings: absent (removed on update) when the token is not bound
         "bound_cidrs": list(token.bound_cidrs) or None,
@@ -272,6 +273,7 @@ def token_from_plain(plain: Mapping[str, Any]) -> ServiceToken:
         revoked_access_tokens=_revocations_from_plain(plain),
         bound_cidrs=tuple(plain.get("bound_cidrs") or ()),
         bound_apis=tuple(plain.get("bound_apis") or ()),
+        managed_by=plain.get("managed_by"),
     )
 
 
