@@ -434,3 +434,33 @@ def test_http_apis_unmetered_tokens_and_denials_name_no_key(local: LocalAuthoriz
         "Gatekey-Client-Secret": "gks_" + "0" * 49
     }
     assert "usageIdentifierKey" not in local.call("rest_request", wrong)
+
+
+def test_an_admin_without_api_gateway_still_disables_revokes_and_deletes_a_metered_token(
+    admin: TokenAdmin,
+    store: RacingStore,
+    keys: FakeApiKeys,
+    unit_hasher: Hasher,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # GIVEN a metered token, and an admin built without API Gateway, as the
+    # Custom::GatekeyServiceToken provider's is
+    client_id = metered(admin)
+    key_id = key_of(admin, client_id).api_key_id
+    provider = TokenAdmin(store=store, hasher=unit_hasher, clock=lambda: NOW)
+    keys.calls.clear()
+    # WHEN it disables, revokes and deletes the token
+    with caplog.at_level(logging.ERROR):
+        provider.update(ACTOR, client_id, enabled=False)
+        provider.revoke(ACTOR, client_id)
+        provider.delete(ACTOR, client_id)
+    # THEN each change stands, and the key it could not reach is logged, not an error
+    assert keys.calls == []
+    left = [
+        r.getMessage() for r in caplog.records if getattr(r, "reason", "") == "orphaned_api_key"
+    ]
+    assert [f"disable API key {key_id}" in m for m in left] == [True, True, False]
+    assert f"delete API key {key_id}" in left[-1]
+    # AND it cannot put a token on a plan
+    with pytest.raises(ValidationError, match="usage_plan"):
+        issue(provider, usage_plan="bronze")

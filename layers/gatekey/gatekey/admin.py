@@ -500,7 +500,14 @@ class TokenAdmin:
         return PlanKey(plan.name, plan.plan_id, made.key_id, made.value)
 
     def _set_key_enabled(self, key: PlanKey, enabled: bool, undo: _Undo, *, was: bool) -> None:
-        keys = self._keys()
+        """Enable or disable the key; `undo` puts it back. An admin built without API Gateway
+        (the Custom::GatekeyServiceToken provider's) leaves the key as it is, logged: the
+        token's own state is what the authorizer decides on."""
+        if self._api_keys is None:
+            what = f"{'enable' if enabled else 'disable'} API key {key.api_key_id}"
+            _left_behind(undo.client_id, what, ConfigurationError("no API Gateway adapter"))
+            return
+        keys = self._api_keys
         keys.set_enabled(key.api_key_id, enabled)
         undo.add(
             f"{'enable' if was else 'disable'} API key {key.api_key_id}",
@@ -598,7 +605,7 @@ class _Undo:
     still run; the caller gets the original error."""
 
     def __init__(self, client_id: str) -> None:
-        self._client_id = client_id
+        self.client_id = client_id
         self._steps: list[tuple[str, Callable[[], None]]] = []
 
     def add(self, what: str, step: Callable[[], None]) -> None:
@@ -615,7 +622,7 @@ class _Undo:
             try:
                 step()
             except Exception as failed:  # noqa: BLE001 - every undo gets its turn
-                _left_behind(self._client_id, what, failed)
+                _left_behind(self.client_id, what, failed)
 
 
 def _import_source(client_id: str) -> ImportedFormat:
