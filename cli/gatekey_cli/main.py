@@ -256,6 +256,19 @@ def _token_fields(parser: argparse.ArgumentParser, *, update: bool) -> None:
         help="do not check that the delivery secret exists (e.g. only the stack's role can "
         "describe it)",
     )
+    # Rate limits and quotas (README): the usage plan, by name or id.
+    parser.add_argument("--usage-plan", metavar="PLAN", help="a usage plan of the stack")
+    if update:
+        parser.add_argument("--no-usage-plan", action="store_true", help="take it off its plan")
+
+
+def _usage_plan(args: argparse.Namespace) -> dict[str, Any]:
+    """The body's usage_plan: --usage-plan, or update's --no-usage-plan (null)."""
+    if getattr(args, "no_usage_plan", False):
+        if args.usage_plan:
+            raise UsageError("give --usage-plan or --no-usage-plan, not both")
+        return {"usage_plan": None}
+    return {"usage_plan": args.usage_plan} if args.usage_plan else {}
 
 
 def _binding_arguments(parser: argparse.ArgumentParser) -> None:
@@ -351,6 +364,7 @@ def _create(args: argparse.Namespace, ctx: Context) -> Result:
     body |= {"routes": args.routes} if args.routes else {}
     body |= {"scopes": args.scopes} if args.scopes else {}
     body |= {"owner": args.owner} if args.owner else {}
+    body |= _usage_plan(args)
     body["rotation"] = _rotation(args, ctx)
     body |= _bindings(args)
     admin = ctx.admin()  # the endpoint is checked before the secret
@@ -400,6 +414,7 @@ def _import(args: argparse.Namespace, ctx: Context) -> Result:
     body |= {"routes": args.routes} if args.routes else {}
     body |= {"scopes": args.scopes} if args.scopes else {}
     body |= {"owner": args.owner} if args.owner else {}
+    body |= _usage_plan(args)
     body["rotation"] = _rotation(args, ctx)
     body |= _bindings(args)
     return Result(ctx.admin().call("POST", f"{BASE}/import", body))
@@ -518,10 +533,11 @@ def _update(args: argparse.Namespace, ctx: Context) -> Result:
     body |= {"scopes": args.scopes} if args.scopes else {}
     rotation = _rotation(args, ctx)
     body |= {"rotation": rotation} if rotation is not None else {}
+    body |= _usage_plan(args)
     if not body:
         raise UsageError(
             "nothing to change: give --name, --owner, --no-owner, --route, --scope, "
-            "--no-scopes or --rotation"
+            "--no-scopes, --rotation, --usage-plan or --no-usage-plan"
         )
     return Result(ctx.admin().call("PATCH", token_path(BASE, client_id), body))
 

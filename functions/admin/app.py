@@ -69,6 +69,7 @@ def fields(body: CreateTokenRequest) -> dict[str, Any]:
         "rotation": body.rotation.policy(),
         "bound_cidrs": tuple(body.bound_cidrs),
         "bound_apis": tuple(body.bound_apis),
+        "usage_plan": body.usage_plan,
     }
 
 
@@ -132,6 +133,8 @@ def update(client_id: str, body: Annotated[UpdateTokenRequest, Body()]) -> Token
         rotation=body.rotation.policy() if body.rotation is not None else None,
         bound_cidrs=None if body.bound_cidrs is None else tuple(body.bound_cidrs),
         bound_apis=None if body.bound_apis is None else tuple(body.bound_apis),
+        usage_plan=body.usage_plan,
+        clear_usage_plan="usage_plan" in given and body.usage_plan is None,
     )
     return TokenOut.of(token)
 

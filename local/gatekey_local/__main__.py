@@ -23,6 +23,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
@@ -70,8 +71,9 @@ def start(
     import boto3
 
     from gatekey_local.gateway import Functions, Gateway
-    from gatekey_local.provision import provision
-    from gatekey_local.template import Stack
+    from gatekey_local.provision import create_usage_plans, provision
+    from gatekey_local.template import STAGE, Stack
+    from gatekey_local.usage_plans import Metering, MotoPlans
 
     url = f"http://127.0.0.1:{port}"
     # The token function names itself the issuer from its request; locally that is this URL.
@@ -93,12 +95,19 @@ def start(
             "GatekeyApi": "gatekeyapi",
             "AdminApi": "adminapi",
             "DemoApi": "demoapi",
+            "DemoApi.Stage": STAGE,
             "DemoHttpApi": "demohttpapi",
             "CoreLayer": "local-core-layer",
             "ReminderTopic": made.reminder_topic_arn or "",
         },
         attributes={"SigningKey.Arn": made.signing_key_arn, "Table.Arn": "local-table-arn"},
     )
+    # The template's usage plans, in moto (the admin's USAGE_PLANS names them by id); a
+    # restart with GATEKEY_STATE finds those it made before.
+    apigateway = boto3.client("apigateway")
+    if not made.usage_plans:
+        made = replace(made, usage_plans=create_usage_plans(apigateway, stack.usage_plans()))
+    stack.physical |= made.usage_plans
     # Every function's variables stay set for the life of the process, as in its container.
     os.environ.update(shared_environment({f: stack.environment(f) for f in stack.functions()}))
     handlers = {
@@ -112,6 +121,7 @@ def start(
         functions=Functions(handlers),
         credentials=credentials,
         region=os.environ["AWS_REGION"],
+        metering=Metering(MotoPlans(apigateway)),
     )
     info = {"url": url, "routes": [f"{r.method} {r.path}" for r in stack.routes()]}
     return gateway.serve(port), info, made

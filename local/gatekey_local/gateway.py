@@ -3,6 +3,7 @@ v1 payloads, and HTTP APIs with payload 2.0 (their shapes are gatekey_local.http
 built-in JWT authorizer gatekey_local.jwt_authorizer's). For each request it builds the event,
 runs the route's authorization (AWS_IAM's SigV4 check, a Lambda authorizer with its identity
 sources, its result cache and its answer read as API Gateway reads it, or the JWT authorizer),
+meters a REST route that requires an API key by its usage plan (gatekey_local.usage_plans),
 calls the handler and turns its answer into the HTTP response."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from gatekey_local.jwt_authorizer import IssuerKeys, JwtAuthorizer, JwtRefused, 
 from gatekey_local.policy import policy_allows
 from gatekey_local.sigv4 import SigV4Refused, authenticate, verify_sigv4
 from gatekey_local.template import ACCOUNT, REGION, STAGE, Route, Schedule
+from gatekey_local.usage_plans import Metering
 
 MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
 # The source IP a request is given, for tests of source-IP binding: honoured by the local
@@ -97,9 +99,12 @@ class Gateway:
         credentials: Mapping[str, str],
         issuer_keys: Callable[[str], IssuerKeys] = IssuerKeys,
         region: str = REGION,
+        metering: Metering | None = None,
     ) -> None:
         self.routes = routes
         self.region = region  # the region AWS_IAM routes accept signatures for
+        # Usage plans, for routes that require an API key (none: every such route is 403).
+        self.metering = metering
         self.schedules = dict(schedules)
         self.functions = functions
         self.credentials = dict(credentials)
@@ -170,7 +175,32 @@ class Gateway:
             denial = self._authorize(route, event)
             if denial is not None:
                 return denial
+        if route.api_key_required:
+            metered = self._meter(route, context, single)
+            if metered is not None:
+                return metered
         return self._respond(self.functions.invoke(route.function, event))
+
+    def _meter(
+        self, route: Route, context: dict[str, Any], headers: dict[str, str]
+    ) -> Answer | None:
+        """A route that requires an API key: the key from the authorizer's answer or the
+        x-api-key header, by the API's ApiKeySourceType, then its usage plan's limits. The
+        integration sees the key as API Gateway passes it ($context.identity.apiKey, apiKeyId).
+        """
+        identity = context["identity"]
+        from_authorizer = identity.pop("apiKey", None)
+        if route.api_key_source == "AUTHORIZER":
+            value = from_authorizer
+        else:
+            value = next((v for k, v in headers.items() if k.lower() == "x-api-key"), None)
+        if self.metering is None:
+            return Answer.message(403, "Forbidden")
+        admitted = self.metering.admit(value, route.api.lower(), STAGE)
+        if isinstance(admitted, tuple):
+            return Answer.message(*admitted)
+        identity |= {"apiKey": value, "apiKeyId": admitted}
+        return None
 
     def _match(self, method: str, path: str) -> tuple[Route | None, dict[str, str]]:
         for route in self.routes:
@@ -357,6 +387,10 @@ class Gateway:
             "principalId": result.get("principalId"),
             **(result.get("context") or {}),
         }
+        # The API key a usage plan meters this request by, when ApiKeySourceType is
+        # AUTHORIZER (kept with the cached answer, as API Gateway keeps it).
+        if isinstance(result.get("usageIdentifierKey"), str):
+            event["requestContext"]["identity"]["apiKey"] = result["usageIdentifierKey"]
         return None
 
     def _cached(self, key: tuple[str, ...]) -> Any:

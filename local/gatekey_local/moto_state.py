@@ -88,6 +88,10 @@ def may_change(environ: dict[str, Any]) -> bool:
     """Whether a request to moto's server may change its state (a WSGI environ)."""
     if str(environ.get("PATH_INFO", "")).startswith("/moto-api"):
         return False
+    # REST-style APIs (API Gateway's, which the gateway reads for each metered request) read
+    # with GET; the JSON protocols POST every operation and name it in X-Amz-Target.
+    if environ.get("REQUEST_METHOD") == "GET":
+        return False
     target = str(environ.get("HTTP_X_AMZ_TARGET", ""))
     operation = target.rsplit(".", 1)[-1]
     return not (operation and operation.startswith(READ_ONLY))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +43,40 @@ def generated_pepper(template: dict[str, Any]) -> str:
     return json.dumps(value)
 
 
+def create_usage_plans(apigateway: Any, plans: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Create the template's usage plans (their resolved properties, by logical id) as
+    CloudFormation would; their ids by logical id."""
+    made = {}
+    for logical, props in plans.items():
+        arguments: dict[str, Any] = {"name": str(props.get("UsagePlanName", logical))}
+        arguments["apiStages"] = [
+            {"apiId": str(s["ApiId"]), "stage": str(s["Stage"])} for s in props.get("ApiStages", [])
+        ]
+        if "Throttle" in props:
+            throttle = props["Throttle"]
+            arguments["throttle"] = {
+                "rateLimit": float(throttle.get("RateLimit", 0)),
+                "burstLimit": int(throttle.get("BurstLimit", 0)),
+            }
+        if "Quota" in props:
+            quota = props["Quota"]
+            arguments["quota"] = {
+                "limit": int(quota["Limit"]),
+                "period": str(quota["Period"]),
+                "offset": int(quota.get("Offset", 0)),
+            }
+        made[logical] = apigateway.create_usage_plan(**arguments)["id"]
+    return made
+
+
 @dataclass(frozen=True)
 class Provisioned:
     table_name: str
     pepper_secret_arn: str
     signing_key_arn: str
     reminder_topic_arn: str | None = None
+    # The template's usage plans (create_usage_plans): their ids by logical id.
+    usage_plans: dict[str, str] = field(default_factory=dict)
 
 
 def provision(

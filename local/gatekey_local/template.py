@@ -9,7 +9,7 @@ import math
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gatekey_local.provision import load_template
@@ -47,6 +47,10 @@ class Route:
     http: bool = False
     stage: str = STAGE
     scopes: tuple[str, ...] = ()
+    # REST: the route requires an API key (SAM's Auth ApiKeyRequired), read from where the
+    # API's ApiKeySourceType says: HEADER (x-api-key) or AUTHORIZER (usageIdentifierKey).
+    api_key_required: bool = False
+    api_key_source: str = "HEADER"
 
     @property
     def route_key(self) -> str:
@@ -244,6 +248,17 @@ class Stack:
         return route("LAMBDA", authorizer)
 
     def _route(self, api: str, props: Mapping[str, Any], function: str) -> Route:
+        """A `Type: Api` event, with its API key requirement (gatekey_local.usage_plans)."""
+        api_props = self.template["Resources"][api]["Properties"]
+        auth = api_props.get("Auth", {})
+        required = props.get("Auth", {}).get("ApiKeyRequired", auth.get("ApiKeyRequired", False))
+        return replace(
+            self._rest_route(api, props, function),
+            api_key_required=bool(self.resolve(required)),
+            api_key_source=str(self.resolve(api_props.get("ApiKeySourceType", "HEADER"))),
+        )
+
+    def _rest_route(self, api: str, props: Mapping[str, Any], function: str) -> Route:
         auth = self.template["Resources"][api]["Properties"].get("Auth", {})
         chosen = props.get("Auth", {}).get("Authorizer", auth.get("DefaultAuthorizer", "NONE"))
         method, path = str(props["Method"]).upper(), str(props["Path"])
@@ -271,6 +286,14 @@ class Stack:
             ),
         )
         return Route(api, method, path, function, "LAMBDA", authorizer)
+
+    def usage_plans(self) -> dict[str, dict[str, Any]]:
+        """The template's usage plans (AWS::ApiGateway::UsagePlan), resolved, by logical id."""
+        return {
+            name: self.resolve(resource.get("Properties", {}))
+            for name, resource in self.template["Resources"].items()
+            if resource["Type"] == "AWS::ApiGateway::UsagePlan"
+        }
 
     def schedules(self) -> dict[str, Schedule]:
         found = {}

@@ -30,8 +30,8 @@ from gatekey_local.template import Stack, parameters
 from support import quickstart
 from support.constants import ROOT
 from support.stack import E2E_AUTHORIZER_TTL as AUTHORIZER_TTL
+from support.stack import E2E_DAILY_QUOTA, LocalStack, local_stack
 from support.stack import E2E_STATUS_TTL as STATUS_TTL
-from support.stack import LocalStack, local_stack
 
 # The CLI of this checkout, as its package ships it (cli/ and the core), whatever .venv's
 # `gatekey` was installed from.
@@ -964,3 +964,62 @@ def test_an_access_token_for_one_api_is_accepted_there_only(
     on_http = cli(stack, "create", "e2e-http-only", "--api", DEMO_HTTP_API)
     refused = token_from(stack, on_http, "127.0.0.1", resource=asked)
     assert (refused.status_code, refused.json()["error"]) == (400, "invalid_target")
+
+
+# -- rate limits and quotas: the demo's usage plan on /demo/metered/whoami ---------------------
+
+METERED = "/demo/metered/whoami"
+
+
+def metered_bot(stack: LocalStack) -> dict[str, str]:
+    created = cli(stack, "create", "metered-bot", "--usage-plan", "demo")
+    assert created["usage_plan"] == "demo"
+    return forms(created)["gatekey_headers"]
+
+
+def test_rate_2_burst_2_answers_429_on_the_third_rapid_call_and_200_a_second_later(
+    stack: LocalStack,
+) -> None:
+    headers = metered_bot(stack)
+    with requests.Session() as session:
+        started = time.monotonic()
+        answers = [session.get(stack.url + METERED, headers=headers, timeout=10) for _ in range(3)]
+        # Rapid: the bucket (2 a second) gets back under one token in that time.
+        assert time.monotonic() - started < 0.5
+        assert [a.status_code for a in answers] == [200, 200, 429], answers[-1].text
+        assert answers[-1].json() == {"message": "Too Many Requests"}
+        assert answers[0].json()["auth_method"] == "gatekey_headers"
+        time.sleep(1.0)
+        assert session.get(stack.url + METERED, headers=headers, timeout=10).status_code == 200
+
+
+def test_a_daily_quota_of_5_answers_429_on_the_sixth_call(stack: LocalStack) -> None:
+    headers = metered_bot(stack)
+    statuses = []
+    for _ in range(E2E_DAILY_QUOTA + 1):
+        answer = whoami(stack, headers, METERED)
+        statuses.append(answer.status_code)
+        time.sleep(0.5)  # one token back each time: never throttled
+    assert statuses == [200] * E2E_DAILY_QUOTA + [429]
+    assert answer.json() == {"message": "Limit Exceeded"}
+
+
+def test_a_metered_route_refuses_a_token_on_no_plan_and_an_unknown_plan_is_a_400(
+    stack: LocalStack, bot: dict[str, Any]
+) -> None:
+    answer = whoami(stack, forms(bot)["gatekey_headers"], METERED)
+    assert (answer.status_code, answer.json()) == (403, {"message": "Forbidden"})
+    # Unmetered routes are not affected by a plan.
+    assert whoami(stack, metered_bot(stack)).status_code == 200
+    refused = gatekey("--endpoint", stack.url, "create", "x", "--usage-plan", "platinum")
+    assert refused.returncode != 0
+    assert "usage_plan: is not a usage plan of this stack (plans: demo)" in refused.stderr
+
+
+def test_taking_a_token_off_its_plan_stops_it_on_the_metered_route(stack: LocalStack) -> None:
+    created = cli(stack, "create", "moved-bot", "--usage-plan", "demo")
+    headers = forms(created)["gatekey_headers"]
+    assert whoami(stack, headers, METERED).status_code == 200
+    assert cli(stack, "update", created["client_id"], "--no-usage-plan")["usage_plan"] is None
+    time.sleep(STATUS_TTL)  # the authorizer's status cache forgets the key
+    assert whoami(stack, headers, METERED).status_code == 403

@@ -12,9 +12,11 @@ from typing import Any
 from gatekey.admin import Actor, Issued, TokenAdmin
 from gatekey.credentials import ClientSecret
 from gatekey.durations import Duration
+from gatekey.errors import DependencyError, ValidationError
 from gatekey.hashing import Hasher
 from gatekey.model import AuditEvent, RotationPolicy, ServiceToken
 from gatekey.store import InMemoryTokenStore, TokenStore
+from gatekey.usage_plans import ApiKey
 from support.constants import ADMIN_ARN
 
 # The admin API's caller, as the admin handler's test event names it.
@@ -89,3 +91,56 @@ class RacingStore(InMemoryTokenStore):
     def delete(self, token: ServiceToken, event: AuditEvent) -> None:
         self._race()
         super().delete(token, event)
+
+
+# -- usage plans: API Gateway's API keys, in memory ------------------------------------------
+
+
+class FakeApiKeys:
+    """gatekey.usage_plans.ApiKeys in memory, as API Gateway keeps keys and usage-plan keys:
+    a key on two plans is refused (as API Gateway refuses one on two plans of a stage), and
+    `fail` names calls (`create`, `associate`, ...) that raise, once each, a DependencyError
+    as a failed call does."""
+
+    def __init__(self, plans: tuple[str, ...] = ()) -> None:
+        self.plans = set(plans)
+        self.keys: dict[str, tuple[str, bool]] = {}  # id -> (value, enabled)
+        self.on_plan: dict[str, str] = {}  # key id -> plan id
+        self.fail: list[str] = []
+        self.calls: list[str] = []
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        if name in self.fail:
+            self.fail.remove(name)
+            raise DependencyError(f"cannot {name}: TooManyRequestsException")
+
+    def create(self, client_id: str, *, enabled: bool) -> ApiKey:
+        self._call("create")
+        key = ApiKey(secrets.token_hex(5), secrets.token_urlsafe(30))
+        self.keys[key.key_id] = (key.value, enabled)
+        return key
+
+    def set_enabled(self, key_id: str, enabled: bool) -> None:
+        self._call("set_enabled")
+        self.keys[key_id] = (self.keys[key_id][0], enabled)
+
+    def delete(self, key_id: str) -> None:
+        self._call("delete")
+        self.keys.pop(key_id, None)
+        self.on_plan.pop(key_id, None)
+
+    def associate(self, plan_id: str, key_id: str) -> None:
+        self._call("associate")
+        if plan_id not in self.plans:
+            raise ValidationError("usage_plan", "API Gateway does not know this plan")
+        assert key_id not in self.on_plan, "API Gateway refuses a key on two plans of a stage"
+        self.on_plan[key_id] = plan_id
+
+    def dissociate(self, plan_id: str, key_id: str) -> None:
+        self._call("dissociate")
+        if self.on_plan.get(key_id) == plan_id:
+            del self.on_plan[key_id]
+
+    def enabled(self, key_id: str) -> bool:
+        return self.keys[key_id][1]

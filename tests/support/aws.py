@@ -78,6 +78,9 @@ def _recording_client(self: boto3.session.Session, *args: Any, **kwargs: Any) ->
         def record(model: Any, params: dict[str, Any], **_: Any) -> None:
             prefix = model.service_model.signing_name
             parts = item_actions(params.get("TransactItems", []))
+            if prefix == "apigateway":
+                # API Gateway's management calls are authorized by HTTP method (and path).
+                parts = [f"apigateway:{model.http['method']}"]
             for action in parts or [f"{prefix}:{model.name}"]:
                 AWS_ACTIONS.append((function, action))
 

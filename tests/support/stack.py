@@ -22,6 +22,7 @@ from support.constants import REGION, ROOT
 
 E2E_STATUS_TTL = 1  # StatusCacheTtlSeconds for these tests
 E2E_AUTHORIZER_TTL = 2  # AuthorizerCacheTtlSeconds for these tests
+E2E_DAILY_QUOTA = 5  # DemoUsagePlanDailyQuota for these tests
 
 
 @dataclass
@@ -37,6 +38,8 @@ E2E_OVERRIDES = (
     f"StatusCacheTtlSeconds={E2E_STATUS_TTL} AuthorizerCacheTtlSeconds={E2E_AUTHORIZER_TTL}"
     # HTTP API authorizers answer simple responses (REST events are not affected).
     " HttpApiSimpleResponses=true"
+    # The demo's usage plan (2 a second, burst 2) with a daily quota of 5 per token.
+    f" DemoUsagePlanDailyQuota={E2E_DAILY_QUOTA}"
 )
 
 

@@ -15,7 +15,7 @@ from gatekey.token_resource import RESERVE_SECONDS
 from support.constants import ROOT
 
 FUNCTIONS = ROOT / "functions"
-BUDGETS = ("AUTHORIZER", "BOOKKEEPING", "API", "ROTATION", "LIFECYCLE")
+BUDGETS = ("AUTHORIZER", "BOOKKEEPING", "API", "CONTROL_PLANE", "ROTATION", "LIFECYCLE")
 # The calls one invocation may chain, each at its worst, end within this share of the Lambda
 # timeout: the rest is for counting and logging the failure, and answering.
 WELL_INSIDE = 0.65
@@ -41,8 +41,18 @@ CHAINS: dict[str, list[list[tuple[str, aws.CallBudget]]]] = {
             ("kms", aws.API),
         ]
     ],
-    # The admin API: a consistent read, then one transaction.
-    "admin": [[("dynamodb", aws.API), ("dynamodb", aws.API)]],
+    # The admin API: a consistent read, then one transaction; a metered token's change also
+    # moves its API key to another plan (2 calls) and disables it (1), and undoes all three
+    # when the transaction fails (gatekey.admin).
+    "admin": [
+        [("dynamodb", aws.API), ("dynamodb", aws.API)],
+        [
+            ("dynamodb", aws.API),
+            *[("apigateway", aws.CONTROL_PLANE)] * 3,
+            ("dynamodb", aws.API),
+            *[("apigateway", aws.CONTROL_PLANE)] * 3,
+        ],
+    ],
     # The service-token provider's Create at a cold start, failing at its last step: the
     # pepper; the token read and its trail; the delivery secret's tag; the token written; the
     # secret staged, then promoted (a read and a label move), which fails; the token read and

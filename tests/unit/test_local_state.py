@@ -86,6 +86,13 @@ def test_only_reads_are_not_followed_by_a_save(target: str, changes: bool) -> No
     assert moto_state.may_change({"PATH_INFO": "/", "HTTP_X_AMZ_TARGET": target}) is changes
 
 
+def test_rest_reads_are_not_followed_by_a_save_and_rest_writes_are() -> None:
+    # API Gateway's API: the gateway lists keys and plans for each metered request.
+    assert not moto_state.may_change({"PATH_INFO": "/apikeys", "REQUEST_METHOD": "GET"})
+    assert moto_state.may_change({"PATH_INFO": "/apikeys", "REQUEST_METHOD": "POST"})
+    assert moto_state.may_change({"PATH_INFO": "/usageplans/p/keys/k", "REQUEST_METHOD": "DELETE"})
+
+
 def test_what_was_provisioned_is_found_again(tmp_path: Path) -> None:
     made = Provisioned("gatekey-table", "arn:secret", "arn:aws:kms:us-east-1:1:key/k", "arn:t")
     assert runstate.load_saved(tmp_path / "new") is None

@@ -417,7 +417,7 @@ def test_the_local_stack_gives_every_function_its_own_environment_for_good() -> 
     physical = dict.fromkeys(
         ("Table", "PepperSecret", "SigningKey", "GatekeyApi", "AdminApi", "DemoApi"), "local"
     )
-    physical |= {"CoreLayer": "layer", "ReminderTopic": "topic"}
+    physical |= {"CoreLayer": "layer", "ReminderTopic": "topic", "DemoUsagePlan": "plan"}
     attributes = {"SigningKey.Arn": "arn:key", "Table.Arn": "arn:table"}
     stack = Stack(parameters=values, physical=physical, attributes=attributes)
     shared = shared_environment({f: stack.environment(f) for f in stack.functions()})
@@ -425,3 +425,29 @@ def test_the_local_stack_gives_every_function_its_own_environment_for_good() -> 
         assert stack.environment(function).items() <= shared.items(), function
     with pytest.raises(RuntimeError, match="sets ISSUER to another value"):
         shared_environment({"A": {"ISSUER": "https://a"}, "B": {"ISSUER": "https://b"}})
+
+
+# -- usage plans: the metered routes shipped (README, "Rate limits and quotas") ----------------
+
+
+@pytest.mark.parametrize("path", ["template.yaml", "examples/protected-api/template.yaml"])
+def test_each_shipped_metered_route_takes_its_key_from_the_authorizer_under_a_plan(
+    path: str,
+) -> None:
+    resources = load_template(ROOT / path)["Resources"]
+    metered = [
+        event["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Serverless::Function"
+        for event in r["Properties"].get("Events", {}).values()
+        if event["Type"] == "Api" and event["Properties"].get("Auth", {}).get("ApiKeyRequired")
+    ]
+    assert metered, "a metered route is shown"
+    plans = [
+        r["Properties"] for r in resources.values() if r["Type"] == "AWS::ApiGateway::UsagePlan"
+    ]
+    for route in metered:
+        api = route["RestApiId"]["Ref"]
+        assert resources[api]["Properties"]["ApiKeySourceType"] == "AUTHORIZER"
+        stages = [s["ApiId"] for p in plans for s in p["ApiStages"]]
+        assert {"Ref": api} in stages, f"no usage plan on {api}'s stage"

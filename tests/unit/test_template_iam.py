@@ -1,6 +1,7 @@
 """IAM in template.yaml: who may write the signing-key ring, and which KMS keys the rotation
 may create and tag (a tag it can add is a key it can then delete)."""
 
+import json
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -166,3 +167,52 @@ def test_only_cloudformation_of_this_account_is_granted_the_provider_and_it_is_e
     assert output["Export"] == {"Name": {"Fn::Sub": "${AWS::StackName}-ServiceTokenProviderArn"}}
     # No stack may manage tokens until the operator names prefixes.
     assert template["Parameters"]["ServiceTokenStackPrefixes"]["Default"] == ""
+
+
+# -- usage plans: the admin's API Gateway calls (gatekey/aws/apigateway.py) --------------------
+
+
+def apigateway_arn(path: str) -> dict[str, str]:
+    return {"Fn::Sub": f"arn:${{AWS::Partition}}:apigateway:${{AWS::Region}}::{path}"}
+
+
+# Each call the adapter makes, as IAM sees it: method and resource.
+API_KEY_CALLS = {
+    ("apigateway:POST", "/apikeys"),  # CreateApiKey
+    ("apigateway:PATCH", "/apikeys/*"),  # UpdateApiKey (enabled)
+    ("apigateway:DELETE", "/apikeys/*"),  # DeleteApiKey
+    ("apigateway:POST", "/usageplans/*/keys"),  # CreateUsagePlanKey
+    ("apigateway:DELETE", "/usageplans/*/keys/*"),  # DeleteUsagePlanKey
+}
+
+
+def apigateway_grants(template: dict[str, Any], function: str) -> set[tuple[str, Any]]:
+    return {
+        (action, json.dumps(resource, sort_keys=True))
+        for statement in role_statements(template, function)
+        if statement["Effect"] == "Allow"
+        for action in as_list(statement["Action"])
+        if action.startswith("apigateway:")
+        for resource in as_list(statement["Resource"])
+    }
+
+
+def test_the_admin_may_make_move_disable_and_delete_api_keys_in_its_region_and_nothing_more(
+    template: dict[str, Any],
+) -> None:
+    expected = {
+        (action, json.dumps(apigateway_arn(path), sort_keys=True)) for action, path in API_KEY_CALLS
+    }
+    assert apigateway_grants(template, "AdminFunction") == expected
+    # No condition could widen it, and no statement grants apigateway:* or GET (unused).
+    for statement in role_statements(template, "AdminFunction"):
+        if any(str(a).startswith("apigateway:") for a in as_list(statement["Action"])):
+            assert "Condition" not in statement
+            assert "NotResource" not in statement
+
+
+def test_no_other_function_may_call_api_gateways_management_api(
+    template: dict[str, Any],
+) -> None:
+    for function in set(functions(template)) - {"AdminFunction"}:
+        assert apigateway_grants(template, function) == set(), function

@@ -9,6 +9,7 @@ takes one in and never gives it back.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Final
@@ -23,7 +24,7 @@ from gatekey.credentials import (
     imported_format,
 )
 from gatekey.durations import DAY, HOUR, Duration, parse_duration
-from gatekey.errors import InvalidTransition, ValidationError
+from gatekey.errors import ConfigurationError, InvalidTransition, ValidationError
 from gatekey.hashing import Hasher, SecretHash
 from gatekey.introspection import Revoked, revoke_access_token
 from gatekey.model import (
@@ -43,6 +44,9 @@ from gatekey.model import (
     validate_scopes,
 )
 from gatekey.store import Page, TokenStore
+from gatekey.usage_plans import ApiKey, ApiKeys, PlanKey, UsagePlan, UsagePlans
+
+logger = logging.getLogger(__name__)
 
 # What reminders_sent says of an automatic rotation's delivery, not of the expiry.
 _DELIVERY: Final = frozenset({ROTATED, PROMOTED})
@@ -66,10 +70,20 @@ class Issued:
 
 
 class TokenAdmin:
-    def __init__(self, *, store: TokenStore, hasher: Hasher, clock: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        *,
+        store: TokenStore,
+        hasher: Hasher,
+        clock: Callable[[], int],
+        usage_plans: UsagePlans | None = None,
+        api_keys: ApiKeys | None = None,
+    ) -> None:
         self._store = store
         self._hasher = hasher
         self._clock = clock
+        self._plans = usage_plans or UsagePlans()
+        self._api_keys = api_keys
 
     def _event(
         self, token: ServiceToken, action: AuditAction, actor: Actor, **details: AuditValue
@@ -109,6 +123,7 @@ class TokenAdmin:
         bound_apis: tuple[str, ...] = (),
         client_id: str | None = None,
         managed_by: str | None = None,
+        usage_plan: str | None = None,
     ) -> Issued:
         """A new token and its secret. `client_id` (a Gatekey-format one; by default random)
         lets a retried request find the token it made; `managed_by` names the stack that
@@ -127,6 +142,7 @@ class TokenAdmin:
                 bound_apis=bound_apis,
                 client_id=client_id,
                 managed_by=managed_by,
+                usage_plan=usage_plan,
             )
         )
 
@@ -144,6 +160,7 @@ class TokenAdmin:
         rotation: RotationPolicy,
         bound_cidrs: tuple[str, ...] = (),
         bound_apis: tuple[str, ...] = (),
+        usage_plan: str | None = None,
     ) -> ServiceToken:
         """A token with an existing Client ID and Secret (Cloudflare Access or Cognito), so
         its bots keep working unchanged. The secret is stored hashed like any other, and never
@@ -161,6 +178,7 @@ class TokenAdmin:
             scopes=scopes,
             owner=owner,
             rotation=rotation,
+            usage_plan=usage_plan,
             imported=(client_id, secret),
             source=source.value,
             bound_cidrs=bound_cidrs,
@@ -179,6 +197,7 @@ class TokenAdmin:
         scopes: tuple[str, ...],
         owner: str | None,
         rotation: RotationPolicy,
+        usage_plan: str | None = None,
         imported: tuple[str, ClientSecret] | None = None,
         bound_cidrs: tuple[str, ...] = (),
         bound_apis: tuple[str, ...] = (),
@@ -187,13 +206,15 @@ class TokenAdmin:
         **details: AuditValue,
     ) -> tuple[ServiceToken, ClientSecret]:
         """Store a new token (with a Client ID and Secret of its own unless `imported`) and
-        its audit event: the fields a person set, and `details`."""
+        its audit event: the fields a person set, and `details`. A token on a usage plan gets
+        its API key first (made, then put on the plan); a failure after that removes it."""
         self._check_auto_duration(rotation, duration, "duration")
         secret: ClientSecret | None = None
         if imported is not None:
             client_id, secret = imported
         if managed_by is not None:
             details["managed_by"] = managed_by
+        plan = None if usage_plan is None else self._plans.resolve(usage_plan)
         token, secret = new_service_token(
             name=name,
             hasher=self._hasher,
@@ -216,6 +237,11 @@ class TokenAdmin:
             if v
         }
         details |= {k: list(v) for k, v in bindings.items()}
+        undo = _Undo(token.client_id)
+        if plan is not None:
+            key = self._new_key(token.client_id, plan, enabled=True, undo=undo)
+            token = replace(token, usage_plan=key)
+            details |= {"usage_plan": plan.name, "api_key_id": key.api_key_id}
         event = self._event(
             token,
             action,
@@ -228,7 +254,8 @@ class TokenAdmin:
             owner=owner,
             rotation=rotation.mode.value,
         )
-        return self._store.create(token, event), secret
+        with undo:
+            return self._store.create(token, event), secret
 
     def get(self, client_id: str) -> ServiceToken:
         return self._store.get(client_id, consistent=True)
@@ -281,8 +308,15 @@ class TokenAdmin:
         rotation: RotationPolicy | None = None,
         bound_cidrs: tuple[str, ...] | None = None,
         bound_apis: tuple[str, ...] | None = None,
+        usage_plan: str | None = None,
+        clear_usage_plan: bool = False,
     ) -> ServiceToken:
-        """PATCH: change only what is given. Enabling or disabling is audited as such."""
+        """PATCH: change only what is given. Enabling or disabling is audited as such.
+
+        A usage plan given (or cleared) and `enabled` reach API Gateway before the token is
+        written: its key is made, moved to the new plan, enabled or disabled, and undone if
+        the write (or a later call) fails; a key no longer needed is deleted after the write."""
+        plan = None if usage_plan is None else self._plans.resolve(usage_plan)
         token = self._live(client_id, "changed")
         changed = _patched(
             token,
@@ -312,16 +346,29 @@ class TokenAdmin:
             "bound_apis": bound_apis is not None,
         }
         details = {k: _audit_value(getattr(changed, k)) for k, v in given.items() if v}
+        if plan is not None or clear_usage_plan:
+            details["usage_plan"] = None if plan is None else plan.name
         if not details:
             raise ValidationError("body", "names no field to change")
         action = AuditAction.UPDATED
         if set(details) == {"enabled"}:
             action = AuditAction.ENABLED if enabled else AuditAction.DISABLED
-        event = self._event(token, action, actor, **details)
         now = self._clock()
         # Re-enabled: the idle clock starts again.
         idle_since = now if enabled and not token.enabled else token.idle_since
-        return self._store.update(replace(changed, updated_at=now, idle_since=idle_since), event)
+        changed = replace(changed, updated_at=now, idle_since=idle_since)
+        undo = _Undo(client_id)
+        changed, retired = self._rekey(token, changed, plan, clear_usage_plan, undo)
+        key = changed.usage_plan or retired
+        touched = plan is not None or clear_usage_plan or changed.enabled != token.enabled
+        if key is not None and touched:
+            details["api_key_id"] = key.api_key_id
+        event = self._event(token, action, actor, **details)
+        with undo:
+            written = self._store.update(changed, event)
+        if retired is not None:
+            self._delete_key(client_id, retired)
+        return written
 
     def rotate(
         self,
@@ -415,11 +462,109 @@ class TokenAdmin:
             previous_secret_hash=None,
             previous_client_secret_expires_at=None,
         )
-        return self._store.update(revoked, self._event(token, AuditAction.REVOKED, actor))
+        undo = _Undo(client_id)
+        details: dict[str, AuditValue] = {}
+        if token.usage_plan is not None:
+            self._set_key_enabled(token.usage_plan, False, undo, was=token.enabled)
+            details["api_key_id"] = token.usage_plan.api_key_id
+        event = self._event(token, AuditAction.REVOKED, actor, **details)
+        with undo:
+            return self._store.update(revoked, event)
 
     def delete(self, actor: Actor, client_id: str) -> None:
+        """Delete the token, then its API key: a key left behind (logged) meters nothing,
+        since no Allow names it any more."""
         token = self.get(client_id)
-        self._store.delete(token, self._event(token, AuditAction.DELETED, actor))
+        details: dict[str, AuditValue] = {}
+        if token.usage_plan is not None:
+            details["api_key_id"] = token.usage_plan.api_key_id
+        self._store.delete(token, self._event(token, AuditAction.DELETED, actor, **details))
+        if token.usage_plan is not None:
+            self._delete_key(client_id, token.usage_plan)
+
+    # -- usage plans: the token's API key in API Gateway ---------------------------------------
+
+    def _keys(self) -> ApiKeys:
+        if self._api_keys is None:
+            raise ConfigurationError("usage plans need API Gateway (no API key adapter given)")
+        return self._api_keys
+
+    def _new_key(self, client_id: str, plan: UsagePlan, *, enabled: bool, undo: _Undo) -> PlanKey:
+        """A new API key on `plan`; `undo` deletes it (a failure to put it on the plan
+        deletes it at once)."""
+        keys = self._keys()
+        made: ApiKey = keys.create(client_id, enabled=enabled)
+        undo.add(f"delete API key {made.key_id}", lambda: keys.delete(made.key_id))
+        with undo:
+            keys.associate(plan.plan_id, made.key_id)
+        return PlanKey(plan.name, plan.plan_id, made.key_id, made.value)
+
+    def _set_key_enabled(self, key: PlanKey, enabled: bool, undo: _Undo, *, was: bool) -> None:
+        """Enable or disable the key; `undo` puts it back. An admin built without API Gateway
+        (the Custom::GatekeyServiceToken provider's) leaves the key as it is, logged: the
+        token's own state is what the authorizer decides on."""
+        if self._api_keys is None:
+            what = f"{'enable' if enabled else 'disable'} API key {key.api_key_id}"
+            _left_behind(undo.client_id, what, ConfigurationError("no API Gateway adapter"))
+            return
+        keys = self._api_keys
+        keys.set_enabled(key.api_key_id, enabled)
+        undo.add(
+            f"{'enable' if was else 'disable'} API key {key.api_key_id}",
+            lambda: keys.set_enabled(key.api_key_id, was),
+        )
+
+    def _rekey(
+        self,
+        token: ServiceToken,
+        changed: ServiceToken,
+        plan: UsagePlan | None,
+        clear: bool,
+        undo: _Undo,
+    ) -> tuple[ServiceToken, PlanKey | None]:
+        """Bring API Gateway to what `changed` says of the plan and `enabled`, recording in
+        `undo` how to go back; the token with its key, and a key to delete once written."""
+        current = token.usage_plan
+        if clear:
+            return replace(changed, usage_plan=None), current
+        if plan is not None and current is None:
+            key = self._new_key(token.client_id, plan, enabled=changed.enabled, undo=undo)
+            return replace(changed, usage_plan=key), None
+        if current is None:
+            return changed, None
+        if plan is not None and plan.plan_id != current.plan_id:
+            self._move_key(current.api_key_id, current.plan_id, plan.plan_id, undo)
+            current = replace(current, plan=plan.name, plan_id=plan.plan_id)
+        elif plan is not None:
+            current = replace(current, plan=plan.name)
+        if changed.enabled != token.enabled:
+            with undo:
+                self._set_key_enabled(current, changed.enabled, undo, was=token.enabled)
+        return replace(changed, usage_plan=current), None
+
+    def _move_key(self, key_id: str, old_plan: str, new_plan: str, undo: _Undo) -> None:
+        """Off the old plan first (API Gateway refuses a key on two plans of one stage), then
+        onto the new one; `undo` takes it back."""
+        keys = self._keys()
+        keys.dissociate(old_plan, key_id)
+        undo.add(
+            f"put API key {key_id} back on plan {old_plan}",
+            lambda: keys.associate(old_plan, key_id),
+        )
+        with undo:
+            keys.associate(new_plan, key_id)
+        undo.add(
+            f"take API key {key_id} off plan {new_plan}",
+            lambda: keys.dissociate(new_plan, key_id),
+        )
+
+    def _delete_key(self, client_id: str, key: PlanKey) -> None:
+        """After the write that let go of `key`: a failure leaves it behind, logged for the
+        operator (docs/operations.md, "An API key left behind"), and the change stands."""
+        try:
+            self._keys().delete(key.api_key_id)
+        except Exception as exc:  # noqa: BLE001 - the token's change is written; report the key
+            _left_behind(client_id, f"delete API key {key.api_key_id}", exc)
 
     def revoke_access_token(
         self, actor: Actor, client_id: str, *, jti: str, exp: int | None = None
@@ -440,6 +585,44 @@ class TokenAdmin:
             actor=actor.arn,
             source_ip=actor.source_ip,
         )
+
+
+def _left_behind(client_id: str, what: str, exc: Exception) -> None:
+    logger.error(
+        "API Gateway left as it should not be: %s failed",
+        what,
+        extra={
+            "client_id": client_id,
+            "reason": "orphaned_api_key",
+            "detail": getattr(exc, "message", type(exc).__name__),
+        },
+    )
+
+
+class _Undo:
+    """What to call, newest first, to take back API Gateway changes when a later step
+    fails: `with undo:` runs them and re-raises. An undo that fails is logged and the rest
+    still run; the caller gets the original error."""
+
+    def __init__(self, client_id: str) -> None:
+        self.client_id = client_id
+        self._steps: list[tuple[str, Callable[[], None]]] = []
+
+    def add(self, what: str, step: Callable[[], None]) -> None:
+        self._steps.append((what, step))
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if exc is None:
+            return
+        while self._steps:
+            what, step = self._steps.pop()
+            try:
+                step()
+            except Exception as failed:  # noqa: BLE001 - every undo gets its turn
+                _left_behind(self.client_id, what, failed)
 
 
 def _import_source(client_id: str) -> ImportedFormat:

@@ -64,6 +64,17 @@ class CreateTokenRequest(BaseModel):
         description="APIs it may reach, '<api id>' or '<api id>/<stage>'; empty: every API",
     )
 
+    # A usage plan (README, "Rate limits and quotas"): a name or id of the stack's set.
+    usage_plan: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description=(
+            "a usage plan of this stack (its name or id): Gatekey puts an API key of its own "
+            "on it, which the authorizer names, so REST APIs throttle and meter the token"
+        ),
+    )
+
 
 class ImportTokenRequest(CreateTokenRequest):
     """An existing Client ID and Secret to import (README, "Migrating from Cloudflare Access
@@ -92,6 +103,18 @@ class UpdateTokenRequest(BaseModel):
     # -- bindings (gatekey.bindings): [] unbinds --
     bound_cidrs: list[str] | None = Field(default=None, max_length=MAX_CIDRS)
     bound_apis: list[str] | None = Field(default=None, max_length=MAX_APIS)
+
+    # A usage plan (README, "Rate limits and quotas"): a name or id of the stack's set.
+    usage_plan: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description=(
+            "a usage plan of this stack (its name or id): Gatekey puts an API key of its own "
+            "on it, which the authorizer names, so REST APIs throttle and meter the token"
+            "; null takes it off its plan and deletes its key"
+        ),
+    )
 
 
 class RotateRequest(BaseModel):
@@ -130,6 +153,10 @@ class TokenOut(BaseModel):
     # -- bindings (gatekey.bindings) --
     bound_cidrs: list[str] = []
     bound_apis: list[str] = []
+    # Its usage plan's name, and the API key Gatekey made for it (its id; the value is never
+    # shown): `aws apigateway get-usage --key-id` reads its usage.
+    usage_plan: str | None = None
+    api_key_id: str | None = None
 
     @classmethod
     def of(cls, token: ServiceToken) -> TokenOut:
@@ -155,6 +182,8 @@ class TokenOut(BaseModel):
             version=token.version,
             bound_cidrs=list(token.bound_cidrs),
             bound_apis=list(token.bound_apis),
+            usage_plan=token.usage_plan.plan if token.usage_plan else None,
+            api_key_id=token.usage_plan.api_key_id if token.usage_plan else None,
         )
 
 

@@ -189,14 +189,22 @@ def _policy(effect: str, resources: list[str]) -> dict[str, Any]:
 
 
 def allow_policy(
-    method_arn: str, principal_id: str, routes: Iterable[str], context: Context
+    method_arn: str,
+    principal_id: str,
+    routes: Iterable[str],
+    context: Context,
+    usage_identifier_key: str | None = None,
 ) -> dict[str, Any]:
-    """An Allow for every route given, on the method ARN's API and stage."""
-    return {
+    """An Allow for every route given, on the method ARN's API and stage; with the API key a
+    REST API whose ApiKeySourceType is AUTHORIZER meters the request by (its usage plan)."""
+    answer = {
         "principalId": principal_id,
         "policyDocument": _policy("Allow", route_resources(method_arn, routes)),
         "context": dict(context),
     }
+    if usage_identifier_key is not None:
+        answer["usageIdentifierKey"] = usage_identifier_key
+    return answer
 
 
 def deny_policy(method_arn: str) -> dict[str, Any]:

@@ -400,7 +400,12 @@ class Authorizer:
         context = self._context(token, decision)
         if simple:
             return simple_response(request.method_arn, token.routes, context)
-        return allow_policy(request.method_arn, token.client_id, token.routes, context)
+        # A metered token's API key, for REST APIs (HTTP APIs have no usage plans). It is the
+        # token's whatever the request, so a cached Allow stays right.
+        key = None
+        if token.usage_plan is not None and request.shape is not _HTTP:
+            key = token.usage_plan.api_key_value
+        return allow_policy(request.method_arn, token.client_id, token.routes, context, key)
 
     def _simple(self, request: AuthRequest) -> bool:
         """Whether the answer is an HTTP API simple response, which is for its route only."""

@@ -14,6 +14,7 @@ from typing import Any, Final, Literal, TypeVar, overload
 from gatekey.credentials import CredentialForm
 from gatekey.durations import DAY
 from gatekey.errors import ConfigurationError
+from gatekey.usage_plans import UsagePlan, UsagePlans
 
 _REQUIRED: Any = object()
 # The longest access-token lifetime the configuration allows; a retired signing key stays
@@ -95,6 +96,10 @@ def _stack_prefixes(raw: str) -> tuple[str, ...]:
     return prefixes
 
 
+def _usage_plans(raw: str) -> tuple[UsagePlan, ...]:
+    return tuple(UsagePlans.parse(raw))
+
+
 def _non_empty(raw: str) -> str:
     if not raw.strip():
         raise ValueError("must not be empty")
@@ -173,6 +178,8 @@ class Config:
     service_token_stack_prefixes: tuple[str, ...] = _env(
         "SERVICE_TOKEN_STACK_PREFIXES", _stack_prefixes, default=()
     )
+    # The usage plans a token may be put on, `name=usagePlanId,...` (the admin's only).
+    usage_plans: tuple[UsagePlan, ...] = _env("USAGE_PLANS", _usage_plans, default=())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:

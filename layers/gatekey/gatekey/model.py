@@ -25,6 +25,7 @@ from gatekey.errors import (
 )
 from gatekey.hashing import Hasher, SecretHash
 from gatekey.revocations import NO_REVOCATIONS, AccessTokenRevocations
+from gatekey.usage_plans import PlanKey
 
 MAX_NAME_LENGTH: Final = 128
 MAX_ROUTES: Final = 100
@@ -276,6 +277,9 @@ class ServiceToken:
     # The CloudFormation stack (its ARN) that declared the token as a Custom::GatekeyServiceToken,
     # set at creation and never changed: only that stack's requests may change or remove it.
     managed_by: str | None = None
+    # Usage plan (gatekey.usage_plans): the plan and the API Gateway API key Gatekey owns for
+    # the token, whose value the authorizer answers as usageIdentifierKey. None: unmetered.
+    usage_plan: PlanKey | None = None
 
     def __post_init__(self) -> None:
         parse_client_id(self.client_id)

@@ -141,13 +141,18 @@ def token(
 
 def admin(config: Config) -> TokenAdmin:
     from gatekey.admin import TokenAdmin
+    from gatekey.aws.apigateway import ApiGatewayKeys
     from gatekey.aws.dynamodb import DynamoDBTokenStore
     from gatekey.aws.secrets import load_hasher
+    from gatekey.usage_plans import UsagePlans
 
     return TokenAdmin(
         store=DynamoDBTokenStore.from_config(config, aws.client("dynamodb", aws.API)),
         hasher=load_hasher(config.pepper_secret_arn, aws.client("secretsmanager", aws.API)),
         clock=clock,
+        # A metered token's API key (gatekey.usage_plans), on API Gateway's control plane.
+        usage_plans=UsagePlans(config.usage_plans),
+        api_keys=ApiGatewayKeys(aws.client("apigateway", aws.CONTROL_PLANE), config.stack_name),
     )
 
 

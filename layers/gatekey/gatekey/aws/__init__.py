@@ -5,14 +5,15 @@ clients; `errors`: the one translation of a failed call; `kms`: signing, vouchin
 keys, the rotation's key calls; `secrets`: the pepper and the signing-key secret;
 `keyring_store`: the signing key ring's table item; `dynamodb`, `dynamodb_items`: the token
 store and its items; `notify`: SNS and EventBridge notices; `delivery`: a rotated secret into
-its consumer's secret. Import the adapters by module: this
-package's root loads no domain code.
+its consumer's secret; `apigateway`: metered tokens' API keys and their usage plans. Import
+the adapters by module: this package's root loads no domain code.
 """
 
 from gatekey.aws.clients import (
     API,
     AUTHORIZER,
     BOOKKEEPING,
+    CONTROL_PLANE,
     LIFECYCLE,
     ROTATION,
     CallBudget,
@@ -24,6 +25,7 @@ __all__ = [
     "API",
     "AUTHORIZER",
     "BOOKKEEPING",
+    "CONTROL_PLANE",
     "LIFECYCLE",
     "ROTATION",
     "AwsError",

@@ -70,6 +70,11 @@ BOOKKEEPING: Final = CallBudget(connect_timeout=0.2, read_timeout=0.4, attempts=
 # The token endpoint and the admin API (10 s timeout): 1.85 s for DynamoDB, 2.8 s for KMS.
 # The token function refreshes its key ring with BOOKKEEPING: a failed refresh keeps the ring.
 API: Final = CallBudget(connect_timeout=0.3, read_timeout=0.6, attempts=2, mode="legacy")
+# API Gateway's control plane, from the admin (a metered token's API key, gatekey.usage_plans):
+# one attempt, 1.3 s. A change makes at most 6 such calls besides its read and its write (a
+# move to another plan and a key disabled, then their undo after a failed write): 11.5 s in
+# all, so the admin function has a 20 s timeout. A throttled call fails the change, undone.
+CONTROL_PLANE: Final = CallBudget(connect_timeout=0.3, read_timeout=1.0, attempts=1, mode="legacy")
 # Signing-key rotation (60 s): 5.05 s for DynamoDB, 6.0 s for KMS.
 ROTATION: Final = CallBudget(connect_timeout=0.5, read_timeout=2.0, attempts=2, mode="legacy")
 # The lifecycle run (300 s): standard mode, whose retry quota stops retrying a failing
@@ -84,7 +89,9 @@ def client(service: Literal["kms"], budget: CallBudget) -> KMSClient: ...
 @overload
 def client(service: Literal["secretsmanager"], budget: CallBudget) -> SecretsManagerClient: ...
 @overload
-def client(service: Literal["sns", "events"], budget: CallBudget) -> Any: ...  # no stubs pinned
+def client(
+    service: Literal["sns", "events", "apigateway"], budget: CallBudget
+) -> Any: ...  # no stubs pinned
 def client(service: str, budget: CallBudget) -> Any:
     """A boto3 client whose calls fit `budget`."""
     return boto3.client(service, config=budget.boto_config())  # type: ignore[call-overload]

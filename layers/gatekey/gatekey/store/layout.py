@@ -62,6 +62,7 @@ from gatekey.model import (
 )
 from gatekey.revocations import AccessTokenRevocations
 from gatekey.store.due import DueSchedule, next_due_at
+from gatekey.usage_plans import PlanKey
 
 BY_NAME_INDEX: Final = "by-name"
 BY_DUE_INDEX: Final = "by-due"
@@ -107,6 +108,7 @@ UPDATABLE: Final = (
     # bindings: absent when the token is not bound
     "bound_cidrs",
     "bound_apis",
+    "usage_plan",  # gatekey.usage_plans
 )
 
 # Attributes of the revoked access tokens (gatekey.revocations), written only by
@@ -214,6 +216,7 @@ def token_to_plain(token: ServiceToken, schedule: DueSchedule = DEFAULT_SCHEDULE
         # bindings: absent (removed on update) when the token is not bound
         "bound_cidrs": list(token.bound_cidrs) or None,
         "bound_apis": list(token.bound_apis) or None,
+        "usage_plan": _plan_key_to_plain(token.usage_plan),
     }
 
 
@@ -274,7 +277,28 @@ def token_from_plain(plain: Mapping[str, Any]) -> ServiceToken:
         bound_cidrs=tuple(plain.get("bound_cidrs") or ()),
         bound_apis=tuple(plain.get("bound_apis") or ()),
         managed_by=plain.get("managed_by"),
+        usage_plan=_plan_key_from_plain(plain.get("usage_plan")),
     )
+
+
+# -- a metered token's usage plan and API key (gatekey.usage_plans) ---------------------------
+
+
+def _plan_key_to_plain(key: PlanKey | None) -> dict[str, str] | None:
+    if key is None:
+        return None
+    return {
+        "plan": key.plan,
+        "plan_id": key.plan_id,
+        "api_key_id": key.api_key_id,
+        "api_key_value": key.api_key_value,
+    }
+
+
+def _plan_key_from_plain(value: Mapping[str, str] | None) -> PlanKey | None:
+    if value is None:
+        return None
+    return PlanKey(value["plan"], value["plan_id"], value["api_key_id"], value["api_key_value"])
 
 
 def encode_page_token(last_key: Mapping[str, Any] | None) -> str | None:
