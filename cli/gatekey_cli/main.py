@@ -253,6 +253,13 @@ def _token_fields(parser: argparse.ArgumentParser, *, update: bool) -> None:
         help="do not check that the delivery secret exists (e.g. only the stack's role can "
         "describe it)",
     )
+    # DPoP (RFC 9449): --dpop-required, and on update --no-dpop-required too.
+    parser.add_argument(
+        "--dpop-required",
+        action=argparse.BooleanOptionalAction if update else "store_true",
+        default=None,
+        help="issue this client only DPoP-bound access tokens; refuse requests without a proof",
+    )
 
 
 def _rotation(args: argparse.Namespace, ctx: Context) -> dict[str, Any] | None:
@@ -321,6 +328,7 @@ def _create(args: argparse.Namespace, ctx: Context) -> Result:
     body |= {"scopes": args.scopes} if args.scopes else {}
     body |= {"owner": args.owner} if args.owner else {}
     body["rotation"] = _rotation(args, ctx)
+    body |= {"dpop_required": True} if args.dpop_required else {}
     admin = ctx.admin()  # the endpoint is checked before the secret
     return Result(admin.call("POST", BASE, body), secret=True)
 
@@ -369,6 +377,7 @@ def _import(args: argparse.Namespace, ctx: Context) -> Result:
     body |= {"scopes": args.scopes} if args.scopes else {}
     body |= {"owner": args.owner} if args.owner else {}
     body["rotation"] = _rotation(args, ctx)
+    body |= {"dpop_required": True} if args.dpop_required else {}
     return Result(ctx.admin().call("POST", f"{BASE}/import", body))
 
 
@@ -485,10 +494,11 @@ def _update(args: argparse.Namespace, ctx: Context) -> Result:
     body |= {"scopes": args.scopes} if args.scopes else {}
     rotation = _rotation(args, ctx)
     body |= {"rotation": rotation} if rotation is not None else {}
+    body |= {"dpop_required": args.dpop_required} if args.dpop_required is not None else {}
     if not body:
         raise UsageError(
             "nothing to change: give --name, --owner, --no-owner, --route, --scope, "
-            "--no-scopes or --rotation"
+            "--no-scopes, --rotation or --[no-]dpop-required"
         )
     return Result(ctx.admin().call("PATCH", token_path(BASE, client_id), body))
 

@@ -68,6 +68,7 @@ def create(body: Annotated[CreateTokenRequest, Body()]) -> Response[TokenWithSec
         scopes=tuple(body.scopes),
         owner=body.owner,
         rotation=body.rotation.policy(),
+        dpop_required=body.dpop_required,
     )
     logger.info("service token created", client_id=issued.token.client_id)
     return Response(201, "application/json", with_secret(issued), {"Cache-Control": "no-store"})
@@ -85,6 +86,7 @@ def import_token(body: Annotated[ImportTokenRequest, Body()]) -> Response[TokenO
         scopes=tuple(body.scopes),
         owner=body.owner,
         rotation=body.rotation.policy(),
+        dpop_required=body.dpop_required,
     )
     logger.info("service token imported", client_id=token.client_id)
     # The secret was the caller's own: it is never answered.
@@ -129,6 +131,7 @@ def update(client_id: str, body: Annotated[UpdateTokenRequest, Body()]) -> Token
         scopes=tuple(body.scopes) if body.scopes is not None else None,
         enabled=body.enabled,
         rotation=body.rotation.policy() if body.rotation is not None else None,
+        dpop_required=body.dpop_required,
     )
     return TokenOut.of(token)
 

@@ -104,6 +104,7 @@ class TokenAdmin:
         scopes: tuple[str, ...],
         owner: str | None,
         rotation: RotationPolicy,
+        dpop_required: bool = False,
     ) -> Issued:
         return Issued(
             *self._add(
@@ -115,6 +116,7 @@ class TokenAdmin:
                 scopes=scopes,
                 owner=owner,
                 rotation=rotation,
+                dpop_required=dpop_required,
             )
         )
 
@@ -130,6 +132,7 @@ class TokenAdmin:
         scopes: tuple[str, ...],
         owner: str | None,
         rotation: RotationPolicy,
+        dpop_required: bool = False,
     ) -> ServiceToken:
         """A token with an existing Client ID and Secret (Cloudflare Access or Cognito), so
         its bots keep working unchanged. The secret is stored hashed like any other, and never
@@ -147,6 +150,7 @@ class TokenAdmin:
             scopes=scopes,
             owner=owner,
             rotation=rotation,
+            dpop_required=dpop_required,
             imported=(client_id, secret),
             source=source.value,
         )
@@ -163,6 +167,7 @@ class TokenAdmin:
         scopes: tuple[str, ...],
         owner: str | None,
         rotation: RotationPolicy,
+        dpop_required: bool = False,
         imported: tuple[str, ClientSecret] | None = None,
         **details: AuditValue,
     ) -> tuple[ServiceToken, ClientSecret]:
@@ -181,6 +186,7 @@ class TokenAdmin:
             rotation=rotation,
             client_id=client_id,
             secret=secret,
+            dpop_required=dpop_required,
         )
         event = self._event(
             token,
@@ -193,6 +199,7 @@ class TokenAdmin:
             scopes=list(token.scopes),
             owner=owner,
             rotation=rotation.mode.value,
+            **({"dpop_required": True} if dpop_required else {}),
         )
         return self._store.create(token, event), secret
 
@@ -245,6 +252,7 @@ class TokenAdmin:
         scopes: tuple[str, ...] | None = None,
         enabled: bool | None = None,
         rotation: RotationPolicy | None = None,
+        dpop_required: bool | None = None,
     ) -> ServiceToken:
         """PATCH: change only what is given. Enabling or disabling is audited as such."""
         token = self._live(client_id, "changed")
@@ -260,6 +268,8 @@ class TokenAdmin:
         if rotation is not None:
             self._check_auto_duration(rotation, token.duration, "rotation.mode")
             changed = replace(changed, rotation=rotation)
+        if dpop_required is not None:
+            changed = replace(changed, dpop_required=dpop_required)
         given = {
             "name": name is not None,
             "owner": owner is not None or clear_owner,
@@ -267,6 +277,7 @@ class TokenAdmin:
             "scopes": scopes is not None,
             "enabled": enabled is not None,
             "rotation": rotation is not None,
+            "dpop_required": dpop_required is not None,
         }
         details = {k: _audit_value(getattr(changed, k)) for k, v in given.items() if v}
         if not details:

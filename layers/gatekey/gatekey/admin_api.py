@@ -51,6 +51,11 @@ class CreateTokenRequest(BaseModel):
     scopes: list[str] = Field(default=[], max_length=MAX_SCOPES)
     owner: str | None = Field(default=None, max_length=MAX_OWNER_LENGTH)
     rotation: Rotation = Rotation()
+    dpop_required: bool = Field(
+        default=False,
+        description="issue only DPoP-bound access tokens (RFC 9449); refuse token requests "
+        "without a proof",
+    )
 
 
 class ImportTokenRequest(CreateTokenRequest):
@@ -77,6 +82,7 @@ class UpdateTokenRequest(BaseModel):
     scopes: list[str] | None = Field(default=None, max_length=MAX_SCOPES)
     enabled: bool | None = None
     rotation: Rotation | None = None
+    dpop_required: bool | None = None
 
 
 class RotateRequest(BaseModel):
@@ -112,6 +118,7 @@ class TokenOut(BaseModel):
     last_seen_at: str | None
     rotation: RotationOut
     version: int
+    dpop_required: bool
 
     @classmethod
     def of(cls, token: ServiceToken) -> TokenOut:
@@ -135,6 +142,7 @@ class TokenOut(BaseModel):
                 delivery_secret_arn=token.rotation.delivery_secret_arn,
             ),
             version=token.version,
+            dpop_required=token.dpop_required,
         )
 
 

@@ -40,10 +40,21 @@ from gatekey.credentials import (
     ClientSecret,
     CredentialForm,
 )
+from gatekey.dpop import (
+    MemoryReplayGuard,
+    ProofVerifier,
+    ReplayGuard,
+    VerifiedProof,
+    check_replay,
+    confirmation_key,
+    request_target,
+    single_proof_header,
+)
 from gatekey.errors import (
     AuthenticationError,
     GatekeyError,
     InvalidCredentials,
+    InvalidDPoPProof,
     MissingCredentials,
     NotFound,
     ValidationError,
@@ -56,6 +67,8 @@ from gatekey.store import TokenStore
 
 logger = logging.getLogger(__name__)
 _HTTP: Final = EventShape.HTTP  # looked up once: see gatekey.apigw
+_REST_TOKEN: Final = EventShape.REST_TOKEN
+_DPOP: Final = CredentialForm.DPOP
 
 # A secret that does not match a cached token item, or an access token of a secret version
 # it does not know, re-reads the item at most this often per client id: a bot that switches
@@ -129,8 +142,14 @@ class Authorizer:
         clock: Callable[[], float],
         record_last_seen: Callable[[str, int, int], bool] | None = None,
         last_seen_failed: Callable[[GatekeyError], None] | None = None,
+        proofs: ProofVerifier | None = None,
+        replay: ReplayGuard | None = None,
     ) -> None:
         self._store = store
+        # DPoP (gatekey.dpop): proofs verified per request, their jti remembered (per
+        # container, and across containers when the wiring layers the shared guard on it).
+        self._proofs = proofs or ProofVerifier()
+        self._replay = replay or MemoryReplayGuard()
         self._hasher = hasher
         self._public_keys = public_keys
         self.settings = settings
@@ -171,14 +190,18 @@ class Authorizer:
         )
         if strict:
             return outcome
-        if decision.allowed:
+        # A DPoP allow is never remembered: its proof is single-use and names one request, so
+        # an answer kept by the token would let the token through without a proof. (No DPoP
+        # request can meet a remembered answer either: the key holds the Authorization header,
+        # scheme included, and only other schemes' answers are kept.)
+        if decision.allowed and decision.auth_method is not _DPOP:
             self._answers.put(key, outcome, decision.valid_until)
         return outcome
 
     def _answer_key(self, request: AuthRequest) -> bytes:
         """A digest of everything an answer depends on: the credential headers as sent, by
         name (never kept in plaintext), and the API and stage, or the route when the answer is
-        per route."""
+        per route. A DPoP answer is never kept (`authorize`): its proof is not in the key."""
         scope = (
             request.method_arn if self._simple(request) else request.method_arn.rsplit("/", 2)[0]
         )
@@ -200,7 +223,7 @@ class Authorizer:
         except (AuthenticationError, ValidationError) as exc:  # malformed: no I/O was done
             return Decision(allowed=False, reason=exc.reason)
         try:
-            return self._authenticate(presented, now)
+            return self._authenticate(presented, now, request)
         except (AuthenticationError, ValidationError, NotFound) as exc:
             reason = "unknown_client" if isinstance(exc, NotFound) else exc.reason
             return Decision(
@@ -210,11 +233,16 @@ class Authorizer:
                 client_id=presented.client_id,
             )
 
-    def _authenticate(self, presented: Presented, now: int) -> Decision:
+    def _authenticate(self, presented: Presented, now: int, request: AuthRequest) -> Decision:
         check: Callable[[ServiceToken], int | None]
         scopes: tuple[str, ...] | None = None  # an access token's own; else the token's
+        proof: VerifiedProof | None = None
         if presented.jwt is not None:
+            if presented.method is _DPOP and request.shape is _REST_TOKEN:
+                # A TOKEN authorizer sees Authorization alone, and API Gateway caches it by it.
+                raise InvalidDPoPProof("DPoP needs a REQUEST authorizer, uncached")
             claims, expires = self._verify_jwt(presented.jwt, now)
+            proof = self._proof(presented, claims, request, now)
             client_id = str(claims["client_id"])
             # The secret version and the revoked ids are read from the token's item, which the
             # status cache holds: a revocation lands within its TTL, without a read of its own.
@@ -229,6 +257,8 @@ class Authorizer:
         else:
             raise InvalidCredentials("incomplete credentials")
         token, valid_until = self._checked_token(client_id, now, check)
+        if proof is not None:  # last: only proofs that passed every other check are kept
+            check_replay(self._replay, proof, now)
         self._note_last_seen(token, now)
         return Decision(
             allowed=True,
@@ -239,6 +269,34 @@ class Authorizer:
             valid_until=min(valid_until, expires),
             client_id=token.client_id,
         )
+
+    def _proof(
+        self, presented: Presented, claims: dict[str, Any], request: AuthRequest, now: int
+    ) -> VerifiedProof | None:
+        """The DPoP proof of a bound access token (RFC 9449 §7.1), checked against the request
+        and the token's cnf.jkt; None for a bearer token sent as one. A bound token sent any
+        other way, or a bearer token sent as DPoP, is refused."""
+        jkt = confirmation_key(claims)
+        if presented.method is not _DPOP:
+            if jkt is not None:
+                raise InvalidDPoPProof("a DPoP-bound access token was sent without a proof")
+            return None
+        if jkt is None:
+            raise InvalidDPoPProof("a bearer access token was sent as DPoP")
+        event = request.event or {}
+        target = request_target(event)
+        if target is None:
+            raise InvalidDPoPProof("the event does not say which URL was called")
+        proof = self._proofs.verify(
+            single_proof_header(event, presented.proof),
+            method=target.method,
+            urls=(target.url,),
+            now=now,
+            access_token=presented.jwt,
+        )
+        if proof.jkt != jkt:  # both public: thumbprints of keys
+            raise InvalidDPoPProof("DPoP proof is signed by another key than the token's")
+        return proof
 
     def _verify_jwt(self, jwt: str, now: int) -> tuple[dict[str, Any], float]:
         """The claims of a verified access token, and until when that verification may be

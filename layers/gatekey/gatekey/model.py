@@ -267,6 +267,9 @@ class ServiceToken:
     # Access tokens revoked before their exp (gatekey.revocations). Written only by the
     # store's `save_revocations`, under a lock of its own; `update` leaves them as stored.
     revoked_access_tokens: AccessTokenRevocations = NO_REVOCATIONS
+    # DPoP (RFC 9449): the token endpoint issues this client only DPoP-bound access tokens,
+    # and refuses a request without a proof (README, "DPoP").
+    dpop_required: bool = False
 
     def __post_init__(self) -> None:
         parse_client_id(self.client_id)
@@ -348,6 +351,7 @@ def new_service_token(
     rotation: RotationPolicy | None = None,
     client_id: str | None = None,
     secret: ClientSecret | None = None,
+    dpop_required: bool = False,
 ) -> tuple[ServiceToken, ClientSecret]:
     """A new token and its plaintext secret. The secret is returned once and never stored.
     An imported token brings its own `client_id` and `secret` (checked by the caller); by
@@ -365,6 +369,7 @@ def new_service_token(
         routes=routes,
         scopes=validate_scopes(scopes),
         rotation=rotation or RotationPolicy(),
+        dpop_required=dpop_required,
     )
     return token, secret
 

@@ -104,6 +104,7 @@ UPDATABLE: Final = (
     "reminders_pending",
     "delivery_pending",
     "version",
+    "dpop_required",
 )
 
 # Attributes of the revoked access tokens (gatekey.revocations), written only by
@@ -206,6 +207,8 @@ def token_to_plain(token: ServiceToken, schedule: DueSchedule = DEFAULT_SCHEDULE
         "reminders_pending": [_pending_to_text(pending) for pending in token.reminders_pending],
         "delivery_pending": token.delivery_pending,
         "version": token.version,
+        # Absent (None, so removed on write) unless set: items from before DPoP read False.
+        "dpop_required": True if token.dpop_required else None,
         **revocations_to_plain(token.revoked_access_tokens),
     }
 
@@ -264,6 +267,7 @@ def token_from_plain(plain: Mapping[str, Any]) -> ServiceToken:
         delivery_pending=plain.get("delivery_pending"),
         version=plain["version"],
         revoked_access_tokens=_revocations_from_plain(plain),
+        dpop_required=bool(plain.get("dpop_required", False)),
     )
 
 
