@@ -172,9 +172,11 @@ class Authorizer:
         of its inputs' expiries (`Decision.valid_until`), so revocation still lands within the
         status cache TTL. MissingCredentials (a 401) and dependency errors propagate."""
         request = parse_event(event)
-        key = self._answer_key(request)
+        # A DPoP request is never answered from memory (below): its key is not even computed.
+        dpop = request.headers.get("authorization", "")[:5].lower() == "dpop "
+        key = None if dpop else self._answer_key(request)
         now = self._clock()
-        outcome = self._answers.get(key, now)
+        outcome = None if key is None else self._answers.get(key, now)
         if outcome is not None:
             return outcome
         decision = self.decide(request)
@@ -190,11 +192,10 @@ class Authorizer:
         )
         if strict:
             return outcome
-        # A DPoP allow is never remembered: its proof is single-use and names one request, so
-        # an answer kept by the token would let the token through without a proof. (No DPoP
-        # request can meet a remembered answer either: the key holds the Authorization header,
-        # scheme included, and only other schemes' answers are kept.)
-        if decision.allowed and decision.auth_method is not _DPOP:
+        # A DPoP allow is never remembered, nor a DPoP request answered from memory: its proof
+        # is single-use and names one request, so an answer kept by the token would let the
+        # token through without a proof.
+        if decision.allowed and key is not None and decision.auth_method is not _DPOP:
             self._answers.put(key, outcome, decision.valid_until)
         return outcome
 

@@ -18,6 +18,7 @@ Written on `cryptography` directly, as gatekey.access_tokens is: it runs on ever
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -165,6 +166,7 @@ def _verify(key: ProofKey, alg: str, signature: bytes, signing_input: bytes) -> 
 _DEFAULT_PORTS: Final = {"https": 443, "http": 80}
 _LOOPBACK: Final = ("127.0.0.1", "localhost", "[::1]")
 _PERCENT: Final = re.compile(r"%[0-9A-Fa-f]{2}")
+_SPACE: Final = re.compile(r"\s")
 _UNRESERVED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
@@ -187,11 +189,14 @@ def _remove_dot_segments(path: str) -> str:
     return "/" + "/".join(output) + ("/" if trailing and output else "")
 
 
+# Both URLs of a request are normalised on every DPoP request, and a bot calls the same few:
+# remembered (bounded; a client sending new ones only makes its own requests slower).
+@functools.lru_cache(maxsize=1024)
 def normalise_htu(url: str) -> str | None:
     """The URL as compared (§4.3 item 9): scheme and host in lower case, the scheme's default
     port dropped, escapes normalised, dot segments removed, an empty path as ``/``, query and
     fragment dropped. None for anything that is not an absolute http(s) URL without userinfo."""
-    if not url.isascii() or any(c.isspace() for c in url):
+    if not url.isascii() or _SPACE.search(url):
         return None
     try:
         parts = urlsplit(url)
@@ -209,6 +214,7 @@ def normalise_htu(url: str) -> str | None:
     return f"{scheme}://{netloc}{_remove_dot_segments(path)}"
 
 
+@functools.lru_cache(maxsize=1024)
 def request_url(host: str, path: str) -> str | None:
     """The URL API Gateway received a request at: https (API Gateway serves nothing else),
     except on a loopback host, which only the local stack (`make run`) answers on, over http.
@@ -409,6 +415,9 @@ class ProofVerifier:
         self.algorithms = frozenset(algorithms) & frozenset(ALGORITHMS)
         self.nonce_policy = nonce_policy
         self._keys: TtlCache[str, tuple[ProofKey, str]] = TtlCache(KEY_CACHE_SIZE)
+        # Headers already checked, by their base64url segment: a client's proofs all carry the
+        # same one (typ, alg, jwk), and what `_key` decides depends on nothing else.
+        self._headers: TtlCache[str, tuple[ProofKey, str, str]] = TtlCache(KEY_CACHE_SIZE)
 
     def verify(
         self,
@@ -429,14 +438,19 @@ class ProofVerifier:
         if compact is None:
             raise InvalidDPoPProof("DPoP proof is not a compact JWS")
         head, body, signature = compact.groups()
+        checked = self._headers.get(head, 0)
         try:
-            header = _json_object(head)
+            if checked is None:
+                header = _json_object(head)
+                key, jkt = self._key(header)
+                checked = (key, jkt, header["alg"])
+                self._headers.put(head, checked, float("inf"))
             claims = _json_object(body)
             raw_signature = _b64decode(signature)
         except ValueError as exc:
             raise InvalidDPoPProof("DPoP proof is malformed") from exc
-        key, jkt = self._key(header)
-        if not _verify(key, header["alg"], raw_signature, f"{head}.{body}".encode("ascii")):
+        key, jkt, alg = checked
+        if not _verify(key, alg, raw_signature, f"{head}.{body}".encode("ascii")):
             raise InvalidDPoPProof("DPoP proof signature is invalid")
         jti = claims.get("jti")
         if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH:
