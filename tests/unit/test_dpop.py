@@ -744,3 +744,64 @@ def test_the_metadata_advertises_the_dpop_algorithms() -> None:
         advertised = document["dpop_signing_alg_values_supported"]
         assert advertised == ["ES256", "Ed25519", "EdDSA", "PS256", "RS256"]
         assert set(advertised) == set(ALGS)
+
+
+# -- dpop_required: model, store layout, admin, CLI --------------------------------------------
+
+
+def test_dpop_required_is_stored_only_when_set_and_read_back(
+    authorizer: LocalAuthorizer,
+) -> None:
+    from gatekey.store.layout import token_from_plain, token_to_plain
+
+    plain = token_to_plain(authorizer.bot().token)
+    assert plain["dpop_required"] is None  # absent: items from before DPoP read the same
+    # As DynamoDB holds it: None is no attribute.
+    assert (
+        token_from_plain({k: v for k, v in plain.items() if v is not None}).dpop_required is False
+    )
+    required = token_to_plain(authorizer.bot(dpop_required=True).token)
+    assert required["dpop_required"] is True
+    stored = {k: v for k, v in required.items() if v is not None}
+    assert token_from_plain(stored).dpop_required is True
+
+
+def test_an_admin_sets_and_clears_dpop_required_audited(authorizer: LocalAuthorizer) -> None:
+    from gatekey.admin import Actor, TokenAdmin
+    from gatekey.model import AuditAction
+
+    admin = TokenAdmin(store=authorizer.store, hasher=authorizer.hasher, clock=lambda: NOW + 60)
+    actor = Actor("arn:aws:iam::123456789012:user/admin")
+    created = admin.create(
+        actor,
+        name="bot",
+        duration=authorizer.bot().token.duration,
+        routes=("*",),
+        scopes=(),
+        owner=None,
+        rotation=authorizer.bot().token.rotation,
+        dpop_required=True,
+    ).token
+    assert admin.get(created.client_id).dpop_required is True
+    assert admin.update(actor, created.client_id, dpop_required=False).dpop_required is False
+    events = admin.events(created.client_id).items
+    assert any(
+        e.action is AuditAction.UPDATED and e.details == {"dpop_required": False} for e in events
+    )
+    assert any(
+        e.action is AuditAction.CREATED and e.details["dpop_required"] is True for e in events
+    )
+
+
+def test_the_admin_api_and_the_cli_carry_dpop_required() -> None:
+    from gatekey.admin_api import CreateTokenRequest, TokenOut, UpdateTokenRequest
+    from gatekey_cli.main import _parser
+
+    assert CreateTokenRequest(name="x").dpop_required is False
+    assert UpdateTokenRequest(dpop_required=True).dpop_required is True
+    assert "dpop_required" in TokenOut.model_fields
+    parser = _parser()
+    assert parser.parse_args(["create", "x", "--dpop-required"]).dpop_required is True
+    assert parser.parse_args(["create", "x"]).dpop_required is None
+    update = ["update", "gk_x", "--no-dpop-required"]
+    assert parser.parse_args(update).dpop_required is False
