@@ -805,3 +805,27 @@ def test_the_admin_api_and_the_cli_carry_dpop_required() -> None:
     assert parser.parse_args(["create", "x"]).dpop_required is None
     update = ["update", "gk_x", "--no-dpop-required"]
     assert parser.parse_args(update).dpop_required is False
+
+
+@pytest.mark.parametrize("bits", [1024, 8192])
+def test_rsa_proof_keys_are_2048_to_4096_bits(
+    authorizer: LocalAuthorizer, bot: Bot, bits: int
+) -> None:
+    with warnings.catch_warnings():  # joserfc warns of 1024 bits: the point here
+        warnings.simplefilter("ignore")
+        holder = Holder("PS256", key=RSAKey.generate_key(bits, private=True))
+    token = bound_token(authorizer, bot, holder.jkt)
+    event = dpop_event("rest_request", dpop_headers(token, holder.proof(access_token=token)))
+    assert decide(authorizer, event) == "invalid_dpop_proof"
+
+
+def test_an_rsa_proof_key_with_a_huge_exponent_is_refused_before_any_verification() -> None:
+    from gatekey.dpop import ProofVerifier
+
+    jwk = RSAKey.generate_key(2048).as_dict(private=False) | {
+        "e": b64url((2**64 + 1).to_bytes(9, "big"))
+    }
+    header = b64url(json.dumps({"typ": "dpop+jwt", "alg": "RS256", "jwk": jwk}).encode())
+    proof = f"{header}.{b64url(b'{}')}.{b64url(b'x' * 256)}"
+    with pytest.raises(InvalidDPoPProof, match="not a valid public key"):
+        ProofVerifier().verify(proof, method="GET", urls=(URL,), now=NOW)

@@ -44,12 +44,15 @@ PROOF_TYPE: Final = "dpop+jwt"
 # RSA below 2048 bits.
 ALGORITHMS: Final = ("ES256", "Ed25519", "EdDSA", "PS256", "RS256")
 MIN_RSA_BITS: Final = 2048
-MAX_RSA_BITS: Final = 8192
+# The token endpoint checks a proof before it authenticates the client: an RSA key's size and
+# exponent are bounded, so no proof costs more than one 4096-bit verification with a small e.
+MAX_RSA_BITS: Final = 4096
+MAX_RSA_EXPONENT_BITS: Final = 32
 # How far a proof's iat may be from now, either way (§4.3 item 11; §11.1). A parameter
 # (DpopProofWindowSeconds); replayed proofs are refused within it.
 DEFAULT_IAT_WINDOW: Final = 60
-# A proof carries one public key of at most 8192 bits (about 1.4 KB as a JWK) and a signature
-# of as much: 8 KB is more than any proof needs.
+# A proof carries one public key of at most 4096 bits (about 700 bytes as a JWK) and a
+# signature of as much: 8 KB is more than any proof needs.
 MAX_PROOF_LENGTH: Final = 8192
 MAX_JTI_LENGTH: Final = 256
 # JWK members of private keys (RFC 7518 §6.2.2, §6.3.2, §6.4.1; RFC 8037 §2): a proof's jwk
@@ -127,6 +130,8 @@ def _load_key(jwk: Mapping[str, Any], kty: str) -> ProofKey:
         n, e = _b64_int(jwk["n"]), _b64_int(jwk["e"])
         if not MIN_RSA_BITS <= n.bit_length() <= MAX_RSA_BITS:
             raise ValueError("RSA key size")
+        if e.bit_length() > MAX_RSA_EXPONENT_BITS:
+            raise ValueError("RSA exponent")
         return rsa.RSAPublicNumbers(e, n).public_key()
     if kty == "EC":
         x, y = _b64decode(jwk["x"]), _b64decode(jwk["y"])
