@@ -36,7 +36,13 @@ TARGETS = {  # name: (numerator, denominator, bound)
     "jwt_cached / raw_rs256_verify": ("jwt_cached", "raw_rs256_verify", 0.3),
     "secret_warm_cache / raw_rs256_verify": ("secret_warm_cache", "raw_rs256_verify", 0.3),
     "cold_start / bare_imports": ("cold_start", "bare_imports", 1.3),
+    # DPoP (RFC 9449): a new bound access token and a new ES256 proof, so two signature checks
+    # where a bearer token has one; and a bot's steady state, its token verified, a new proof.
+    "dpop_uncached / jwt_uncached": ("dpop_uncached", "jwt_uncached", 2.5),
+    "dpop_steady / jwt_uncached": ("dpop_steady", "jwt_uncached", 2.0),
 }
+DPOP_HOST = "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com"
+DPOP_URL = f"https://{DPOP_HOST}/v1/items/42"
 
 
 @contextlib.contextmanager
@@ -96,6 +102,65 @@ class Context:
 
 def request_event(headers: dict[str, str]) -> dict[str, Any]:
     return {"type": "REQUEST", "methodArn": ARN, "headers": headers}
+
+
+def dpop_event(token: str, proof: str) -> dict[str, Any]:
+    """A REST REQUEST event of GET DPOP_URL, as API Gateway sends it."""
+    return {
+        "type": "REQUEST",
+        "methodArn": ARN,
+        "httpMethod": "GET",
+        "path": "/items/42",
+        "headers": {"Host": DPOP_HOST, "Authorization": f"DPoP {token}", "DPoP": proof},
+        "requestContext": {"path": "/v1/items/42", "domainName": DPOP_HOST, "stage": "v1"},
+    }
+
+
+class ProofSigner:
+    """A client's ES256 DPoP key (oauth4webapi's default alg) and its proofs, made before the
+    timing starts."""
+
+    def __init__(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from gatekey.dpop import jwk_thumbprint
+        from gatekey.signing import b64url
+
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        numbers = self._key.public_key().public_numbers()
+        self.jwk = {
+            "kty": "EC",
+            "crv": "P-256",
+            "x": b64url(numbers.x.to_bytes(32, "big")),
+            "y": b64url(numbers.y.to_bytes(32, "big")),
+        }
+        self.jkt = jwk_thumbprint(self.jwk)
+        self._b64url = b64url
+
+    def proof(self, access_token: str) -> str:
+        import hashlib
+        import secrets
+
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        b64url = self._b64url
+        header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk}
+        claims = {
+            "jti": secrets.token_urlsafe(16),
+            "htm": "GET",
+            "htu": DPOP_URL,
+            "iat": int(time.time()),
+            "ath": b64url(hashlib.sha256(access_token.encode()).digest()),
+        }
+        signing_input = ".".join(
+            b64url(json.dumps(p, separators=(",", ":")).encode()) for p in (header, claims)
+        )
+        r, s = decode_dss_signature(
+            self._key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+        )
+        return f"{signing_input}.{b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
 def cold_start_samples(environment: dict[str, str], runs: int) -> dict[str, list[float]]:
@@ -165,6 +230,8 @@ def measure(quick: bool, cold_runs: int) -> dict[str, Any]:
             "PEPPER_SECRET_ARN": made.pepper_secret_arn,
             "SIGNING_KEY_ID": made.signing_key_arn,
             "ISSUER": ISSUER,
+            # Proofs are made before the timing, up to a minute ahead of their use.
+            "DPOP_PROOF_WINDOW_SECONDS": "300",
         }
         os.environ.update(config)
         store = DynamoDBTokenStore(made.table_name)
@@ -174,12 +241,24 @@ def measure(quick: bool, cold_runs: int) -> dict[str, Any]:
         store.create(token, AuditEvent(token.client_id, AuditAction.CREATED, "bench", now))
         signer = KmsSigner(made.signing_key_arn, kms)
 
-        def mint() -> str:
+        def mint(jkt: str | None = None) -> str:
             return issue_access_token(
-                token, signer, issuer=ISSUER, audience="gatekey", lifetime=3600, scopes=(), now=now
+                token,
+                signer,
+                issuer=ISSUER,
+                audience="gatekey",
+                lifetime=3600,
+                scopes=(),
+                now=now,
+                jkt=jkt,
             ).access_token
 
         fresh_tokens = iter([mint() for _ in range(runs)])
+        holder = ProofSigner()
+        bound = [mint(holder.jkt) for _ in range(runs)]
+        fresh_dpop = iter([dpop_event(t, holder.proof(t)) for t in bound])
+        steady_token = mint(holder.jkt)
+        steady_dpop = iter([dpop_event(steady_token, holder.proof(steady_token)) for _ in bound])
         cached_token = mint()
         bearer = {"Authorization": f"Bearer {cached_token}"}
         secret_headers = {
@@ -217,13 +296,17 @@ def measure(quick: bool, cold_runs: int) -> dict[str, Any]:
             del os.environ["STATUS_CACHE_TTL_SECONDS"]
             ctx = Context()
 
-            def authorize(handler: ModuleType, headers: dict[str, str]) -> None:
-                response = handler.lambda_handler(request_event(headers), ctx)
+            def allow(handler: ModuleType, event: dict[str, Any]) -> None:
+                response = handler.lambda_handler(event, ctx)
                 assert response["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+
+            def authorize(handler: ModuleType, headers: dict[str, str]) -> None:
+                allow(handler, request_event(headers))
 
             authorize(warm, bearer)  # warm every cache
             authorize(warm, secret_headers)
             authorize(cold_status, secret_headers)
+            allow(warm, dpop_event(steady_token, holder.proof(steady_token)))
             paths: dict[str, Callable[[], object]] = {
                 "jwt_uncached": lambda: authorize(
                     warm, {"Authorization": f"Bearer {next(fresh_tokens)}"}
@@ -231,6 +314,8 @@ def measure(quick: bool, cold_runs: int) -> dict[str, Any]:
                 "jwt_cached": lambda: authorize(warm, bearer),
                 "secret_warm_cache": lambda: authorize(warm, secret_headers),
                 "raw_rs256_verify": raw_verify,
+                "dpop_uncached": lambda: allow(warm, next(fresh_dpop)),
+                "dpop_steady": lambda: allow(warm, next(steady_dpop)),
             }
             for _ in range(rounds):
                 medians = {}
@@ -246,7 +331,7 @@ def measure(quick: bool, cold_runs: int) -> dict[str, Any]:
             )
 
         # Only the warm container verifies access tokens: every read is its own.
-        authorizations = 3 * runs + 2
+        authorizations = 5 * runs + 3
         with jwks_server({"keys": [signer.public_key.jwk()]}) as url:
             client = jwt.PyJWKClient(url, cache_keys=True)
 

@@ -9,6 +9,11 @@ $XDG_CACHE_HOME/gatekey/tokens (default ~/.cache/gatekey/tokens), a directory of
 files of mode 0600, each named by a hash of the Client ID, the token URL and the scopes, and
 holding the access token and its expiry, never the secret.
 
+--auth dpop (RFC 9449) asks for a DPoP-bound token and sends a fresh proof with the request. Its
+key (P-256, ES256) is --dpop-key FILE (a PEM private key), else one kept beside the cached
+token ($XDG_CACHE_HOME/gatekey/dpop, mode 0600, made on first use), or a new one per run with
+--no-cache. It needs the `cryptography` package.
+
 The token URL: --token-url, else $GATEKEY_TOKEN_URL, else, with --endpoint or
 $GATEKEY_ENDPOINT naming a base URL without a stage (the local stack, which serves every API on
 one origin), {endpoint}/oauth2/token, else the TokenEndpointUrl output of the stack (--stack,
@@ -46,7 +51,7 @@ from gatekey_cli.api import (
 HELP: Final = (
     "run an HTTP request with a service token's credentials (like cloudflared access curl)"
 )
-AUTH_MODES: Final = ("headers", "access-headers", "basic", "jwt")
+AUTH_MODES: Final = ("headers", "access-headers", "basic", "jwt", "dpop")
 ENVIRONMENT: Final = (
     ("GATEKEY_CLIENT_ID", "GATEKEY_CLIENT_SECRET"),
     ("CLIENT_ID", "CLIENT_SECRET"),
@@ -79,7 +84,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=AUTH_MODES,
         default="headers",
         help="Gatekey-Client-Id/-Secret headers (default), CF-Access-Client-Id/-Secret, "
-        "HTTP Basic, or a JWT from the token endpoint (cached)",
+        "HTTP Basic, a JWT from the token endpoint (cached), or a DPoP-bound JWT with a proof",
+    )
+    parser.add_argument(
+        "--dpop-key",
+        metavar="FILE",
+        help="with --auth dpop: a PEM P-256 private key (default: one kept in the cache)",
     )
     parser.add_argument(
         "--credentials-file",
@@ -191,9 +201,36 @@ def _store(path: Path, access_token: str, expires_in: float) -> None:
 
 
 def fetch_token(
-    client_id: str, secret: str, url: str, scopes: list[str], timeout: float
+    client_id: str,
+    secret: str,
+    url: str,
+    scopes: list[str],
+    timeout: float,
+    dpop: DPoPSigner | None = None,
 ) -> tuple[str, float]:
-    """The client_credentials grant with client_secret_basic; (access token, expires_in)."""
+    """The client_credentials grant with client_secret_basic; (access token, expires_in).
+    With `dpop`, a proof asks for a DPoP-bound token (and a nonce asked for is sent once)."""
+    if dpop is not None:
+        try:
+            return _fetch_token(client_id, secret, url, scopes, timeout, dpop)
+        except _NonceWanted as wanted:
+            dpop.nonce = wanted.nonce
+    return _fetch_token(client_id, secret, url, scopes, timeout, dpop)
+
+
+class _NonceWanted(Exception):
+    def __init__(self, nonce: str) -> None:
+        self.nonce = nonce
+
+
+def _fetch_token(
+    client_id: str,
+    secret: str,
+    url: str,
+    scopes: list[str],
+    timeout: float,
+    dpop: DPoPSigner | None,
+) -> tuple[str, float]:
     _check_url(url, "the token URL")
     pair = f"{urllib.parse.quote(client_id, safe='')}:{urllib.parse.quote(secret, safe='')}"
     form = {"grant_type": "client_credentials"} | ({"scope": " ".join(scopes)} if scopes else {})
@@ -205,15 +242,22 @@ def fetch_token(
             "Authorization": "Basic " + base64.b64encode(pair.encode()).decode(),
             "Content-Type": "application/x-www-form-urlencoded",
             "Accept": "application/json",
-        },
+        }
+        | ({} if dpop is None else {"DPoP": dpop.proof("POST", url)}),
     )
     try:
         with _OPENER.open(request, timeout=timeout) as response:
             body = json.loads(response.read())
+        if dpop is not None and body.get("token_type") != "DPoP":
+            raise CliError(f"token endpoint {url} answered a {body.get('token_type')} token")
         return str(body["access_token"]), float(body.get("expires_in", 0))
     except urllib.error.HTTPError as exc:
         try:
             error = json.loads(exc.read())
+            nonce = exc.headers.get("DPoP-Nonce")
+            wanted = dpop is not None and error.get("error") == "use_dpop_nonce"
+            if wanted and nonce and dpop is not None and dpop.nonce != nonce:
+                raise _NonceWanted(nonce) from None
             detail = f"{error.get('error')}: {error.get('error_description', '')}".rstrip(": ")
         except ValueError:
             detail = "no JSON error"
@@ -234,6 +278,94 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 _OPENER: Final = urllib.request.build_opener(_NoRedirect)
+
+
+class DPoPSigner:
+    """A P-256 key and the proofs it signs (RFC 9449 §4.2), on `cryptography`."""
+
+    def __init__(self, pem: bytes | None) -> None:
+        try:
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric import ec
+        except ImportError:
+            raise UsageError("--auth dpop needs the cryptography package") from None
+        if pem is None:
+            self._key = ec.generate_private_key(ec.SECP256R1())
+        else:
+            key = serialization.load_pem_private_key(pem, password=None)
+            if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+                raise UsageError("--dpop-key must hold a P-256 private key (PEM)")
+            self._key = key
+        numbers = self._key.public_key().public_numbers()
+        self.jwk = {
+            "crv": "P-256",
+            "kty": "EC",
+            "x": _b64url(numbers.x.to_bytes(32, "big")),
+            "y": _b64url(numbers.y.to_bytes(32, "big")),
+        }
+        self.nonce: str | None = None
+
+    def pem(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
+        return self._key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def proof(self, method: str, url: str, access_token: str | None = None) -> str:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        parts = urllib.parse.urlsplit(url)
+        claims: dict[str, Any] = {
+            "jti": base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode(),
+            "htm": method.upper(),
+            "htu": urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path or "/", "", "")),
+            "iat": int(time.time()),
+        }
+        if access_token is not None:
+            claims["ath"] = _b64url(hashlib.sha256(access_token.encode()).digest())
+        if self.nonce is not None:
+            claims["nonce"] = self.nonce
+        header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk}
+        signing_input = ".".join(
+            _b64url(json.dumps(p, separators=(",", ":")).encode()) for p in (header, claims)
+        )
+        der = self._key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+        r, s = decode_dss_signature(der)
+        return f"{signing_input}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def dpop_signer(args: argparse.Namespace, token_path: Path) -> DPoPSigner:
+    """--dpop-key's key; else the one kept beside the cached token (made on first use, 0600),
+    so that the cached token, bound to it, stays usable; with --no-cache, a new one."""
+    if args.dpop_key:
+        try:
+            return DPoPSigner(Path(args.dpop_key).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--dpop-key {args.dpop_key}: {type(exc).__name__}") from None
+    if args.no_cache:
+        return DPoPSigner(None)
+    path = token_path.parent.parent / "dpop" / f"{token_path.stem}.pem"
+    with contextlib.suppress(OSError, ValueError):
+        if not path.stat().st_mode & 0o077:
+            return DPoPSigner(path.read_bytes())
+    signer = DPoPSigner(None)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(signer.pem())
+    return signer
 
 
 def _body(data: str | None) -> bytes | None:
@@ -283,24 +415,36 @@ def run(
     _check_url(args.url, "the URL")
     client_id, secret = credentials(args)
     body = _body(args.data)
-    if args.auth == "jwt":
+    if args.auth in ("jwt", "dpop"):
         url = token_url(args, session)
-        path = cache_path(client_id, url, args.scopes)
-        token = None if args.no_cache else _cached(path)
+        # DPoP's tokens are cached apart from Bearer ones: they are bound to the kept key.
+        kind = ["\x00dpop"] if args.auth == "dpop" else []
+        path = cache_path(client_id, url, args.scopes + kind)
+        dpop = dpop_signer(args, path) if args.auth == "dpop" else None
+
+        def authorization(token: str) -> dict[str, str]:
+            if dpop is None:
+                return {"Authorization": f"Bearer {token}"}
+            method = args.method or ("POST" if body is not None else "GET")
+            return {"Authorization": f"DPoP {token}", "DPoP": dpop.proof(method, args.url, token)}
+
+        token = None if args.no_cache or args.dpop_key else _cached(path)
         fresh = token is None
         if token is None:
-            token, expires_in = fetch_token(client_id, secret, url, args.scopes, args.max_time)
-            if not args.no_cache:
+            token, expires_in = fetch_token(
+                client_id, secret, url, args.scopes, args.max_time, dpop
+            )
+            if not args.no_cache and not args.dpop_key:
                 _store(path, token, expires_in)
-        status, reason, headers, content = _send(args, body, {"Authorization": f"Bearer {token}"})
+        status, reason, headers, content = _send(args, body, authorization(token))
         if status in (401, 403) and not fresh:
             # A cached token refused (revoked, or its secret rotated): once more, with a new one.
             path.unlink(missing_ok=True)
-            token, expires_in = fetch_token(client_id, secret, url, args.scopes, args.max_time)
-            _store(path, token, expires_in)
-            status, reason, headers, content = _send(
-                args, body, {"Authorization": f"Bearer {token}"}
+            token, expires_in = fetch_token(
+                client_id, secret, url, args.scopes, args.max_time, dpop
             )
+            _store(path, token, expires_in)
+            status, reason, headers, content = _send(args, body, authorization(token))
     else:
         if args.auth == "basic":
             pair = f"{client_id}:{secret}".encode()

@@ -256,6 +256,13 @@ def _token_fields(parser: argparse.ArgumentParser, *, update: bool) -> None:
         help="do not check that the delivery secret exists (e.g. only the stack's role can "
         "describe it)",
     )
+    # DPoP (RFC 9449): --dpop-required, and on update --no-dpop-required too.
+    parser.add_argument(
+        "--dpop-required",
+        action=argparse.BooleanOptionalAction if update else "store_true",
+        default=None,
+        help="issue this client only DPoP-bound access tokens; refuse requests without a proof",
+    )
     # Rate limits and quotas (README): the usage plan, by name or id.
     parser.add_argument("--usage-plan", metavar="PLAN", help="a usage plan of the stack")
     if update:
@@ -367,6 +374,7 @@ def _create(args: argparse.Namespace, ctx: Context) -> Result:
     body |= _usage_plan(args)
     body["rotation"] = _rotation(args, ctx)
     body |= _bindings(args)
+    body |= {"dpop_required": True} if args.dpop_required else {}
     admin = ctx.admin()  # the endpoint is checked before the secret
     return Result(admin.call("POST", BASE, body), secret=True)
 
@@ -417,6 +425,7 @@ def _import(args: argparse.Namespace, ctx: Context) -> Result:
     body |= _usage_plan(args)
     body["rotation"] = _rotation(args, ctx)
     body |= _bindings(args)
+    body |= {"dpop_required": True} if args.dpop_required else {}
     return Result(ctx.admin().call("POST", f"{BASE}/import", body))
 
 
@@ -534,10 +543,11 @@ def _update(args: argparse.Namespace, ctx: Context) -> Result:
     rotation = _rotation(args, ctx)
     body |= {"rotation": rotation} if rotation is not None else {}
     body |= _usage_plan(args)
+    body |= {"dpop_required": args.dpop_required} if args.dpop_required is not None else {}
     if not body:
         raise UsageError(
             "nothing to change: give --name, --owner, --no-owner, --route, --scope, "
-            "--no-scopes, --rotation, --usage-plan or --no-usage-plan"
+            "--no-scopes, --rotation, --usage-plan, --no-usage-plan or --[no-]dpop-required"
         )
     return Result(ctx.admin().call("PATCH", token_path(BASE, client_id), body))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from gatekey_client.sources import Credentials, CredentialsSource, StaticCredentials
 from gatekey_client.tokens import (
@@ -18,6 +19,9 @@ from gatekey_client.tokens import (
     TokenRequestError,
     logger,
 )
+
+if TYPE_CHECKING:
+    from gatekey_client.dpop import DPoPKey, DPoPNonceStore, PostFormWithHeaders
 
 # Stands in for the credentials while the settings are checked, before any source is read.
 _PLACEHOLDER = "placeholder"
@@ -38,6 +42,7 @@ class CredentialsAuth:
     """
 
     post_form: PostForm
+    post_form_with_headers: PostFormWithHeaders  # DPoP's token request reads DPoP-Nonce
 
     def __init__(
         self,
@@ -51,6 +56,7 @@ class CredentialsAuth:
         refresh_margin: float | None = None,
         timeout: float = 10.0,
         clock: Clock = time.monotonic,
+        dpop_key: DPoPKey | None = None,
     ) -> None:
         if credentials is None:
             if client_id is None or client_secret is None:
@@ -68,6 +74,14 @@ class CredentialsAuth:
             timeout=timeout,
         )
         self._source = credentials
+        # DPoP (gatekey_client.dpop): DPoP-bound tokens, and a fresh proof on every request.
+        self._dpop: tuple[DPoPKey, DPoPNonceStore] | None = None
+        if dpop_key is not None:
+            if token_url is None:
+                raise ValueError("dpop_key needs a token_url (DPoP binds access tokens)")
+            from gatekey_client.dpop import DPoPNonceStore
+
+            self._dpop = (dpop_key, DPoPNonceStore())
         # The settings with the credentials last used, in one attribute (swapped, not mutated).
         self._current: tuple[Credentials, ClientConfig] | None = None
         self._cache = (
@@ -93,7 +107,7 @@ class CredentialsAuth:
         (401, e.g. a rotation whose grace ended), read the source again and ask once more."""
         credentials = self._source.get()
         try:
-            return self._config(credentials).fetch_token(self.post_form)
+            return self._fetch_with(self._config(credentials))
         except TokenRequestError as exc:
             if exc.status != 401:
                 raise
@@ -101,7 +115,24 @@ class CredentialsAuth:
             if fresh.same_pair(credentials):
                 raise
             logger.debug("the token endpoint refused the credentials; trying the new ones once")
-            return self._config(fresh).fetch_token(self.post_form)
+            return self._fetch_with(self._config(fresh))
+
+    def _fetch_with(self, config: ClientConfig) -> AccessToken:
+        if self._dpop is None:
+            return config.fetch_token(self.post_form)
+        from gatekey_client.dpop import fetch_dpop_token
+
+        key, nonces = self._dpop
+        return fetch_dpop_token(config, key, self.post_form_with_headers, nonces)
+
+    def _token_headers(self, token: str, method: str, url: str) -> dict[str, str]:
+        """JWT mode's headers for one request: the Bearer token, or with DPoP the bound token
+        and a fresh proof for this method and URL."""
+        if self._dpop is None:
+            return {"Authorization": f"Bearer {token}"}
+        key, nonces = self._dpop
+        proof = key.proof(method, url, access_token=token, nonce=nonces.get(url))
+        return {"Authorization": f"DPoP {token}", "DPoP": proof}
 
     # Headers mode -------------------------------------------------------------------------
 

@@ -22,6 +22,17 @@ def _post_form(
     return response.status_code, response.content
 
 
+def _post_form_with_headers(
+    url: str, *, headers: Mapping[str, str], form: Mapping[str, str], timeout: float
+) -> tuple[int, bytes, Mapping[str, str]]:
+    try:
+        response = httpx.post(url, headers=headers, data=form, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise TokenRequestError(f"no response ({type(exc).__name__})") from exc
+    answer = {name.lower(): value for name, value in response.headers.items()}
+    return response.status_code, response.content, answer
+
+
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return url.scheme, url.host, DEFAULT_PORTS.get(url.scheme) if url.port is None else url.port
 
@@ -82,6 +93,7 @@ class GatekeyHttpxAuth(CredentialsAuth, httpx.Auth):
     """
 
     post_form = staticmethod(_post_form)
+    post_form_with_headers = staticmethod(_post_form_with_headers)
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
         if self._cache is None:
@@ -93,10 +105,10 @@ class GatekeyHttpxAuth(CredentialsAuth, httpx.Auth):
                     yield _with_headers(request, headers)
             return
         token = self._cache.get()
-        response = yield _with_bearer(request, token)
+        response = yield self._with_token(request, token)
         if response.status_code == 401:
             logger.debug("the resource answered 401; retrying once with a new token")
-            yield _with_bearer(request, self._cache.renew(token))
+            yield self._with_token(request, self._cache.renew(token))
 
     async def async_auth_flow(
         self, request: httpx.Request
@@ -116,17 +128,17 @@ class GatekeyHttpxAuth(CredentialsAuth, httpx.Auth):
         token = self._cache.cached()
         if token is None:
             token = await asyncio.to_thread(self._cache.get)
-        response = yield _with_bearer(request, token)
+        response = yield self._with_token(request, token)
         if response.status_code == 401:
             logger.debug("the resource answered 401; retrying once with a new token")
-            yield _with_bearer(request, await asyncio.to_thread(self._cache.renew, token))
+            yield self._with_token(request, await asyncio.to_thread(self._cache.renew, token))
+
+    def _with_token(self, request: httpx.Request, token: str) -> httpx.Request:
+        """The Bearer token, or the DPoP-bound one with a fresh proof for this request."""
+        request.headers.update(self._token_headers(token, request.method, str(request.url)))
+        return request
 
 
 def _with_headers(request: httpx.Request, headers: dict[str, str]) -> httpx.Request:
     request.headers.update(headers)
-    return request
-
-
-def _with_bearer(request: httpx.Request, token: str) -> httpx.Request:
-    request.headers["Authorization"] = f"Bearer {token}"
     return request

@@ -27,10 +27,23 @@ def _post_form(
     return response.status_code, response.content
 
 
+def _post_form_with_headers(
+    url: str, *, headers: Mapping[str, str], form: Mapping[str, str], timeout: float
+) -> tuple[int, bytes, Mapping[str, str]]:
+    try:
+        response = requests.post(
+            url, headers=dict(headers), data=dict(form), timeout=timeout, allow_redirects=False
+        )
+    except requests.RequestException as exc:
+        raise TokenRequestError(f"no response ({type(exc).__name__})") from exc
+    answer = {name.lower(): value for name, value in response.headers.items()}
+    return response.status_code, response.content, answer
+
+
 def _sent_token(request: requests.PreparedRequest) -> str | None:
     value = request.headers.get("Authorization")
     scheme, _, token = value.partition(" ") if isinstance(value, str) else ("", "", "")
-    return token if scheme == "Bearer" and token else None
+    return token if scheme in ("Bearer", "DPoP") and token else None
 
 
 def _origin(url: str) -> tuple[str, str | None, int | None]:
@@ -103,6 +116,7 @@ class GatekeyRequestsAuth(CredentialsAuth, requests.auth.AuthBase):
     """
 
     post_form = staticmethod(_post_form)
+    post_form_with_headers = staticmethod(_post_form_with_headers)
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         if self._cache is None:
@@ -112,7 +126,7 @@ class GatekeyRequestsAuth(CredentialsAuth, requests.auth.AuthBase):
             r.register_hook("response", _strip_credentials_on_cross_origin_redirect)
             r.register_hook("response", self._retry_headers_on_401(credentials))
             return r
-        r.headers["Authorization"] = f"Bearer {self._cache.get()}"
+        r.headers.update(self._token_headers(self._cache.get(), r.method or "GET", r.url or ""))
         r.register_hook("response", self._retry_on_401)
         return r
 
@@ -146,5 +160,5 @@ class GatekeyRequestsAuth(CredentialsAuth, requests.auth.AuthBase):
         with _closed_on_error(response):
             token = self._cache.renew(sent)
         retry = response.request.copy()
-        retry.headers["Authorization"] = f"Bearer {token}"
+        retry.headers.update(self._token_headers(token, retry.method or "GET", retry.url or ""))
         return _resend(response, retry, **kwargs)

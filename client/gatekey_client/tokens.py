@@ -162,7 +162,14 @@ class ClientConfig:
         return _parse_token_response(status, body, secret=self.client_secret)
 
 
-def _parse_token_response(status: int, body: bytes, *, secret: str) -> AccessToken:
+def _parse_token_response(
+    status: int,
+    body: bytes,
+    *,
+    secret: str,
+    token_type: str = "Bearer",  # noqa: S107
+) -> AccessToken:
+    """The token of a token response, of `token_type` (Bearer; DPoP for gatekey_client.dpop)."""
     try:
         data = json.loads(body)
     except ValueError:
@@ -176,11 +183,11 @@ def _parse_token_response(status: int, body: bytes, *, secret: str) -> AccessTok
             status=status,
             error=_from_server(error, secret) if isinstance(error, str) and error else None,
         )
-    token, token_type = data.get("access_token"), data.get("token_type")
+    token, answered_type = data.get("access_token"), data.get("token_type")
     if not isinstance(token, str) or not token:
         raise TokenRequestError("the response has no access_token", status=status)
-    if not isinstance(token_type, str) or token_type.lower() != "bearer":
-        raise TokenRequestError("the response's token_type is not Bearer", status=status)
+    if not isinstance(answered_type, str) or answered_type.lower() != token_type.lower():
+        raise TokenRequestError(f"the response's token_type is not {token_type}", status=status)
     try:
         lifetime = check_number("expires_in", data.get("expires_in"))
     except ValueError:

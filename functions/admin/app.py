@@ -70,6 +70,7 @@ def fields(body: CreateTokenRequest) -> dict[str, Any]:
         "bound_cidrs": tuple(body.bound_cidrs),
         "bound_apis": tuple(body.bound_apis),
         "usage_plan": body.usage_plan,
+        "dpop_required": body.dpop_required,
     }
 
 
@@ -135,6 +136,7 @@ def update(client_id: str, body: Annotated[UpdateTokenRequest, Body()]) -> Token
         bound_apis=None if body.bound_apis is None else tuple(body.bound_apis),
         usage_plan=body.usage_plan,
         clear_usage_plan="usage_plan" in given and body.usage_plan is None,
+        dpop_required=body.dpop_required,
     )
     return TokenOut.of(token)
 

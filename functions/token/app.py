@@ -17,7 +17,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from gatekey import wiring
 from gatekey.config import Config
-from gatekey.errors import GatekeyError
+from gatekey.dpop import request_url
+from gatekey.errors import GatekeyError, InvalidDPoPProof
 from gatekey.introspection import MAX_TOKEN_FORM_BYTES
 from gatekey.oauth import (
     INTROSPECTION_PATH,
@@ -75,16 +76,31 @@ def token() -> Response[str]:
         headers={name.lower(): value for name, value in event.headers.items()},
         issuer=issuer(),
         source_ip=event.request_context.identity.source_ip,
+        request_url=_request_url(),
     )
-    logger.info("access token issued", client_id=client_id)
+    logger.info("access token issued", client_id=client_id, token_type=issued.token_type)
     metrics.add_metric("AccessTokensIssued", MetricUnit.Count, 1)
     body = {
         "access_token": issued.access_token,
-        "token_type": "Bearer",
+        "token_type": issued.token_type,
         "expires_in": issued.expires_in,
         "scope": " ".join(issued.scopes),
     }
-    return _json(200, body, NO_STORE)
+    return _json(200, body, _with_nonce(NO_STORE))
+
+
+def _request_url() -> str | None:
+    """The URL this request was received at, for a DPoP proof's htu (gatekey.dpop)."""
+    context = app.current_event.request_context
+    if not context.domain_name or not context.path:
+        return None
+    return request_url(context.domain_name, context.path)
+
+
+def _with_nonce(headers: dict[str, str]) -> dict[str, str]:
+    """RFC 9449 §8: a fresh server nonce for the client's next proof, when nonces are on."""
+    nonce = endpoint.dpop_nonce(clock())
+    return headers if nonce is None else {**headers, "DPoP-Nonce": nonce}
 
 
 def _token_form() -> dict[str, Any]:
@@ -163,6 +179,8 @@ def handle_error(exc: GatekeyError) -> Response[str]:
         logger.info("token request refused", reason=exc.reason, error=answer.error)
     metrics.add_metric(f"TokenRequestsRefused.{answer.error}", MetricUnit.Count, 1)
     headers = dict(NO_STORE)
+    if isinstance(exc, InvalidDPoPProof):
+        headers = _with_nonce(headers)
     if answer.status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="gatekey"'
     body = {"error": answer.error, "error_description": answer.description}

@@ -4,7 +4,7 @@
 //   GATEKEY_ISSUER=https://... GATEKEY_AUDIENCE=gatekey GATEKEY_CLIENT_ID=... \
 //   GATEKEY_CLIENT_SECRET=... node interop/node/interop.mjs
 import * as client from 'openid-client';
-import { createRemoteJWKSet, jwtVerify } from 'jose';
+import { calculateJwkThumbprint, createRemoteJWKSet, decodeJwt, exportJWK, jwtVerify } from 'jose';
 
 function required(name) {
   const value = process.env[name];
@@ -102,4 +102,55 @@ if (revoked.active !== false) throw new Error('a revoked token is still active')
 ok('openid-client tokenRevocation', `then introspection: ${JSON.stringify(revoked)}`);
 await client.tokenRevocation(config, 'not-a-token'); // RFC 7009 §2.2: no error
 ok('openid-client tokenRevocation of garbage', 'accepted (200), as RFC 7009 asks');
+// 5. DPoP (RFC 9449) with openid-client's own support (oauth4webapi underneath), for a service
+//    token that requires it: a bound token from the token endpoint, then the protected demo
+//    route (REST, uncached authorizer) with a fresh proof per request.
+const dpopId = process.env.GATEKEY_DPOP_CLIENT_ID;
+const dpopSecret = process.env.GATEKEY_DPOP_CLIENT_SECRET;
+const protectedUrl = process.env.GATEKEY_PROTECTED_URL;
+if (dpopId && dpopSecret && protectedUrl) {
+  const dpopConfig = await client.discovery(issuer, dpopId, dpopSecret, undefined, { execute });
+  const algs = dpopConfig.serverMetadata().dpop_signing_alg_values_supported ?? [];
+  if (!algs.includes('ES256')) throw new Error(`dpop_signing_alg_values_supported: ${algs}`);
+  ok('metadata dpop_signing_alg_values_supported', algs.join(' '));
+  for (const alg of ['ES256', 'PS256', 'Ed25519']) {
+    const keyPair = await client.randomDPoPKeyPair(alg);
+    const DPoP = client.getDPoPHandle(dpopConfig, keyPair);
+    const bound = await client.clientCredentialsGrant(dpopConfig, { scope: 'read' }, { DPoP });
+    const jkt = await calculateJwkThumbprint(await exportJWK(keyPair.publicKey));
+    const cnf = decodeJwt(bound.access_token).cnf;
+    if (bound.token_type.toLowerCase() !== 'dpop' || cnf?.jkt !== jkt) {
+      throw new Error(`a DPoP grant gave token_type=${bound.token_type} cnf=${JSON.stringify(cnf)}`);
+    }
+    ok(`openid-client clientCredentialsGrant with DPoP (${alg})`, `token_type=${bound.token_type} cnf.jkt=${jkt}`);
+    const url = new URL(protectedUrl);
+    for (const attempt of [1, 2]) {
+      const response = await client.fetchProtectedResource(
+        dpopConfig, bound.access_token, url, 'GET', undefined, undefined, { DPoP },
+      );
+      const body = await response.json();
+      if (response.status !== 200 || body.auth_method !== 'dpop' || body.client_id !== dpopId) {
+        throw new Error(`the protected route answered ${response.status} ${JSON.stringify(body)}`);
+      }
+      ok(`openid-client fetchProtectedResource with DPoP (${alg}, request ${attempt})`, `${response.status} ${JSON.stringify(body)}`);
+    }
+    // The bound token without its key: as Bearer, with no proof, with another key's proof.
+    const asBearer = await fetch(url, { headers: { authorization: `Bearer ${bound.access_token}` } });
+    const noProof = await fetch(url, { headers: { authorization: `DPoP ${bound.access_token}` } });
+    const thief = client.getDPoPHandle(dpopConfig, await client.randomDPoPKeyPair('ES256'));
+    const otherKey = await client.fetchProtectedResource(
+      dpopConfig, bound.access_token, url, 'GET', undefined, undefined, { DPoP: thief },
+    );
+    const statuses = [asBearer.status, noProof.status, otherKey.status];
+    if (statuses.some((status) => status !== 403)) throw new Error(`stolen token: ${statuses}`);
+    ok(`the bound token as Bearer, without a proof, with another key's proof (${alg})`, statuses.join(' '));
+  }
+  try {
+    await client.clientCredentialsGrant(dpopConfig, { scope: 'read' });
+    throw new Error('a token that requires DPoP was issued without a proof');
+  } catch (error) {
+    if (error.error !== 'invalid_dpop_proof') throw error;
+    ok('a grant without a proof, for a token that requires DPoP', `${error.status} ${error.error}`);
+  }
+}
 console.log('interop: all passed');

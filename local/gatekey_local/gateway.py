@@ -244,7 +244,10 @@ class Gateway:
                 "apiId": route.api.lower(),
                 "resourcePath": route.path,
                 "httpMethod": route.method,
-                "path": f"/{STAGE}{path}",
+                # The path as called, as API Gateway reports it: this gateway serves every API
+                # without a stage prefix, as a custom domain mapped at its root does (a DPoP
+                # proof's htu is checked against it: gatekey.dpop.request_target).
+                "path": path,
                 "stage": STAGE,
                 "domainName": host,
                 "protocol": "HTTP/1.1",

@@ -28,6 +28,7 @@ from gatekey.keyring import PUBLIC_KEY_REFETCH_INTERVAL, PUBLIC_KEY_TTL, PublicK
 from gatekey.model import AuditAction, AuditEvent, ServiceToken, new_service_token
 from gatekey.signing import LocalKeySigner, PublicKey, Signer
 from gatekey.store import InMemoryTokenStore, TokenStore
+from gatekey.wiring import dpop_proofs
 from gatekey_local.sigv4 import verify_sigv4
 from support.constants import ACCOUNT_ID, ADMIN, ADMIN_ARN, ARN, ISSUER, NOW, UNUSED_KEY_ARN
 from support.events import FakeLambdaContext, load_event
@@ -293,6 +294,7 @@ def local_authorizer(hasher: Hasher, environment: Mapping[str, str]) -> LocalAut
         settings=AuthorizerSettings.from_config(config),  # as the function's
         clock=now,
         last_seen_failed=failures.append,
+        proofs=dpop_proofs(config, hasher, required_nonce=False),
     )
     return LocalAuthorizer(authorizer, store, hasher, signer, clock, keys, failures)
 

@@ -337,6 +337,24 @@ def test_introspection_answers_an_active_tokens_claims(world: World) -> None:
     }
 
 
+def test_introspection_of_a_dpop_bound_token_names_its_type_and_key(world: World) -> None:
+    """RFC 9449 §6.2: a resource server that introspects learns the key to check proofs with."""
+    server, bot = world.bot(INTROSPECTION_SCOPE), world.bot("read")
+    bound = issue_access_token(
+        world.store.get(bot.client_id),
+        world.signer,
+        issuer=ISSUER,
+        audience="gatekey",
+        lifetime=3600,
+        scopes=("read",),
+        now=world.now,
+        jkt="0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I",
+    ).access_token
+    answer = world.introspect(server, f"token={bound}")
+    assert (answer["active"], answer["token_type"]) == (True, "DPoP")
+    assert answer["cnf"] == {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}
+
+
 def test_introspection_says_only_inactive_for_any_token_not_usable(world: World) -> None:
     server, bot = world.bot(INTROSPECTION_SCOPE), world.bot()
     revoked = world.access_token(bot)

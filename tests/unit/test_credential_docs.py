@@ -16,6 +16,9 @@ from gatekey.credentials import (
 # The headers of each form that has its own (the pairs' are HEADER_PAIRS').
 SINGLE_HEADERS = {CredentialForm.ACCESS_TOKEN_HEADER: (ACCESS_TOKEN_HEADER,)}
 
+# Schemes as their RFCs spell them where str.title() would not (RFC 9449: "DPoP").
+SCHEME_SPELLING = {"dpop": "DPoP"}
+
 README = Path(__file__).parents[2] / "README.md"
 HEADER_NAME = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)+")  # such as Gatekey-Client-Id
 
@@ -62,4 +65,5 @@ def test_the_readme_table_names_exactly_the_credential_headers(
             keys = set(re.findall(r'"([^"]+)":', cell))
             assert keys == set(HEADER_PAIRS[CredentialForm.ACCESS_HEADERS])
         if form in schemes:
-            assert f"`Authorization: {schemes[form].title()} " in cell, form
+            spelled = SCHEME_SPELLING.get(schemes[form], schemes[form].title())
+            assert f"`Authorization: {spelled} " in cell, form

@@ -216,3 +216,51 @@ def test_no_other_function_may_call_api_gateways_management_api(
 ) -> None:
     for function in set(functions(template)) - {"AdminFunction"}:
         assert apigateway_grants(template, function) == set(), function
+
+
+# -- DPoP proofs recorded once across containers (DpopSharedReplay) --------------------------
+
+
+def test_the_authorizer_may_put_only_dpop_replay_items_and_only_when_switched_on(
+    template: dict[str, Any],
+) -> None:
+    from gatekey.aws.dpop_replay import PARTITION_PREFIX, put_request
+
+    shared = [
+        s
+        for s in template["Resources"]["AuthorizerFunction"]["Properties"]["Policies"][1][
+            "Statement"
+        ]
+        if "Fn::If" in s and s["Fn::If"][0] == "DpopSharedReplay"
+    ]
+    assert len(shared) == 1
+    on, off = shared[0]["Fn::If"][1:]
+    assert off == {"Ref": "AWS::NoValue"}
+    assert template["Conditions"]["DpopSharedReplay"] == {
+        "Fn::Equals": [{"Ref": "DpopSharedReplay"}, "true"]
+    }
+    assert on["Action"] == "dynamodb:PutItem"
+    assert on["Resource"] == TABLE
+    condition = on["Condition"]
+    assert condition["ForAllValues:StringLike"] == {"dynamodb:LeadingKeys": ["DPOP#*"]}
+    assert condition["StringEqualsIfExists"] == {"dynamodb:ReturnValues": "NONE"}
+    allowed = set(condition["ForAllValues:StringEquals"]["dynamodb:Attributes"])
+    # What the adapter writes fits the grant: its partition and its attributes.
+    request = put_request("t", "jkt", "jti", 100, 50)
+    assert fnmatchcase(request["Item"]["pk"]["S"], "DPOP#*")
+    assert PARTITION_PREFIX == "DPOP#"
+    assert set(request["Item"]) == allowed == {"pk", "sk", "ttl"}
+    # No token partition (TOKEN#...) nor the ring (SIGNING_KEYS) matches the grant.
+    for partition in ("TOKEN#gk_x", "SIGNING_KEYS", "LIFECYCLE"):
+        assert not fnmatchcase(partition, "DPOP#*")
+    # The grant adds PutItem only: the ring stays denied, as for every writer.
+    assert any(map(denies_ring_writes, role_statements(template, "AuthorizerFunction")))
+
+
+def test_the_dpop_replay_item_expires_by_the_tables_ttl_attribute(
+    template: dict[str, Any],
+) -> None:
+    from gatekey.aws.dpop_replay import put_request
+
+    ttl = template["Resources"]["Table"]["Properties"]["TimeToLiveSpecification"]
+    assert ttl["AttributeName"] in put_request("t", "k", "j", 100, 50)["Item"]

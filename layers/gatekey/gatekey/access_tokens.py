@@ -56,6 +56,7 @@ class IssuedToken:
     access_token: str = field(repr=False)
     expires_in: int
     scopes: tuple[str, ...]
+    token_type: str = "Bearer"  # "DPoP" when bound to a key (RFC 9449 §5)
 
 
 def granted_scopes(token: ServiceToken, requested: str | None) -> tuple[str, ...]:
@@ -78,6 +79,7 @@ def issue_access_token(
     scopes: tuple[str, ...],
     now: int,
     secret: SecretMatch | None = None,
+    jkt: str | None = None,
 ) -> IssuedToken:
     """Sign an access token for `token`, obtained with `secret` (by default its current one),
     expiring after `lifetime`, or when that secret stops being accepted, if sooner."""
@@ -104,11 +106,18 @@ def issue_access_token(
         # Cloudflare Access puts the service token's Client ID here; origins may read it.
         "common_name": token.client_id,
     }
+    if jkt is not None:  # RFC 9449 §6.1: bound to the key of this thumbprint
+        claims["cnf"] = {"jkt": jkt}
     signing_input = f"{_segment(header)}.{_segment(claims)}"
     if len(signing_input) > KMS_RAW_LIMIT:  # only a token from before MAX_SCOPES_LENGTH
         raise InvalidScope("scope", "asks for more scopes than fit in an access token")
     signature = signer.sign(signing_input.encode("ascii"))
-    return IssuedToken(f"{signing_input}.{b64url(signature)}", expires_at - now, scopes)
+    return IssuedToken(
+        f"{signing_input}.{b64url(signature)}",
+        expires_at - now,
+        scopes,
+        "Bearer" if jkt is None else "DPoP",
+    )
 
 
 def _segment(value: Mapping[str, Any]) -> str:

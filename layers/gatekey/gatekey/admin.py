@@ -124,6 +124,7 @@ class TokenAdmin:
         client_id: str | None = None,
         managed_by: str | None = None,
         usage_plan: str | None = None,
+        dpop_required: bool = False,
     ) -> Issued:
         """A new token and its secret. `client_id` (a Gatekey-format one; by default random)
         lets a retried request find the token it made; `managed_by` names the stack that
@@ -143,6 +144,7 @@ class TokenAdmin:
                 client_id=client_id,
                 managed_by=managed_by,
                 usage_plan=usage_plan,
+                dpop_required=dpop_required,
             )
         )
 
@@ -161,6 +163,7 @@ class TokenAdmin:
         bound_cidrs: tuple[str, ...] = (),
         bound_apis: tuple[str, ...] = (),
         usage_plan: str | None = None,
+        dpop_required: bool = False,
     ) -> ServiceToken:
         """A token with an existing Client ID and Secret (Cloudflare Access or Cognito), so
         its bots keep working unchanged. The secret is stored hashed like any other, and never
@@ -179,6 +182,7 @@ class TokenAdmin:
             owner=owner,
             rotation=rotation,
             usage_plan=usage_plan,
+            dpop_required=dpop_required,
             imported=(client_id, secret),
             source=source.value,
             bound_cidrs=bound_cidrs,
@@ -198,6 +202,7 @@ class TokenAdmin:
         owner: str | None,
         rotation: RotationPolicy,
         usage_plan: str | None = None,
+        dpop_required: bool = False,
         imported: tuple[str, ClientSecret] | None = None,
         bound_cidrs: tuple[str, ...] = (),
         bound_apis: tuple[str, ...] = (),
@@ -229,6 +234,7 @@ class TokenAdmin:
             bound_cidrs=bound_cidrs,
             bound_apis=bound_apis,
             managed_by=managed_by,
+            dpop_required=dpop_required,
         )
         # bindings: audited when set
         bindings = {
@@ -253,6 +259,7 @@ class TokenAdmin:
             scopes=list(token.scopes),
             owner=owner,
             rotation=rotation.mode.value,
+            **({"dpop_required": True} if dpop_required else {}),
         )
         with undo:
             return self._store.create(token, event), secret
@@ -310,6 +317,7 @@ class TokenAdmin:
         bound_apis: tuple[str, ...] | None = None,
         usage_plan: str | None = None,
         clear_usage_plan: bool = False,
+        dpop_required: bool | None = None,
     ) -> ServiceToken:
         """PATCH: change only what is given. Enabling or disabling is audited as such.
 
@@ -335,6 +343,8 @@ class TokenAdmin:
             changed = replace(changed, bound_cidrs=validate_cidrs(bound_cidrs))
         if bound_apis is not None:
             changed = replace(changed, bound_apis=validate_apis(bound_apis))
+        if dpop_required is not None:
+            changed = replace(changed, dpop_required=dpop_required)
         given = {
             "name": name is not None,
             "owner": owner is not None or clear_owner,
@@ -344,6 +354,7 @@ class TokenAdmin:
             "rotation": rotation is not None,
             "bound_cidrs": bound_cidrs is not None,
             "bound_apis": bound_apis is not None,
+            "dpop_required": dpop_required is not None,
         }
         details = {k: _audit_value(getattr(changed, k)) for k, v in given.items() if v}
         if plan is not None or clear_usage_plan:

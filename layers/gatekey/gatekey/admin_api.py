@@ -74,6 +74,11 @@ class CreateTokenRequest(BaseModel):
             "on it, which the authorizer names, so REST APIs throttle and meter the token"
         ),
     )
+    dpop_required: bool = Field(
+        default=False,
+        description="issue only DPoP-bound access tokens (RFC 9449); refuse token requests "
+        "without a proof",
+    )
 
 
 class ImportTokenRequest(CreateTokenRequest):
@@ -115,6 +120,7 @@ class UpdateTokenRequest(BaseModel):
             "; null takes it off its plan and deletes its key"
         ),
     )
+    dpop_required: bool | None = None
 
 
 class RotateRequest(BaseModel):
@@ -157,6 +163,7 @@ class TokenOut(BaseModel):
     # shown): `aws apigateway get-usage --key-id` reads its usage.
     usage_plan: str | None = None
     api_key_id: str | None = None
+    dpop_required: bool
 
     @classmethod
     def of(cls, token: ServiceToken) -> TokenOut:
@@ -184,6 +191,7 @@ class TokenOut(BaseModel):
             bound_apis=list(token.bound_apis),
             usage_plan=token.usage_plan.plan if token.usage_plan else None,
             api_key_id=token.usage_plan.api_key_id if token.usage_plan else None,
+            dpop_required=token.dpop_required,
         )
 
 

@@ -42,11 +42,22 @@ from gatekey.credentials import (
     ClientSecret,
     CredentialForm,
 )
+from gatekey.dpop import (
+    MemoryReplayGuard,
+    ProofVerifier,
+    ReplayGuard,
+    VerifiedProof,
+    check_replay,
+    confirmation_key,
+    request_target,
+    single_proof_header,
+)
 from gatekey.errors import (
     ApiNotAllowed,
     AuthenticationError,
     GatekeyError,
     InvalidCredentials,
+    InvalidDPoPProof,
     MissingCredentials,
     NotFound,
     SourceIpRefused,
@@ -63,6 +74,7 @@ from gatekey.store import TokenStore
 logger = logging.getLogger(__name__)
 _HTTP: Final = EventShape.HTTP  # looked up once: see gatekey.apigw
 _REST_TOKEN: Final = EventShape.REST_TOKEN
+_DPOP: Final = CredentialForm.DPOP
 
 # A secret that does not match a cached token item, or an access token of a secret version
 # it does not know, re-reads the item at most this often per client id: a bot that switches
@@ -171,8 +183,14 @@ class Authorizer:
         clock: Callable[[], float],
         record_last_seen: Callable[[str, int, int], bool] | None = None,
         last_seen_failed: Callable[[GatekeyError], None] | None = None,
+        proofs: ProofVerifier | None = None,
+        replay: ReplayGuard | None = None,
     ) -> None:
         self._store = store
+        # DPoP (gatekey.dpop): proofs verified per request, their jti remembered (per
+        # container, and across containers when the wiring layers the shared guard on it).
+        self._proofs = proofs or ProofVerifier()
+        self._replay = replay or MemoryReplayGuard()
         self._hasher = hasher
         self._public_keys = public_keys
         self.settings = settings
@@ -198,10 +216,14 @@ class Authorizer:
         of its inputs' expiries (`Decision.valid_until`), so revocation still lands within the
         status cache TTL. MissingCredentials (a 401) and dependency errors propagate."""
         request = parse_event(event)
-        base = self._answer_key(request)
+        # A DPoP request is never answered from memory (below): its key is not even computed.
+        dpop = request.headers.get("authorization", "")[:5].lower() == "dpop "
+        base = None if dpop else self._answer_key(request)
         now = self._clock()
-        key = self._bound_key(base, request) if self._bound.get(base, now) else base
-        outcome = self._answers.get(key, now)
+        key = base
+        if base is not None and self._bound.get(base, now):
+            key = self._bound_key(base, request)
+        outcome = None if key is None else self._answers.get(key, now)
         if outcome is not None:
             return outcome
         decision = self.decide(request)
@@ -217,7 +239,10 @@ class Authorizer:
         )
         if strict:
             return outcome
-        if decision.allowed:
+        # A DPoP allow is never remembered, nor a DPoP request answered from memory: its proof
+        # is single-use and names one request, so an answer kept by the token would let the
+        # token through without a proof.
+        if decision.allowed and base is not None and decision.auth_method is not _DPOP:
             key = base
             if decision.token is not None and decision.token.bound_cidrs:
                 self._bound.put(base, True, decision.valid_until)
@@ -237,7 +262,7 @@ class Authorizer:
         name (never kept in plaintext), and the API and stage, or the route when the answer is
         per route. A token bound to source addresses also depends on the source IP: its answers
         are kept under `_bound_key` (docs/architecture.md, "Tokens bound to source
-        addresses")."""
+        addresses"). A DPoP answer is never kept (`authorize`): its proof is not in the key."""
         scope = (
             request.method_arn if self._simple(request) else request.method_arn.rsplit("/", 2)[0]
         )
@@ -273,8 +298,13 @@ class Authorizer:
         check: Callable[[ServiceToken], int | None]
         scopes: tuple[str, ...] | None = None  # an access token's own; else the token's
         audience: object = None  # an access token's aud
+        proof: VerifiedProof | None = None
         if presented.jwt is not None:
+            if presented.method is _DPOP and request.shape is _REST_TOKEN:
+                # A TOKEN authorizer sees Authorization alone, and API Gateway caches it by it.
+                raise InvalidDPoPProof("DPoP needs a REQUEST authorizer, uncached")
             claims, expires = self._verify_jwt(presented.jwt, now)
+            proof = self._proof(presented, claims, request, now)
             client_id = str(claims["client_id"])
             # The secret version and the revoked ids are read from the token's item, which the
             # status cache holds: a revocation lands within its TTL, without a read of its own.
@@ -291,6 +321,8 @@ class Authorizer:
             raise InvalidCredentials("incomplete credentials")
         token, valid_until = self._checked_token(client_id, now, check)
         _check_bindings(token, request, audience)
+        if proof is not None:  # last: only proofs that passed every other check are kept
+            check_replay(self._replay, proof, now)
         self._note_last_seen(token, now)
         return Decision(
             allowed=True,
@@ -301,6 +333,34 @@ class Authorizer:
             valid_until=min(valid_until, expires),
             client_id=token.client_id,
         )
+
+    def _proof(
+        self, presented: Presented, claims: dict[str, Any], request: AuthRequest, now: int
+    ) -> VerifiedProof | None:
+        """The DPoP proof of a bound access token (RFC 9449 §7.1), checked against the request
+        and the token's cnf.jkt; None for a bearer token sent as one. A bound token sent any
+        other way, or a bearer token sent as DPoP, is refused."""
+        jkt = confirmation_key(claims)
+        if presented.method is not _DPOP:
+            if jkt is not None:
+                raise InvalidDPoPProof("a DPoP-bound access token was sent without a proof")
+            return None
+        if jkt is None:
+            raise InvalidDPoPProof("a bearer access token was sent as DPoP")
+        event = request.event or {}
+        target = request_target(event)
+        if target is None:
+            raise InvalidDPoPProof("the event does not say which URL was called")
+        proof = self._proofs.verify(
+            single_proof_header(event, presented.proof),
+            method=target.method,
+            urls=(target.url,),
+            now=now,
+            access_token=presented.jwt,
+        )
+        if proof.jkt != jkt:  # both public: thumbprints of keys
+            raise InvalidDPoPProof("DPoP proof is signed by another key than the token's")
+        return proof
 
     def _verify_jwt(self, jwt: str, now: int) -> tuple[dict[str, Any], float]:
         """The claims of a verified access token, and until when that verification may be

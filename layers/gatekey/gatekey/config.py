@@ -180,6 +180,15 @@ class Config:
     )
     # The usage plans a token may be put on, `name=usagePlanId,...` (the admin's only).
     usage_plans: tuple[UsagePlan, ...] = _env("USAGE_PLANS", _usage_plans, default=())
+    # DPoP (RFC 9449; gatekey.dpop, README "DPoP"). The form's switch, the window a proof's
+    # iat may be off by either way (and its jti is remembered for), single use across
+    # containers (a conditional write per proof), and stateless server nonces.
+    accept_dpop: bool = _env("ACCEPT_DPOP", _boolean, default=True)
+    dpop_proof_window_seconds: int = _env(
+        "DPOP_PROOF_WINDOW_SECONDS", _bounded_int(5, 300), default=60
+    )
+    dpop_shared_replay: bool = _env("DPOP_SHARED_REPLAY", _boolean, default=False)
+    dpop_nonces: bool = _env("DPOP_NONCES", _boolean, default=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:

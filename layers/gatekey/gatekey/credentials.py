@@ -60,6 +60,9 @@ class CredentialForm(StrEnum):
     # Access's follow-up: the access token sent as Access clients send the JWT Access issued.
     ACCESS_TOKEN_HEADER = "access_token_header"  # the cf-access-token header
     ACCESS_COOKIE = "access_cookie"  # the CF_Authorization cookie
+    # An access token bound to a key (RFC 9449): `Authorization: DPoP <token>` and a proof of
+    # possession of that key in the DPoP header (gatekey.dpop).
+    DPOP = "dpop"
 
 
 # The two-header forms, in the authorizer's order of precedence: (Client ID header, Client
@@ -77,6 +80,7 @@ ACCESS_COOKIE: Final = "CF_Authorization"
 AUTHORIZATION_SCHEMES: Final[Mapping[str, CredentialForm]] = {
     "basic": CredentialForm.BASIC,
     "bearer": CredentialForm.BEARER,
+    "dpop": CredentialForm.DPOP,
 }
 
 

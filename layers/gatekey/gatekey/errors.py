@@ -236,3 +236,27 @@ class UnreadableItem(DependencyError):
     request fails closed, the lifecycle reports the token and goes on."""
 
     reason = "unreadable_item"
+
+
+# -- DPoP (RFC 9449; gatekey.dpop) -------------------------------------------------------------
+
+
+class InvalidDPoPProof(InvalidCredentials):
+    """A DPoP proof that is missing, malformed, or fails a check of RFC 9449 §4.3; or a
+    DPoP-bound access token presented without one. The token endpoint answers
+    ``invalid_dpop_proof``; the authorizer denies."""
+
+    reason = "invalid_dpop_proof"
+
+
+class DPoPReplayed(InvalidDPoPProof):
+    """A proof whose jti was seen before within its window (§11.1)."""
+
+    reason = "dpop_replayed"
+
+
+class UseDPoPNonce(InvalidDPoPProof):
+    """A proof without a current server nonce where one is required (§8):
+    ``use_dpop_nonce``, with a fresh nonce in the DPoP-Nonce header."""
+
+    reason = "use_dpop_nonce"

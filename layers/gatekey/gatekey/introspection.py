@@ -157,6 +157,8 @@ class TokenStatusEndpoints:
         answer: dict[str, Any] = {"active": True}
         answer |= {c: claims[c] for c in INTROSPECTED_CLAIMS if c in claims}
         answer["token_type"] = "Bearer"
+        if isinstance(claims.get("cnf"), dict):  # RFC 9449 §6.2: the key it is bound to
+            answer |= {"token_type": "DPoP", "cnf": claims["cnf"]}
         return answer, caller.client_id
 
     def revoke(

@@ -280,6 +280,9 @@ class ServiceToken:
     # Usage plan (gatekey.usage_plans): the plan and the API Gateway API key Gatekey owns for
     # the token, whose value the authorizer answers as usageIdentifierKey. None: unmetered.
     usage_plan: PlanKey | None = None
+    # DPoP (RFC 9449): the token endpoint issues this client only DPoP-bound access tokens,
+    # and refuses a request without a proof (README, "DPoP").
+    dpop_required: bool = False
 
     def __post_init__(self) -> None:
         parse_client_id(self.client_id)
@@ -366,6 +369,7 @@ def new_service_token(
     bound_cidrs: tuple[str, ...] = (),
     bound_apis: tuple[str, ...] = (),
     managed_by: str | None = None,
+    dpop_required: bool = False,
 ) -> tuple[ServiceToken, ClientSecret]:
     """A new token and its plaintext secret. The secret is returned once and never stored.
     An imported token brings its own `client_id` and `secret` (checked by the caller); by
@@ -386,6 +390,7 @@ def new_service_token(
         bound_cidrs=bound_cidrs,
         bound_apis=bound_apis,
         managed_by=managed_by,
+        dpop_required=dpop_required,
     )
     return token, secret
 

@@ -25,11 +25,21 @@ from gatekey.credentials import (
     decode_basic,
     parse_credentials,
 )
+from gatekey.dpop import ALGORITHMS as DPOP_ALGORITHMS
+from gatekey.dpop import (
+    MemoryReplayGuard,
+    ProofVerifier,
+    ReplayGuard,
+    VerifiedProof,
+    check_replay,
+    normalise_htu,
+)
 from gatekey.errors import (
     AuthenticationError,
     ClientNotPermitted,
     ConcurrentModification,
     GatekeyError,
+    InvalidDPoPProof,
     InvalidScope,
     InvalidTarget,
     MalformedCredential,
@@ -37,6 +47,7 @@ from gatekey.errors import (
     SourceIpRefused,
     TokenOfAnotherClient,
     UnsupportedGrantType,
+    UseDPoPNonce,
     ValidationError,
 )
 from gatekey.hashing import Hasher
@@ -156,8 +167,14 @@ class TokenEndpoint:
         last_seen_interval: int,
         record_last_seen: Callable[[str, int, int], bool] | None = None,
         last_seen_failed: Callable[[GatekeyError], None] | None = None,
+        proofs: ProofVerifier | None = None,
+        replay: ReplayGuard | None = None,
     ) -> None:
         self._store = store
+        # DPoP (RFC 9449 §5): a proof binds the access token to its key. Its nonces, if the
+        # verifier requires them, are the ones `dpop_nonce` hands out.
+        self._proofs = proofs or ProofVerifier()
+        self._replay = replay or MemoryReplayGuard()
         self._hasher = hasher
         self._signing_keys = signing_keys
         self.audience = audience
@@ -175,9 +192,12 @@ class TokenEndpoint:
         headers: Mapping[str, str],
         issuer: str,
         source_ip: str | None = None,
+        request_url: str | None = None,
     ) -> tuple[IssuedToken, str]:
         """Return the access token and the client_id it was issued to. `source_ip` is the
-        request's, for a token bound to source addresses."""
+        request's, for a token bound to source addresses. A DPoP header binds it to the proof's
+        key: its htu is this endpoint as advertised (issuer + TOKEN_PATH), or `request_url`,
+        the URL API Gateway received the request at."""
         if (content_type or "").split(";")[0].strip().lower() != FORM_CONTENT_TYPE:
             raise ValidationError("Content-Type", f"must be {FORM_CONTENT_TYPE}")
         grant_type = single(form, "grant_type")
@@ -189,6 +209,7 @@ class TokenEndpoint:
         resource = requested_resource(form)
         auth = read_client_authentication(headers, form)
         now = self._clock()
+        proof = self._proof(headers, issuer, request_url, now)  # before any read
         token = self._store.get(auth.client_id)
         secret = token.authenticate(auth.secret, self._hasher, now)
         check_source(token, source_ip)
@@ -196,6 +217,10 @@ class TokenEndpoint:
         audience = self.audience
         if resource is not None:
             audience = requested_target(resource, token.bound_apis).audience
+        if proof is None and token.dpop_required:
+            raise InvalidDPoPProof(f"service token {token.client_id} requires DPoP")
+        if proof is not None:  # last: only a proof that passed every other check is kept
+            check_replay(self._replay, proof, now)
         # A token issued in the second a full revocation list moved the client's watermark to
         # would be revoked at birth (gatekey.revocations): it is dated a second later.
         issue_at = max(now, token.revoked_access_tokens.not_before + 1)
@@ -208,9 +233,26 @@ class TokenEndpoint:
             scopes=scopes,
             now=issue_at,
             secret=secret,
+            jkt=None if proof is None else proof.jkt,
         )
         self._note_use(token, now)
         return issued, token.client_id
+
+    def _proof(
+        self, headers: Mapping[str, str], issuer: str, request_url: str | None, now: int
+    ) -> VerifiedProof | None:
+        """The request's DPoP proof, verified (RFC 9449 §4.3, with no access token to hash),
+        or None without one. A DPoP header API Gateway joined from several is refused."""
+        value = headers.get("dpop")
+        if value is None:
+            return None
+        urls = {u for u in (normalise_htu(f"{issuer}{TOKEN_PATH}"), request_url) if u}
+        return self._proofs.verify(value, method="POST", urls=urls, now=now)
+
+    def dpop_nonce(self, now: int) -> str | None:
+        """A fresh server nonce for the DPoP-Nonce header, if nonces are on (§8)."""
+        policy = self._proofs.nonce_policy
+        return None if policy is None else policy.nonces.issue(now)
 
     def _note_use(self, token: ServiceToken, now: int) -> None:
         """Record the use for the idle policy, as the authorizer does and at most once per
@@ -240,6 +282,9 @@ class OAuthError:
 def oauth_error(exc: GatekeyError) -> OAuthError:
     """The RFC 6749 §5.2 answer to an error: the one place errors become OAuth responses
     (of the token, introspection and revocation endpoints alike)."""
+    if isinstance(exc, InvalidDPoPProof):  # RFC 9449 §5 and §8 (before invalid_client)
+        error = "use_dpop_nonce" if isinstance(exc, UseDPoPNonce) else "invalid_dpop_proof"
+        return OAuthError(400, error, exc.message)
     if isinstance(exc, ClientNotPermitted):
         # Authenticated, but not allowed this request: neither a credential error (401) nor a
         # malformed request (400). RFC 7662 §4 asks that callers be authorized to introspect.
@@ -296,6 +341,8 @@ def authorization_server_metadata(issuer: str) -> dict[str, object]:
         "scopes_supported": [INTROSPECTION_SCOPE],
         # Required by RFC 8414; this server has no authorization endpoint, so none.
         "response_types_supported": [],
+        # RFC 9449 §5.1: access tokens bound to a key with a DPoP proof of one of these.
+        "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),
     }
 
 

@@ -36,6 +36,7 @@ class Presented:
     client_id: str | None = None
     secret: ClientSecret | None = field(default=None, repr=False)
     jwt: str | None = field(default=None, repr=False)
+    proof: str | None = field(default=None, repr=False)  # the DPoP header, for the DPoP form
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,8 @@ class CredentialReader:
         if form is CredentialForm.ACCESS_TOKEN_HEADER:
             return Presented(form, jwt=headers[ACCESS_TOKEN_HEADER].strip())
         value = headers["authorization"].strip().partition(" ")[2].strip()
+        if form is CredentialForm.DPOP:  # the proof is checked by the authorizer (gatekey.dpop)
+            return Presented(form, jwt=value, proof=headers.get("dpop"))
         return Presented(form, jwt=value) if form is CredentialForm.BEARER else _basic(value)
 
     def _stray(self, headers: Mapping[str, str], used: set[str], cookie: str | None) -> set[str]:

@@ -28,7 +28,9 @@ if TYPE_CHECKING:
     from gatekey.admin import TokenAdmin
     from gatekey.authorizer import Authorizer
     from gatekey.aws.dynamodb import DynamoDBTokenStore
+    from gatekey.dpop import ProofVerifier, ReplayGuard
     from gatekey.errors import GatekeyError
+    from gatekey.hashing import Hasher
     from gatekey.introspection import TokenStatusEndpoints
     from gatekey.keyring import KeyRing, PublicKeyCache, RingKey, SigningKeys
     from gatekey.lifecycle import Lifecycle
@@ -63,6 +65,7 @@ def authorizer(
 
     store = DynamoDBTokenStore.from_config(config, aws.client("dynamodb", aws.AUTHORIZER))
     secrets = aws.client("secretsmanager", aws.AUTHORIZER)
+    hasher = load_hasher(config.pepper_secret_arn, secrets)
     # What the answer can do without (the last-seen write, a refresh of the signing keys) gets
     # one short attempt: a slow dependency costs the answer at most BOOKKEEPING's worst case.
     bookkeeping = DynamoDBTokenStore.from_config(config, aws.client("dynamodb", aws.BOOKKEEPING))
@@ -71,7 +74,7 @@ def authorizer(
         bookkeeping,
         Authorizer(
             store=store,
-            hasher=load_hasher(config.pepper_secret_arn, secrets),
+            hasher=hasher,
             public_keys=public_keys(
                 config,
                 dynamodb=bookkeeping.client,
@@ -83,8 +86,35 @@ def authorizer(
             clock=time.time,
             record_last_seen=bookkeeping.record_last_seen,
             last_seen_failed=last_seen_failed,
+            proofs=dpop_proofs(config, hasher, required_nonce=False),
+            replay=dpop_replay(config, store.client if config.dpop_shared_replay else None),
         ),
     )
+
+
+def dpop_proofs(config: Config, hasher: Hasher, *, required_nonce: bool) -> ProofVerifier:
+    """DPoP proof checks (gatekey.dpop). With DpopNonces on, the token endpoint requires a
+    current nonce (`required_nonce`) and hands them out; the authorizer, which cannot send
+    one (API Gateway adds no header to a Deny), accepts one in place of the iat window."""
+    from gatekey.dpop import DPoPNonces, NoncePolicy, ProofVerifier
+
+    policy = None
+    if config.dpop_nonces:
+        nonces = DPoPNonces(hasher.peppers.values(), hasher.peppers[hasher.current_key_id])
+        policy = NoncePolicy(nonces, required=required_nonce)
+    return ProofVerifier(iat_window=config.dpop_proof_window_seconds, nonce_policy=policy)
+
+
+def dpop_replay(config: Config, dynamodb: DynamoDBClient | None) -> ReplayGuard:
+    """The container's memory of proofs; with a DynamoDB client (DpopSharedReplay), a
+    conditional write per proof on top, so a proof is used once across containers."""
+    from gatekey.aws.dpop_replay import DynamoDBReplayGuard
+    from gatekey.dpop import LayeredReplayGuard, MemoryReplayGuard
+
+    memory = MemoryReplayGuard()
+    if dynamodb is None:
+        return memory
+    return LayeredReplayGuard(memory, DynamoDBReplayGuard(config.table_name, dynamodb))
 
 
 class TokenParts(NamedTuple):
@@ -128,6 +158,7 @@ def token(
             config, aws.client("dynamodb", aws.BOOKKEEPING)
         ).record_last_seen,
         last_seen_failed=last_seen_failed,
+        proofs=dpop_proofs(config, hasher, required_nonce=True),
     )
     status = TokenStatusEndpoints(
         store=store,

@@ -109,6 +109,7 @@ UPDATABLE: Final = (
     "bound_cidrs",
     "bound_apis",
     "usage_plan",  # gatekey.usage_plans
+    "dpop_required",
 )
 
 # Attributes of the revoked access tokens (gatekey.revocations), written only by
@@ -212,6 +213,8 @@ def token_to_plain(token: ServiceToken, schedule: DueSchedule = DEFAULT_SCHEDULE
         "delivery_pending": token.delivery_pending,
         "version": token.version,
         "managed_by": token.managed_by,
+        # Absent (None, so removed on write) unless set: items from before DPoP read False.
+        "dpop_required": True if token.dpop_required else None,
         **revocations_to_plain(token.revoked_access_tokens),
         # bindings: absent (removed on update) when the token is not bound
         "bound_cidrs": list(token.bound_cidrs) or None,
@@ -278,6 +281,7 @@ def token_from_plain(plain: Mapping[str, Any]) -> ServiceToken:
         bound_apis=tuple(plain.get("bound_apis") or ()),
         managed_by=plain.get("managed_by"),
         usage_plan=_plan_key_from_plain(plain.get("usage_plan")),
+        dpop_required=bool(plain.get("dpop_required", False)),
     )
 
 
