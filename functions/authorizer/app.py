@@ -13,6 +13,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from gatekey import wiring
+from gatekey.authorizer import Outcome
 from gatekey.config import Config
 from gatekey.errors import GatekeyError, MissingCredentials
 from gatekey.telemetry import Counters, counted_cold_start, emf
@@ -86,16 +87,20 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         _failed(context, "internal_error", type(exc).__name__)
         raise
     method = outcome.auth_method or "none"
-    keys = {"client_id": outcome.client_id, "reason": outcome.reason, "auth_method": method}
     if outcome.unauthorized:  # strict mode: bad credentials answer 401 like missing ones
         # Counted as what they are, a denial (AuthorizerDenials: a spike is the alarm's).
         counters.add("Denied", outcome.reason, method)
-        _log(logger.info, "denied", context, **keys)
+        _log(logger.info, "denied", context, **_keys(outcome, method))
         raise Exception("Unauthorized")
     counters.add("Allowed" if outcome.allowed else "Denied", outcome.reason, method)
     # Allows are many and routine (DEBUG); denials are what an operator looks for (INFO).
     if not outcome.allowed:
-        _log(logger.info, "denied", context, **keys)
+        _log(logger.info, "denied", context, **_keys(outcome, method))
     elif LOG_ALLOWS:
-        _log(logger.debug, "allowed", context, **keys)
+        _log(logger.debug, "allowed", context, **_keys(outcome, method))
     return outcome.response
+
+
+def _keys(outcome: Outcome, method: str) -> dict[str, Any]:
+    """A log line's keys, built only for a line that is written (not on every allow)."""
+    return {"client_id": outcome.client_id, "reason": outcome.reason, "auth_method": method}
