@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Final
+from typing import Any, Final
 
 from gatekey.bindings import validate_apis, validate_cidrs
 from gatekey.config import MAX_ACCESS_TOKEN_LIFETIME
@@ -326,37 +326,22 @@ class TokenAdmin:
         the write (or a later call) fails; a key no longer needed is deleted after the write."""
         plan = None if usage_plan is None else self._plans.resolve(usage_plan)
         token = self._live(client_id, "changed")
-        changed = _patched(
-            token,
+        changes = _changes(
             name=name,
             owner=owner,
             clear_owner=clear_owner,
             routes=routes,
             scopes=scopes,
             enabled=enabled,
+            rotation=rotation,
+            bound_cidrs=bound_cidrs,
+            bound_apis=bound_apis,
+            dpop_required=dpop_required,
         )
         if rotation is not None:
             self._check_auto_duration(rotation, token.duration, "rotation.mode")
-            changed = replace(changed, rotation=rotation)
-        # bindings: validated (and normalised) by the token; an empty list unbinds
-        if bound_cidrs is not None:
-            changed = replace(changed, bound_cidrs=validate_cidrs(bound_cidrs))
-        if bound_apis is not None:
-            changed = replace(changed, bound_apis=validate_apis(bound_apis))
-        if dpop_required is not None:
-            changed = replace(changed, dpop_required=dpop_required)
-        given = {
-            "name": name is not None,
-            "owner": owner is not None or clear_owner,
-            "routes": routes is not None,
-            "scopes": scopes is not None,
-            "enabled": enabled is not None,
-            "rotation": rotation is not None,
-            "bound_cidrs": bound_cidrs is not None,
-            "bound_apis": bound_apis is not None,
-            "dpop_required": dpop_required is not None,
-        }
-        details = {k: _audit_value(getattr(changed, k)) for k, v in given.items() if v}
+        changed = replace(token, **changes)
+        details = {k: _audit_value(getattr(changed, k)) for k in changes}
         if plan is not None or clear_usage_plan:
             details["usage_plan"] = None if plan is None else plan.name
         if not details:
@@ -652,25 +637,34 @@ def _import_source(client_id: str) -> ImportedFormat:
     )
 
 
-def _patched(
-    token: ServiceToken,
-    *,
-    name: str | None,
-    owner: str | None,
-    clear_owner: bool,
-    routes: tuple[str, ...] | None,
-    scopes: tuple[str, ...] | None,
-    enabled: bool | None,
-) -> ServiceToken:
-    """The token with the fields given, each validated as a person sets it."""
-    return replace(
-        token,
-        name=token.name if name is None else validate_name(name),
-        owner=validate_owner(owner) if owner is not None or clear_owner else token.owner,
-        routes=token.routes if routes is None else validate_routes(routes),
-        scopes=token.scopes if scopes is None else validate_scopes(scopes),
-        enabled=token.enabled if enabled is None else enabled,
-    )
+# How each field a PATCH may give is checked as a person sets it (the bindings normalised; an
+# empty one unbinds); a field not listed is taken as given.
+_VALIDATE: Final[dict[str, Callable[[Any], Any]]] = {
+    "name": validate_name,
+    "owner": validate_owner,
+    "routes": validate_routes,
+    "scopes": validate_scopes,
+    "bound_cidrs": validate_cidrs,
+    "bound_apis": validate_apis,
+}
+
+
+def _changes(*, owner: str | None, clear_owner: bool, **given: Any) -> dict[str, Any]:
+    """The fields given (not None), each validated, in the order given; `owner` also when
+    `clear_owner` (None clears it)."""
+    fields = {"name": given.pop("name")}
+    if owner is not None or clear_owner:
+        fields["owner"] = owner
+    fields |= given
+    return {
+        name: _VALIDATE.get(name, _as_given)(value)
+        for name, value in fields.items()
+        if value is not None or name == "owner"
+    }
+
+
+def _as_given(value: Any) -> Any:
+    return value
 
 
 def _grace_end(now: int, grace: Duration | None, previous_expires_at: int | None) -> int | None:
