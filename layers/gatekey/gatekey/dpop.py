@@ -226,7 +226,11 @@ def request_url(host: str, path: str) -> str | None:
     Characters API Gateway passes decoded are escaped again as a client would send them."""
     name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.partition("]")[0] + "]"
     scheme = "http" if name.lower() in _LOOPBACK else "https"
-    return normalise_htu(f"{scheme}://{host}{quote(path, safe=_PATH_SAFE)}")
+    try:
+        escaped = quote(path, safe=_PATH_SAFE)
+    except UnicodeEncodeError:  # a lone surrogate (JSON's \udc80): no URL a client called
+        return None
+    return normalise_htu(f"{scheme}://{host}{escaped}")
 
 
 _PATH_SAFE: Final = "/%!$&'()*+,;=:@-._~"
