@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from gatekey import wiring
 from gatekey.config import Config
-from gatekey.dpop import request_url
+from gatekey.dpop import request_url, single_proof_header
 from gatekey.errors import GatekeyError, InvalidDPoPProof
 from gatekey.introspection import MAX_TOKEN_FORM_BYTES
 from gatekey.oauth import (
@@ -70,6 +70,8 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str]) -> Respons
 @app.post(TOKEN_PATH)
 def token() -> Response[str]:
     event = app.current_event
+    # RFC 9449 §4.3 item 1: one DPoP header. A REST event's `headers` keeps only the last.
+    single_proof_header(event.raw_event, None)
     issued, client_id = endpoint.exchange(
         content_type=event.headers.get("content-type"),
         form=parse_form(event.body, base64_encoded=bool(event.is_base64_encoded)),

@@ -4,6 +4,7 @@ in-memory store (tests/support/harness.py). Each test names what it attacks."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from gatekey.errors import MissingCredentials
 from gatekey.hashing import Hasher
-from support.harness import LocalAuthorizer, authorizer_event, credential_headers, local_authorizer
+from support.harness import LocalAuthorizer, authorizer_event, local_authorizer
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ GARBAGE = [
     "Bearer \udc80",
     "Basic \udc80",
     "Basic " + base64.b64encode(b"\xff\xfe:\xff").decode(),
-    "Basic " + base64.b64encode("a%ED%A0%80:b".encode()).decode(),
+    "Basic " + base64.b64encode(b"a%ED%A0%80:b").decode(),
     "Basic " + base64.b64encode(b"0123456789abcdef0123456789abcdef.access:%FF").decode(),
     "Basic " + base64.b64encode(b"abcdefghijklmnopqrstuvwxyz:%00").decode(),
     "Basic "
@@ -52,7 +53,12 @@ GARBAGE = [
     ).decode(),
     '{"cf-access-client-id": "abcdefghijklmnopqrstuvwxyz", "cf-access-client-secret": "\\udc80"}',
     '{"cf-access-client-id": "\\udc80", "cf-access-client-secret": 1}',
-    '{"cf-access-client-id": "0123456789abcdef0123456789abcdef.access", "cf-access-client-secret": ["x"]}',
+    json.dumps(
+        {
+            "cf-access-client-id": "0123456789abcdef0123456789abcdef.access",
+            "cf-access-client-secret": ["x"],
+        }
+    ),
     "a.b.c",
     "DPoP a.b.c",
     "Bearer " + "A" * 9000,
