@@ -12,7 +12,12 @@ import pytest
 
 from gatekey.errors import MissingCredentials
 from gatekey.hashing import Hasher
-from support.harness import LocalAuthorizer, authorizer_event, local_authorizer
+from support.harness import (
+    LocalAuthorizer,
+    authorizer_event,
+    credential_headers,
+    local_authorizer,
+)
 
 
 @pytest.fixture
@@ -169,3 +174,48 @@ def test_dpop_event_garbage_never_a_500(
             value if isinstance(value, str) else "x": value,
         }
     assert _decide(authorizer, event) != "allowed"
+
+
+# -- allows that must not be had: bindings, the answer memory, bound tokens as bearer ----------
+
+
+def _rest(
+    headers: dict[str, str], *, ip: str = "10.0.0.5", api: str = "a1b2c3d4e5"
+) -> dict[str, Any]:
+    event = authorizer_event("rest_request", headers, method="GET", path="/items/42")
+    event["methodArn"] = event["methodArn"].replace("a1b2c3d4e5", api)
+    event["requestContext"].setdefault("identity", {})["sourceIp"] = ip
+    return event
+
+
+@pytest.mark.parametrize("form", ["gatekey_headers", "basic", "bearer"])
+def test_a_remembered_allow_never_reaches_another_address_or_api(
+    make_authorizer: Callable[..., LocalAuthorizer], form: str
+) -> None:
+    authorizer = make_authorizer()
+    bot = authorizer.bot(bound_cidrs=("10.0.0.0/24",), bound_apis=("a1b2c3d4e5/v1",))
+    headers = credential_headers(form, bot, authorizer.jwt(bot))
+    assert _decide(authorizer, _rest(headers)) == "allowed"
+    assert _decide(authorizer, _rest(headers)) == "allowed"  # from memory
+    for ip in ("6.6.6.6", "::ffff:6.6.6.6", "10.0.0.5 ", "", "10.0.1.5"):
+        assert _decide(authorizer, _rest(headers, ip=ip)) != "allowed", ip
+    assert _decide(authorizer, _rest(headers, api="zzzzzzzzzz")) != "allowed"
+    assert _decide(authorizer, _rest(headers)) == "allowed"
+
+
+def test_a_dpop_bound_token_is_refused_in_every_bearer_form(
+    make_authorizer: Callable[..., LocalAuthorizer],
+) -> None:
+    authorizer = make_authorizer(ACCEPT_ACCESS_COOKIE="true")
+    jwt = _bound_jwt(authorizer)
+    for headers in (
+        {"Authorization": f"Bearer {jwt}"},
+        {"Authorization": f"bearer   {jwt}  "},
+        {"cf-access-token": jwt},
+        {"Cookie": f"a=b; CF_Authorization={jwt}"},
+        {"Authorization": f" DPoP {jwt}"},
+        {"Authorization": f"DPOP {jwt}", "DPoP": ""},
+    ):
+        for shape in ("rest_request", "http", "rest_token"):
+            event = authorizer_event(shape, headers, method="GET", path="/items/42")
+            assert _decide(authorizer, event) != "allowed", (headers, shape)
