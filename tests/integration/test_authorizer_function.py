@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import boto3
@@ -17,15 +16,19 @@ from botocore.exceptions import EndpointConnectionError
 from botocore.stub import Stubber
 
 from gatekey.credentials import ClientSecret
-from gatekey.durations import Duration
 from gatekey.errors import DependencyError
-from gatekey.model import AuditAction, AuditEvent, TokenStatus, new_service_token
 from gatekey_local import http_api
 from gatekey_local.policy import policy_allows
 from gatekey_local.template import Authorizer, Route
 from support.admin import access_credential, cognito_credential
-from support.constants import ADMIN, ARN, NOW
-from support.harness import AuthorizerHarness, Bot, Unauthorized, credential_headers
+from support.constants import ARN, NOW
+from support.harness import (
+    AuthorizerHarness,
+    Bot,
+    Unauthorized,
+    bad_credentials,
+    credential_headers,
+)
 
 FORMS = ["gatekey_headers", "access_headers", "access_json", "basic", "bearer"]
 SHAPES = ["rest_request", "rest_token", "http"]
@@ -41,14 +44,6 @@ def allowed(response: dict[str, Any], method: str = "GET", path: str = "/items/4
     if "isAuthorized" in response:
         return bool(response["isAuthorized"])
     return policy_allows(response["policyDocument"], f"{ARN}/{method}{path}")
-
-
-def change(authorizer: AuthorizerHarness, bot: Bot, **changes: Any) -> None:
-    current = authorizer.store.get(bot.client_id, consistent=True)
-    authorizer.store.update(
-        replace(current, updated_at=NOW, **changes),
-        AuditEvent(bot.client_id, AuditAction.UPDATED, ADMIN, NOW),
-    )
 
 
 def test_a_rest_request_event_is_allowed_on_the_token_read_from_dynamodb(
@@ -149,35 +144,11 @@ def test_http_api_events_as_the_local_gateway_builds_them_are_answered_as_it_rea
             assert verdict.context["client_id"] == bot.client_id
 
 
-def _bad_credentials(authorizer: AuthorizerHarness) -> dict[str, dict[str, str]]:
-    good = authorizer.bot()
-    revoked, disabled = authorizer.bot(), authorizer.bot()
-    change(authorizer, revoked, status=TokenStatus.REVOKED)
-    change(authorizer, disabled, enabled=False)
-    expired = authorizer.bot(duration=Duration(1))  # expires at NOW + 3600
-    unknown, unknown_secret = new_service_token(name="ghost", hasher=authorizer.hasher, now=NOW)
-    return {
-        "wrong secret": credential_headers(
-            "gatekey_headers", Bot(good.token, ClientSecret.generate())
-        ),
-        "revoked": credential_headers("gatekey_headers", revoked),
-        "disabled": credential_headers("gatekey_headers", disabled),
-        "expired": credential_headers("gatekey_headers", expired),
-        "unknown": credential_headers("gatekey_headers", Bot(unknown, unknown_secret)),
-        "bad checksum": {
-            "Gatekey-Client-Id": good.client_id,
-            "Gatekey-Client-Secret": good.secret.reveal()[:-1]
-            + ("A" if good.secret.reveal()[-1] != "A" else "B"),
-        },
-        "id only": {"Gatekey-Client-Id": good.client_id},
-    }
-
-
 def test_strict_mode_answers_401_to_bad_credentials_and_counts_them_as_denials(
     make_authorizer: Callable[..., AuthorizerHarness], capsys: pytest.CaptureFixture[str]
 ) -> None:
     authorizer = make_authorizer(STRICT_MODE="true")
-    cases = _bad_credentials(authorizer)
+    cases = bad_credentials(authorizer)
     authorizer.clock[0] = NOW + 3600
     for case, headers in cases.items():
         try:

@@ -10,9 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gatekey_local.policy import policy_allows
-from support.constants import ARN
-from support.harness import AuthorizerHarness, Unauthorized, authorizer_event
+from support.harness import AuthorizerHarness, assert_not_allowed, authorizer_event
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
@@ -21,19 +19,6 @@ json_values = st.recursive(
     ),
     max_leaves=10,
 )
-
-
-def assert_not_allowed(authorizer: AuthorizerHarness, event: Any) -> None:
-    try:
-        response = authorizer.invoke(event)
-    except Unauthorized:
-        return
-    if "isAuthorized" in response:
-        assert response["isAuthorized"] is False
-        return
-    for method in ("GET", "POST", "DELETE"):
-        assert not policy_allows(response["policyDocument"], f"{ARN}/{method}/items/42")
-    assert "context" not in response
 
 
 SETTINGS = settings(

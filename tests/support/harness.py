@@ -7,7 +7,7 @@ import copy
 import json
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
@@ -22,13 +22,15 @@ from gatekey.aws.dynamodb import DynamoDBTokenStore
 from gatekey.aws.kms import KmsSigner
 from gatekey.config import Config
 from gatekey.credentials import ClientSecret
+from gatekey.durations import Duration
 from gatekey.errors import GatekeyError, MissingCredentials
 from gatekey.hashing import Hasher
 from gatekey.keyring import PUBLIC_KEY_REFETCH_INTERVAL, PUBLIC_KEY_TTL, PublicKeyCache
-from gatekey.model import AuditAction, AuditEvent, ServiceToken, new_service_token
+from gatekey.model import AuditAction, AuditEvent, ServiceToken, TokenStatus, new_service_token
 from gatekey.signing import LocalKeySigner, PublicKey, Signer
 from gatekey.store import InMemoryTokenStore, TokenStore
 from gatekey.wiring import dpop_proofs
+from gatekey_local.policy import policy_allows
 from gatekey_local.sigv4 import verify_sigv4
 from support.constants import ACCOUNT_ID, ADMIN, ADMIN_ARN, ARN, ISSUER, NOW, UNUSED_KEY_ARN
 from support.events import FakeLambdaContext, load_event
@@ -390,3 +392,58 @@ class AdminGateway:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# -- what the authorizer's tests on moto and on the in-memory store share ----------------------
+
+AnyAuthorizer = AuthorizerHarness | LocalAuthorizer
+
+
+def change(authorizer: AnyAuthorizer, bot: Bot, **changes: Any) -> None:
+    """Change the bot's token in the store, as an admin's update does."""
+    current = authorizer.store.get(bot.client_id, consistent=True)
+    authorizer.store.update(
+        replace(current, updated_at=NOW, **changes),
+        AuditEvent(bot.client_id, AuditAction.UPDATED, ADMIN, NOW),
+    )
+
+
+def bad_credentials(authorizer: AnyAuthorizer) -> dict[str, dict[str, str]]:
+    """Headers of each kind of credential the authorizer must refuse, by name (`expired` once
+    the clock is past NOW + 3600)."""
+    good = authorizer.bot()
+    revoked, disabled = authorizer.bot(), authorizer.bot()
+    change(authorizer, revoked, status=TokenStatus.REVOKED)
+    change(authorizer, disabled, enabled=False)
+    expired = authorizer.bot(duration=Duration(1))  # expires at NOW + 3600
+    unknown, unknown_secret = new_service_token(name="ghost", hasher=authorizer.hasher, now=NOW)
+    return {
+        "wrong secret": credential_headers(
+            "gatekey_headers", Bot(good.token, ClientSecret.generate())
+        ),
+        "revoked": credential_headers("gatekey_headers", revoked),
+        "disabled": credential_headers("gatekey_headers", disabled),
+        "expired": credential_headers("gatekey_headers", expired),
+        "unknown": credential_headers("gatekey_headers", Bot(unknown, unknown_secret)),
+        "bad checksum": {
+            "Gatekey-Client-Id": good.client_id,
+            "Gatekey-Client-Secret": good.secret.reveal()[:-1]
+            + ("A" if good.secret.reveal()[-1] != "A" else "B"),
+        },
+        "id only": {"Gatekey-Client-Id": good.client_id},
+    }
+
+
+def assert_not_allowed(authorizer: AnyAuthorizer, event: Any) -> None:
+    """The event gets a 401, a simple refusal, or a policy that allows no method on /items/42
+    and carries no context."""
+    try:
+        response = authorizer.invoke(event)
+    except Unauthorized:
+        return
+    if "isAuthorized" in response:
+        assert response["isAuthorized"] is False
+        return
+    for method in ("GET", "POST", "DELETE"):
+        assert not policy_allows(response["policyDocument"], f"{ARN}/{method}/items/42")
+    assert "context" not in response

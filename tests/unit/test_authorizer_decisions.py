@@ -29,7 +29,6 @@ from gatekey.access_tokens import issue_access_token
 from gatekey.admin import Actor, TokenAdmin
 from gatekey.apigw import arn_matches
 from gatekey.credentials import ClientSecret
-from gatekey.durations import Duration
 from gatekey.errors import DependencyError
 from gatekey.hashing import Hasher
 from gatekey.model import AuditAction, AuditEvent, TokenStatus, new_service_token
@@ -43,7 +42,10 @@ from support.harness import (
     Bot,
     LocalAuthorizer,
     Unauthorized,
+    assert_not_allowed,
     authorizer_event,
+    bad_credentials,
+    change,
     credential_headers,
     local_authorizer,
 )
@@ -87,14 +89,6 @@ def allowed(response: dict[str, Any], method: str = "GET", path: str = "/items/4
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def change(authorizer: LocalAuthorizer, bot: Bot, **changes: Any) -> None:
-    current = authorizer.store.get(bot.client_id, consistent=True)
-    authorizer.store.update(
-        replace(current, updated_at=NOW, **changes),
-        AuditEvent(bot.client_id, AuditAction.UPDATED, ADMIN, NOW),
-    )
 
 
 def rotate(authorizer: LocalAuthorizer, bot: Bot, **grace: Any) -> ClientSecret:
@@ -169,34 +163,10 @@ def test_a_form_switched_off_counts_as_no_credentials(
 # -- bad credentials ---------------------------------------------------------------------------
 
 
-def _bad_credentials(authorizer: LocalAuthorizer) -> dict[str, dict[str, str]]:
-    good = authorizer.bot()
-    revoked, disabled = authorizer.bot(), authorizer.bot()
-    change(authorizer, revoked, status=TokenStatus.REVOKED)
-    change(authorizer, disabled, enabled=False)
-    expired = authorizer.bot(duration=Duration(1))  # expires at NOW + 3600
-    unknown, unknown_secret = new_service_token(name="ghost", hasher=authorizer.hasher, now=NOW)
-    return {
-        "wrong secret": credential_headers(
-            "gatekey_headers", Bot(good.token, ClientSecret.generate())
-        ),
-        "revoked": credential_headers("gatekey_headers", revoked),
-        "disabled": credential_headers("gatekey_headers", disabled),
-        "expired": credential_headers("gatekey_headers", expired),
-        "unknown": credential_headers("gatekey_headers", Bot(unknown, unknown_secret)),
-        "bad checksum": {
-            "Gatekey-Client-Id": good.client_id,
-            "Gatekey-Client-Secret": good.secret.reveal()[:-1]
-            + ("A" if good.secret.reveal()[-1] != "A" else "B"),
-        },
-        "id only": {"Gatekey-Client-Id": good.client_id},
-    }
-
-
 def test_wrong_revoked_disabled_expired_or_unknown_credentials_are_403(
     authorizer: LocalAuthorizer,
 ) -> None:
-    cases = _bad_credentials(authorizer)
+    cases = bad_credentials(authorizer)
     authorizer.clock[0] = NOW + 3600
     for case, headers in cases.items():
         response = authorizer.call("rest_request", headers)
@@ -206,7 +176,7 @@ def test_wrong_revoked_disabled_expired_or_unknown_credentials_are_403(
 
 
 def test_each_bad_credential_is_denied_under_its_own_reason(authorizer: LocalAuthorizer) -> None:
-    cases = _bad_credentials(authorizer)
+    cases = bad_credentials(authorizer)
     authorizer.clock[0] = NOW + 3600
     reasons = {case: authorizer.outcome(headers) for case, headers in cases.items()}
     assert reasons == {
@@ -225,7 +195,7 @@ def test_strict_mode_answers_401_to_every_bad_credential(
 ) -> None:
     # (That the function counts them as denials is tested through it, on moto.)
     authorizer = make_authorizer(STRICT_MODE="true")
-    cases = _bad_credentials(authorizer)
+    cases = bad_credentials(authorizer)
     authorizer.clock[0] = NOW + 3600
     for case, headers in cases.items():
         with pytest.raises(Unauthorized):
@@ -914,19 +884,6 @@ values = st.builds(
 any_headers = st.dictionaries(
     st.one_of(st.sampled_from(NAMES), st.text(max_size=20)), values, max_size=6
 )
-
-
-def assert_not_allowed(authorizer: LocalAuthorizer, event: Any) -> None:
-    try:
-        response = authorizer.invoke(event)
-    except Unauthorized:
-        return
-    if "isAuthorized" in response:
-        assert response["isAuthorized"] is False
-        return
-    for method in ("GET", "POST", "DELETE"):
-        assert not policy_allows(response["policyDocument"], f"{ARN}/{method}/items/42")
-    assert "context" not in response
 
 
 SETTINGS = settings(
